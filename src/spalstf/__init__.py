@@ -1,0 +1,12 @@
+"""spalstf: impute unmeasured spatial genes from a scRNA-seq reference with the SpaLSTF diffusion model."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import datasets, metrics, model, pl, tl
+
+try:
+    __version__ = version("spalstf")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = ["datasets", "metrics", "model", "pl", "tl", "__version__"]
