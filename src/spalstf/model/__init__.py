@@ -1,1 +1,5 @@
-"""placeholder"""
+"""Models: :class:`SpaLSTF`."""
+
+from ._model import SpaLSTF
+
+__all__ = ["SpaLSTF"]

@@ -1,1 +1,5 @@
-"""placeholder"""
+"""Tools: imputation."""
+
+from ._impute import spalstf_impute
+
+__all__ = ["spalstf_impute"]

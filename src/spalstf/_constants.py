@@ -1,0 +1,12 @@
+"""Key names written to or read from AnnData objects (one place, no scattered string literals)."""
+
+from __future__ import annotations
+
+#: Default ``obsm``/``uns`` key of :func:`spalstf.tl.spalstf_impute`.
+IMPUTED_KEY = "spalstf_imputed"
+#: Suffix of the ``obsm`` key holding the per-cell, per-gene standard deviation over draws.
+STD_SUFFIX = "_std"
+#: ``obsm`` key of spatial coordinates (scanpy/squidpy convention).
+SPATIAL_KEY = "spatial"
+#: ``obs`` column the model registers to know each reference cell's row (scvi-tools convention).
+INDICES_OBS_KEY = "_indices"

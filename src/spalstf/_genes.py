@@ -1,0 +1,123 @@
+"""Which genes condition the model and which genes it imputes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ._validation import check_unique_names
+
+
+@dataclass(frozen=True)
+class GenePlan:
+    """Gene sets of one imputation problem.
+
+    Attributes
+    ----------
+    measured
+        Reference gene names that the ST panel measured: the condition of the model, in reference spelling.
+    measured_st
+        The same genes in the ST panel's spelling (differs from ``measured`` only with ``case_sensitive=False``).
+    imputed
+        Reference gene names the model imputes.
+    """
+
+    measured: tuple[str, ...]
+    measured_st: tuple[str, ...]
+    imputed: tuple[str, ...]
+
+
+def _match_key(name: str, case_sensitive: bool) -> str:
+    return name if case_sensitive else name.upper()
+
+
+def plan_genes(
+    st_genes: pd.Index,
+    sc_genes: pd.Index,
+    genes: Sequence[str] | None = None,
+    *,
+    case_sensitive: bool = True,
+    n_top_genes: int | None = 2000,
+    gene_ranking: pd.Series | None = None,
+) -> GenePlan:
+    """Resolve the measured (condition) genes and the genes to impute.
+
+    Parameters
+    ----------
+    st_genes, sc_genes
+        ``var_names`` of the spatial data and of the reference.
+    genes
+        Genes to impute. ``None`` imputes reference genes absent from the ST panel (at most ``n_top_genes`` of them,
+        ranked by ``gene_ranking`` when given, else in reference order). Requested genes that the ST panel measured
+        are allowed (e.g. to cross-check a measured gene) but are then excluded from the condition.
+    case_sensitive
+        If ``False``, match gene names between the two modalities ignoring case (``"Sox2"`` == ``"SOX2"``). Names
+        are reported in the reference's spelling. Two genes that collide after case folding raise.
+    n_top_genes
+        Cap on the default gene list.
+    gene_ranking
+        Score per reference gene (higher first), e.g. normalised dispersion, used to pick the default genes.
+    """
+    check_unique_names(st_genes, "adata_st")
+    check_unique_names(sc_genes, "adata_sc")
+    st_keys = pd.Index([_match_key(g, case_sensitive) for g in st_genes])
+    sc_keys = pd.Index([_match_key(g, case_sensitive) for g in sc_genes])
+    if not case_sensitive:
+        for keys, name in ((st_keys, "adata_st"), (sc_keys, "adata_sc")):
+            if not keys.is_unique:
+                dup = keys[keys.duplicated()].unique()[:5].tolist()
+                raise ValueError(
+                    f"`{name}` has gene names that differ only by case ({dup}); with case_sensitive=False they "
+                    "would collide. Rename them or use case_sensitive=True."
+                )
+    shared_mask = sc_keys.isin(st_keys)
+    if not shared_mask.any():
+        hint = ""
+        if case_sensitive and pd.Index([g.upper() for g in sc_genes]).isin([g.upper() for g in st_genes]).any():
+            hint = " Some names match when case is ignored: pass case_sensitive=False."
+        raise ValueError(
+            "adata_st and adata_sc share no gene names, so the reference cannot be conditioned on the spatial "
+            f"measurements (e.g. ST {list(st_genes[:3])}, reference {list(sc_genes[:3])}).{hint}"
+        )
+
+    if genes is None:
+        candidates = sc_genes[~shared_mask]
+        if gene_ranking is not None:
+            ranking = gene_ranking.reindex(candidates).fillna(-np.inf)
+            candidates = pd.Index(ranking.sort_values(ascending=False, kind="stable").index)
+        if n_top_genes is not None:
+            candidates = candidates[:n_top_genes]
+        if len(candidates) == 0:
+            raise ValueError(
+                "Every reference gene is measured in adata_st, so there is nothing to impute; pass `genes=` to "
+                "impute (cross-check) measured genes."
+            )
+        imputed = list(candidates)
+    else:
+        if isinstance(genes, str):
+            genes = [genes]
+        requested = pd.Index(list(genes))
+        check_unique_names(requested, "genes")
+        req_keys = pd.Index([_match_key(g, case_sensitive) for g in requested])
+        missing = requested[~req_keys.isin(sc_keys)]
+        if len(missing):
+            raise KeyError(
+                f"{len(missing)} requested gene(s) are not in the reference adata_sc: {list(missing[:10])}. "
+                "Only genes the reference measured can be imputed."
+            )
+        sc_by_key = dict(zip(sc_keys, sc_genes, strict=True))
+        imputed = [sc_by_key[k] for k in req_keys]
+
+    imputed_keys = {_match_key(g, case_sensitive) for g in imputed}
+    st_by_key = dict(zip(st_keys, st_genes, strict=True))
+    measured = [g for g, k, s in zip(sc_genes, sc_keys, shared_mask, strict=True) if s and k not in imputed_keys]
+    if not measured:
+        raise ValueError(
+            "No measured gene is left to condition on: every shared gene is also requested for imputation. "
+            "Remove some measured genes from `genes`."
+        )
+    measured_st = [st_by_key[_match_key(g, case_sensitive)] for g in measured]
+    return GenePlan(tuple(measured), tuple(measured_st), tuple(imputed))

@@ -1,0 +1,452 @@
+"""`SpaLSTF`: the user-facing model class (AnnData registration, training, imputation, save/load)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import LayerField, NumericalObsField
+from scvi.dataloaders import DataSplitter
+from scvi.model.base import BaseModelClass
+from scvi.train import TrainRunner
+from tqdm.auto import tqdm
+
+from .._constants import INDICES_OBS_KEY
+from .._genes import GenePlan, plan_genes
+from .._validation import check_nonempty, check_values, get_matrix
+from . import _preprocessing as prep
+from ._module import Sampler, SpaLSTFModule
+from ._noise import cell_keys
+from ._training_plan import SpaLSTFTrainingPlan
+
+logger = logging.getLogger(__name__)
+
+Preset = Literal["cpu", "paper"]
+
+#: Architecture and training defaults of each preset. "paper" is the published configuration (hidden 512 for
+#: <= 500 genes, 1024 above; batch 2048 / 512; 1200 epochs; T = 1500; lr 1e-4); "cpu" is sized to train and sample
+#: the benchmark pairs in minutes on a laptop CPU.
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {
+        "n_hidden": 128,
+        "n_blocks": 4,
+        "n_heads": 8,
+        "n_diffusion_steps": 1000,
+        "max_epochs": 60,
+        "batch_size": 256,
+        "lr": 1e-3,
+    },
+    "paper": {
+        "n_hidden": (512, 1024),
+        "n_blocks": 6,
+        "n_heads": 16,
+        "n_diffusion_steps": 1500,
+        "max_epochs": 1200,
+        "batch_size": (2048, 512),
+        "lr": 1e-4,
+    },
+}
+_HIGH_DIM_GENES = 500  # paper: hidden 1024 / batch 512 above this many genes
+_KL_LOW_DIM_GENES = 120  # published code: alpha 2.8 below this many genes, 0.02 above
+
+
+def _by_size(value, n_genes: int):
+    if isinstance(value, tuple):
+        return value[1] if n_genes > _HIGH_DIM_GENES else value[0]
+    return value
+
+
+class SpaLSTF(BaseModelClass):
+    """SpaLSTF: a conditional diffusion model that imputes unmeasured spatial genes from a scRNA-seq reference.
+
+    The model is trained on the reference (``adata``, raw counts). For each cell it learns the distribution of the
+    imputed genes given the measured (spatially profiled) genes. A cell's condition is its measured genes plus a
+    context sequence of its nearest reference cells in measured-gene space, read by a bidirectional LSTM; the
+    denoiser is a stack of XCiT blocks (cross-covariance attention over the cell's gene tokens, local patch
+    interaction, feed-forward) modulated by the diffusion step and the condition. Every computation is per cell, so a
+    cell's imputation does not depend on which cells share its batch.
+
+    Register the reference with :meth:`setup_anndata` first. The spatial data is passed as ``adata_st``; only its
+    measured genes are used, and its per-gene statistics are stored in the model.
+
+    Parameters
+    ----------
+    adata
+        Reference scRNA-seq AnnData (raw counts) registered with :meth:`setup_anndata`.
+    adata_st
+        Spatial AnnData whose genes form the measured panel. Required to build a new model; not needed by
+        :meth:`load`.
+    genes
+        Reference genes to impute. ``None``: reference genes absent from the ST panel, at most ``n_top_genes``,
+        ranked by normalised dispersion when ``adata.var`` has a ``dispersions_norm`` column, else in reference order.
+    st_layer
+        Layer of ``adata_st`` with the expression values (``None``: ``adata_st.X``).
+    case_sensitive
+        Match gene names between modalities exactly (default) or ignoring case.
+    n_top_genes
+        Cap on the default number of imputed genes.
+    preset
+        ``"cpu"`` (default; small network, minutes on a laptop) or ``"paper"`` (the published sizes). Explicit
+        arguments below override the preset.
+    n_neighbors
+        Nearest reference cells in the context sequence.
+    n_hidden, n_blocks, n_heads, n_tokens
+        Denoiser width, XCiT blocks, attention heads, gene tokens per cell.
+    n_lstm_hidden, n_lstm_layers
+        BiLSTM hidden size per direction and number of layers (paper: 128, 2).
+    n_diffusion_steps
+        Steps T of the cosine schedule.
+    kl_weight
+        alpha of the loss; default 2.8 for fewer than 120 model genes, else 0.02.
+    perturbation_std
+        Gaussian perturbation of the reference condition during training (standardised units); 0 disables it.
+    cell_scaling
+        Per-cell max-abs scaling of the measured genes into [-1, 1] before standardisation (the paper's scaling).
+    target_sum
+        Library size of the normalisation (counts per ``target_sum``).
+    gene_plan
+        Set by :meth:`load` (the resolved gene lists); leave ``None``.
+
+    Examples
+    --------
+    >>> import spalstf as sp
+    >>> mdata = sp.datasets.drosophila_embryo()
+    >>> adata_st, adata_sc = mdata["spatial"], mdata["rna"]
+    >>> sp.model.SpaLSTF.setup_anndata(adata_sc)
+    >>> model = sp.model.SpaLSTF(adata_sc, adata_st, genes=["sna", "trn"])  # doctest: +SKIP
+    >>> model.train(max_epochs=50)  # doctest: +SKIP
+    >>> imputed = model.impute(adata_st)  # doctest: +SKIP
+    """
+
+    _module_cls = SpaLSTFModule
+    _training_plan_cls = SpaLSTFTrainingPlan
+    _data_splitter_cls = DataSplitter
+    _train_runner_cls = TrainRunner
+
+    def __init__(
+        self,
+        adata: AnnData,
+        adata_st: AnnData | None = None,
+        *,
+        genes: Sequence[str] | None = None,
+        st_layer: str | None = None,
+        case_sensitive: bool = True,
+        n_top_genes: int | None = 2000,
+        preset: Preset = "cpu",
+        n_neighbors: int = 16,
+        n_hidden: int | None = None,
+        n_blocks: int | None = None,
+        n_heads: int | None = None,
+        n_tokens: int = 8,
+        n_lstm_hidden: int = 128,
+        n_lstm_layers: int = 2,
+        n_diffusion_steps: int | None = None,
+        kl_weight: float | None = None,
+        perturbation_std: float = 0.5,
+        cell_scaling: bool = True,
+        target_sum: float = 1e4,
+        gene_plan: dict[str, list[str]] | None = None,
+    ):
+        super().__init__(adata)
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {list(PRESETS)}, got {preset!r}.")
+        ref_X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        check_values(ref_X, "adata (reference)", adata.var_names)
+
+        if gene_plan is not None:
+            plan = GenePlan(tuple(gene_plan["measured"]), tuple(gene_plan["measured_st"]), tuple(gene_plan["imputed"]))
+        elif adata_st is None:
+            raise ValueError("Pass `adata_st` (the spatial data) to build a new SpaLSTF model.")
+        else:
+            check_nonempty(adata_st, "adata_st")
+            ranking = adata.var["dispersions_norm"] if "dispersions_norm" in adata.var else None
+            plan = plan_genes(
+                adata_st.var_names,
+                adata.var_names,
+                genes,
+                case_sensitive=case_sensitive,
+                n_top_genes=n_top_genes,
+                gene_ranking=ranking,
+            )
+        self.gene_plan = plan
+        self.target_sum = target_sum
+        self.cell_scaling = cell_scaling
+        self.st_layer = st_layer
+
+        ref_profiles, stats = self._reference_profiles(adata, plan)
+        n_genes = ref_profiles.shape[1]
+        settings = PRESETS[preset]
+        self._train_defaults = {k: _by_size(settings[k], n_genes) for k in ("max_epochs", "batch_size", "lr")}
+        self.module = self._module_cls(
+            torch.from_numpy(ref_profiles),
+            len(plan.measured),
+            n_neighbors=n_neighbors,
+            n_hidden=n_hidden or _by_size(settings["n_hidden"], n_genes),
+            n_blocks=n_blocks or settings["n_blocks"],
+            n_heads=n_heads or settings["n_heads"],
+            n_tokens=n_tokens,
+            n_lstm_hidden=n_lstm_hidden,
+            n_lstm_layers=n_lstm_layers,
+            n_diffusion_steps=n_diffusion_steps or settings["n_diffusion_steps"],
+            kl_weight=kl_weight if kl_weight is not None else (2.8 if n_genes < _KL_LOW_DIM_GENES else 0.02),
+            perturbation_std=perturbation_std,
+        )
+        for name, value in stats.items():
+            self.module.register_buffer(name, torch.from_numpy(value))
+        if adata_st is not None:
+            st_values = self._st_condition_values(adata_st, st_layer)
+            st_mean, st_std = prep.gene_stats(st_values)
+        else:  # restored by load_state_dict
+            st_mean, st_std = np.zeros(len(plan.measured), np.float32), np.ones(len(plan.measured), np.float32)
+        self.module.register_buffer("st_mean", torch.from_numpy(st_mean))
+        self.module.register_buffer("st_std", torch.from_numpy(st_std))
+
+        self._model_summary_string = (
+            f"SpaLSTF: {len(plan.measured)} measured genes -> {len(plan.imputed)} imputed genes, "
+            f"{adata.n_obs} reference cells, preset={preset!r}"
+        )
+        self.init_params_ = self._get_init_params(locals())
+        self.init_params_["non_kwargs"]["gene_plan"] = {
+            "measured": list(plan.measured),
+            "measured_st": list(plan.measured_st),
+            "imputed": list(plan.imputed),
+        }
+
+    # registration ------------------------------------------------------------------------------------------------
+    @classmethod
+    def setup_anndata(cls, adata: AnnData, layer: str | None = None, **kwargs) -> None:
+        """Register the reference scRNA-seq AnnData.
+
+        Parameters
+        ----------
+        adata
+            Reference with raw counts (cells x genes).
+        layer
+            Layer holding the raw counts; ``None`` uses ``adata.X``.
+        **kwargs
+            Passed to :class:`scvi.data.AnnDataManager` registration.
+
+        Notes
+        -----
+        As every scvi-tools model, this adds ``adata.obs["_indices"]`` (the row number of each cell) and scvi-tools'
+        registration keys in ``adata.uns``. :func:`spalstf.tl.spalstf_impute` registers a lightweight copy instead,
+        so it never changes the user's objects.
+        """
+        check_nonempty(adata, "adata")
+        get_matrix(adata, layer, "adata")  # raises a KeyError naming the missing layer
+        setup_method_args = cls._get_setup_method_args(**locals())
+        adata.obs[INDICES_OBS_KEY] = np.arange(adata.n_obs)
+        fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+            NumericalObsField(REGISTRY_KEYS.INDICES_KEY, INDICES_OBS_KEY),
+        ]
+        manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        manager.register_fields(adata, **kwargs)
+        cls.register_manager(manager)
+
+    # preprocessing -----------------------------------------------------------------------------------------------
+    def _reference_profiles(self, adata: AnnData, plan: GenePlan) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        pos = adata.var_names.get_indexer(list(plan.measured) + list(plan.imputed))
+        X = X[:, pos]
+        n_m = len(plan.measured)
+        cond = prep.condition_values(X[:, :n_m], self.target_sum, self.cell_scaling)
+        cond_mean, cond_std = prep.gene_stats(cond)
+        target = prep.log_normalize(X, self.target_sum)[:, n_m:]
+        target_mean, target_std = prep.gene_stats(target)
+        profiles = np.concatenate(
+            [prep.standardize(cond, cond_mean, cond_std), prep.standardize(target, target_mean, target_std)], axis=1
+        )
+        stats = {"ref_mean": cond_mean, "ref_std": cond_std, "target_mean": target_mean, "target_std": target_std}
+        return profiles, stats
+
+    def _st_condition_values(self, adata_st: AnnData, layer: str | None) -> np.ndarray:
+        check_nonempty(adata_st, "adata_st")
+        missing = [g for g in self.gene_plan.measured_st if g not in adata_st.var_names]
+        if missing:
+            raise KeyError(
+                f"adata_st lacks {len(missing)} gene(s) the model is conditioned on: {missing[:10]}. Pass the same "
+                "gene panel the model was built with."
+            )
+        X = get_matrix(adata_st, layer, "adata_st")
+        pos = adata_st.var_names.get_indexer(list(self.gene_plan.measured_st))
+        X = X[:, pos]
+        check_values(X, "adata_st", list(self.gene_plan.measured_st))
+        return prep.condition_values(X, self.target_sum, self.cell_scaling)
+
+    # training ----------------------------------------------------------------------------------------------------
+    def train(
+        self,
+        max_epochs: int | None = None,
+        batch_size: int | None = None,
+        lr: float | None = None,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        train_size: float = 1.0,
+        validation_size: float | None = None,
+        datasplitter_kwargs: dict | None = None,
+        plan_kwargs: dict | None = None,
+        **trainer_kwargs,
+    ):
+        """Train the model on the reference cells.
+
+        Goes through scvi-tools' :class:`~scvi.dataloaders.DataSplitter`, a Lightning training plan and
+        :class:`~scvi.train.TrainRunner`, so ``accelerator``, ``devices`` and ``strategy`` (e.g. ``"ddp"``) behave as
+        in any scvi-tools model. Losses per epoch are kept in :attr:`history` (``train_loss``, ``train_mse``,
+        ``train_kl``; ``validation_*`` when ``train_size < 1``).
+
+        Parameters
+        ----------
+        max_epochs
+            Passes over the reference; default from the preset (cpu: 60, paper: 1200).
+        batch_size
+            Cells per mini-batch; default from the preset.
+        lr
+            AdamW learning rate; default from the preset (cpu: 1e-3, paper: 1e-4).
+        accelerator, devices
+            Lightning device selection (``"auto"`` picks a GPU when there is one).
+        train_size, validation_size
+            Fractions of reference cells for training and validation (default: all cells train).
+        datasplitter_kwargs, plan_kwargs
+            Extra arguments of the data splitter and of the training plan.
+        **trainer_kwargs
+            Passed to :class:`scvi.train.Trainer` (e.g. ``strategy="ddp"``, ``enable_progress_bar=False``);
+            ``gradient_clip_val`` defaults to 1.0.
+        """
+        max_epochs = max_epochs or self._train_defaults["max_epochs"]
+        batch_size = batch_size or self._train_defaults["batch_size"]
+        plan_kwargs = {"lr": lr or self._train_defaults["lr"], **(plan_kwargs or {})}
+        trainer_kwargs.setdefault("gradient_clip_val", 1.0)
+        trainer_kwargs.setdefault("enable_checkpointing", False)
+        splitter = self._data_splitter_cls(
+            self.adata_manager,
+            train_size=train_size,
+            validation_size=validation_size,
+            batch_size=min(batch_size, self.adata.n_obs),
+            drop_last=False,
+            **(datasplitter_kwargs or {}),
+        )
+        plan = self._training_plan_cls(self.module, **plan_kwargs)
+        runner = self._train_runner_cls(
+            self,
+            training_plan=plan,
+            data_splitter=splitter,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            **trainer_kwargs,
+        )
+        return runner()
+
+    # imputation --------------------------------------------------------------------------------------------------
+    @property
+    def imputed_genes(self) -> list[str]:
+        """Reference genes the model imputes (output columns)."""
+        return list(self.gene_plan.imputed)
+
+    @property
+    def measured_genes(self) -> list[str]:
+        """Reference genes the model is conditioned on (as spelled in the reference)."""
+        return list(self.gene_plan.measured)
+
+    @torch.no_grad()
+    def impute(
+        self,
+        adata_st: AnnData,
+        *,
+        layer: str | None = None,
+        n_samples: int = 1,
+        sampler: Sampler = "ddim",
+        n_sampling_steps: int = 25,
+        batch_size: int = 1024,
+        random_state: int = 0,
+        progress_bar: bool = True,
+    ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        """Impute the model's genes for the cells of ``adata_st``.
+
+        Outputs are log1p-normalised expression in the reference's units, ``log1p(counts / library * target_sum)``
+        (the standardised model outputs mapped back with the reference's per-gene mean and standard deviation, and
+        clipped at 0, the smallest log1p expression).
+
+        Parameters
+        ----------
+        adata_st
+            Spatial data holding (at least) the measured genes of the model.
+        layer
+            Layer of ``adata_st`` with the expression values; default: the layer the model was built with.
+        n_samples
+            ``1`` (default): the model's point estimate of the posterior mean, ``mu(c)`` (ridge part + BiLSTM-context
+            correction, trained with MSE); no reverse diffusion is run, so ``sampler`` is not used. ``> 1``: that many
+            draws ``mu + r`` from the reverse diffusion (each started from seeded per-cell noise); their mean and their
+            standard deviation (the uncertainty) are returned. A single diffusion draw is a sample of the posterior,
+            not its mean, which is why it is not the default output.
+        sampler
+            For ``n_samples > 1``. ``"ddim"``: deterministic DDIM with ``n_sampling_steps`` steps (the noise draw is the
+            only randomness); ``"ddpm"``: the paper's ancestral chain over all T steps.
+        n_sampling_steps
+            Steps of the DDIM sampler.
+        batch_size
+            Cells per forward pass; the result does not depend on it.
+        random_state
+            Seed of the per-cell noise (keyed by cell name, so independent of batch and order).
+        progress_bar
+            Show a progress bar over sampling steps.
+
+        Returns
+        -------
+        ``(mean, std)``: DataFrames indexed by ``adata_st.obs_names`` with the imputed genes as columns; ``std`` is
+        ``None`` when ``n_samples == 1``.
+        """
+        if not self.is_trained_:
+            raise RuntimeError("The model is not trained yet; call `model.train()` first.")
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
+        if sampler not in ("ddim", "ddpm"):
+            raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}.")
+        values = self._st_condition_values(adata_st, layer if layer is not None else self.st_layer)
+        condition = prep.standardize(values, self.module.st_mean.cpu().numpy(), self.module.st_std.cpu().numpy())
+        keys = cell_keys(adata_st.obs_names, random_state)
+        device = self.device
+        if n_samples == 1:
+            n_steps = 1
+        elif sampler == "ddim":
+            n_steps = len(self.module.schedule.ddim_timesteps(n_sampling_steps))
+        else:
+            n_steps = self.module.schedule.n_steps
+        self.module.eval()
+        means, stds = [], []
+        with tqdm(
+            total=n_steps * n_samples * int(np.ceil(adata_st.n_obs / batch_size)),
+            desc=f"Sampling ({sampler})",
+            disable=not progress_bar,
+        ) as bar:
+            for start in range(0, adata_st.n_obs, batch_size):
+                stop = start + batch_size
+                cond = torch.from_numpy(condition[start:stop]).to(device)
+                if n_samples == 1:
+                    draws = self.module.posterior_mean(cond)[None]
+                    bar.update(1)
+                else:
+                    draws = self.module.sample(
+                        cond,
+                        keys[start:stop],
+                        n_samples=n_samples,
+                        sampler=sampler,
+                        n_sampling_steps=n_sampling_steps,
+                        step_callback=lambda: bar.update(1),
+                    )
+                draws = (draws * self.module.target_std + self.module.target_mean).clamp_min(0.0)
+                means.append(draws.mean(0).cpu().numpy())
+                if n_samples > 1:
+                    stds.append(draws.std(0, unbiased=False).cpu().numpy())
+        index, columns = adata_st.obs_names.copy(), pd.Index(self.imputed_genes)
+        mean = pd.DataFrame(np.concatenate(means), index=index, columns=columns)
+        std = pd.DataFrame(np.concatenate(stds), index=index, columns=columns) if n_samples > 1 else None
+        return mean, std

@@ -1,0 +1,246 @@
+"""The SpaLSTF module: networks, diffusion schedule, loss and samplers (pure torch, no AnnData)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._diffusion import Schedule
+from ._network import ContextEncoder, Denoiser
+from ._noise import gaussian
+
+Sampler = Literal["ddim", "ddpm"]
+
+
+class SpaLSTFModule(nn.Module):
+    """Conditional diffusion over the unknown genes of one cell, around a learned point estimate.
+
+    The unknown genes x0 of a cell are written ``x0 = mu(c) + r``: ``mu`` is a point estimate from the condition
+    (a closed-form ridge regression fitted on the reference, plus a nonlinear correction read from the BiLSTM
+    context, trained with MSE), and the diffusion model learns the distribution of the residual ``r`` given the
+    condition. Samples are ``mu + r``; their spread is the model's uncertainty.
+
+    Gene order inside the module is ``[measured genes, imputed genes]``. The module stores the standardised reference
+    profiles (``ref_profiles``) because a cell's context is made of its nearest reference cells in measured-gene space.
+
+    Parameters
+    ----------
+    ref_profiles
+        (reference cells, genes) standardised condition (measured genes) and target (imputed genes) values.
+    n_measured
+        Number of measured (condition) genes; the remaining columns are imputed genes.
+    n_neighbors
+        Context length: nearest reference cells read by the BiLSTM after the cell itself.
+    n_hidden, n_blocks, n_heads, n_tokens
+        Denoiser width, number of XCiT blocks, attention heads, gene tokens per cell.
+    n_lstm_hidden, n_lstm_layers
+        BiLSTM size (per direction) and depth.
+    n_diffusion_steps
+        T of the cosine schedule.
+    kl_weight
+        alpha of the loss (equation 2 of the paper).
+    perturbation_std
+        Standard deviation of Gaussian noise added to a training cell's condition (the paper's reference
+        perturbation, in standardised units); 0 disables it.
+    ridge_alpha
+        L2 penalty of the ridge part of the point estimate.
+    """
+
+    def __init__(
+        self,
+        ref_profiles: torch.Tensor,
+        n_measured: int,
+        *,
+        n_neighbors: int = 16,
+        n_hidden: int = 128,
+        n_blocks: int = 4,
+        n_heads: int = 8,
+        n_tokens: int = 8,
+        n_lstm_hidden: int = 128,
+        n_lstm_layers: int = 2,
+        n_diffusion_steps: int = 1000,
+        kl_weight: float = 2.8,
+        perturbation_std: float = 0.1,
+        ridge_alpha: float = 10.0,
+    ):
+        super().__init__()
+        n_ref, n_genes = ref_profiles.shape
+        if not 0 < n_measured < n_genes:
+            raise ValueError(f"n_measured must be in (0, {n_genes}), got {n_measured}.")
+        self.n_measured = n_measured
+        self.n_imputed = n_genes - n_measured
+        self.n_neighbors = min(n_neighbors, n_ref - 1)
+        if self.n_neighbors < 1:
+            raise ValueError("The reference needs at least 2 cells to build a neighbour context.")
+        self.kl_weight = kl_weight
+        self.perturbation_std = perturbation_std
+        self.schedule = Schedule(n_diffusion_steps)
+        self.register_buffer("ref_profiles", ref_profiles.float())
+        mask = torch.zeros(n_genes)
+        mask[:n_measured] = 1.0
+        self.register_buffer("mask", mask)
+        targets = self.ref_profiles[:, n_measured:]
+        self.register_buffer("x0_min", targets.min(0).values)
+        self.register_buffer("x0_max", targets.max(0).values)
+        cond = self.ref_profiles[:, :n_measured].double()
+        gram = cond.T @ cond + ridge_alpha * torch.eye(n_measured, dtype=torch.float64)
+        self.register_buffer("ridge_weight", torch.linalg.solve(gram, cond.T @ targets.double()).float())
+        self.encoder = ContextEncoder(n_genes + 2, n_hidden=n_lstm_hidden, n_layers=n_lstm_layers)
+        self.mean_head = nn.Sequential(
+            nn.Linear(self.encoder.n_out + n_measured, n_hidden), nn.SiLU(), nn.Linear(n_hidden, self.n_imputed)
+        )
+        nn.init.zeros_(self.mean_head[2].weight)
+        nn.init.zeros_(self.mean_head[2].bias)
+        self.denoiser = Denoiser(
+            n_genes, self.encoder.n_out, n_hidden=n_hidden, n_blocks=n_blocks, n_heads=n_heads, n_tokens=n_tokens
+        )
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the module's parameters."""
+        return self.mask.device
+
+    # context -----------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def find_neighbors(
+        self, condition: torch.Tensor, exclude: torch.Tensor | None = None, chunk_size: int = 1024
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nearest reference cells of each cell in the standardised measured-gene space.
+
+        Returns indices and root-mean-square distances, nearest first; the result depends only on the cell and the
+        reference. ``exclude`` gives, per query, a reference row left out of its context (a training cell's own row).
+        """
+        ref = self.ref_profiles[:, : self.n_measured]
+        ref_sq = (ref**2).sum(1)
+        out_idx, out_dist = [], []
+        for start in range(0, condition.shape[0], chunk_size):
+            q = condition[start : start + chunk_size].to(ref)
+            d2 = ((q**2).sum(1, keepdim=True) + ref_sq[None] - 2 * q @ ref.T).clamp_min(0)
+            if exclude is not None:
+                rows = torch.arange(q.shape[0], device=q.device)
+                d2[rows, exclude[start : start + chunk_size]] = float("inf")
+            dist, idx = torch.topk(d2, self.n_neighbors, dim=1, largest=False, sorted=True)
+            out_idx.append(idx)
+            out_dist.append((dist / ref.shape[1]).sqrt())
+        return torch.cat(out_idx), torch.cat(out_dist)
+
+    def encode(self, condition: torch.Tensor, neighbors: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
+        """BiLSTM over the sequence [cell, nearest reference cells...] -> condition embedding y'."""
+        b, n_genes = condition.shape[0], self.ref_profiles.shape[1]
+        query = torch.zeros(b, 1, n_genes + 2, device=condition.device)
+        query[:, 0, : self.n_measured] = condition
+        query[:, 0, -2] = 1.0
+        ctx = torch.cat(
+            [self.ref_profiles[neighbors], torch.zeros_like(distances)[..., None], distances[..., None]], -1
+        )
+        return self.encoder(torch.cat([query, ctx], dim=1))
+
+    def point_estimate(self, condition: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """mu(c): ridge prediction from the measured genes plus the learned correction from the context."""
+        return condition @ self.ridge_weight + self.mean_head(torch.cat([y, condition], dim=1))
+
+    def predict_noise(self, x_t: torch.Tensor, condition: torch.Tensor, y: torch.Tensor, t: torch.Tensor):
+        """Noise on the unknown genes predicted from noisy unknown genes ``x_t`` at step indices ``t``."""
+        x = torch.cat([condition, x_t], dim=1)
+        return self.denoiser(x, self.mask, t + 1, y)[:, self.n_measured :]
+
+    # training ----------------------------------------------------------------------------------------------------
+    def loss(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Diffusion loss on the unknown genes plus the point-estimate MSE, for the reference cells ``indices``.
+
+        Diffusion loss (equation 2 of the paper, on the residual ``r = x0 - mu``): masked noise MSE over the unknown
+        genes + ``kl_weight`` * KL. Point-estimate loss: ``mean((mu - x0)^2)`` (reported as ``mean_mse``).
+
+        KL term: for each unknown gene, Gaussians are fitted over the cells of the mini-batch to the predicted noise
+        (q, mean m_q, variance v_q) and to the true noise (p, m_p, v_p);
+        ``KL(q || p) = 0.5 * (log(v_p / v_q) + (v_q + (m_q - m_p)^2) / v_p - 1)``, averaged over genes.
+        """
+        indices = indices.long().view(-1)
+        profiles = self.ref_profiles[indices]
+        condition = profiles[:, : self.n_measured]
+        # the context is searched from the perturbed condition, as an ST cell's is searched from its own measurement
+        if self.training and self.perturbation_std > 0:
+            condition = condition + self.perturbation_std * torch.randn_like(condition)
+        x0 = profiles[:, self.n_measured :]
+        y = self.encode(condition, *self.find_neighbors(condition, exclude=indices))
+        mu = self.point_estimate(condition, y)
+        mean_mse = ((mu - x0) ** 2).mean()
+        r0 = x0 - mu.detach()
+        t = torch.randint(0, self.schedule.n_steps, (x0.shape[0],), device=x0.device)
+        noise = torch.randn_like(r0)
+        eps = self.predict_noise(self.schedule.q_sample(r0, t, noise), condition, y, t)
+        mse = ((eps - noise) ** 2).mean()
+        kl = _gaussian_kl(eps, noise) if eps.shape[0] > 1 else eps.new_zeros(())
+        return {"loss": mse + self.kl_weight * kl + mean_mse, "mse": mse, "kl": kl, "mean_mse": mean_mse}
+
+    # sampling ----------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def posterior_mean(self, condition: torch.Tensor) -> torch.Tensor:
+        """Point estimate mu(c) of the unknown genes (standardised units) for cells with ``condition``."""
+        y = self.encode(condition, *self.find_neighbors(condition))
+        return self.point_estimate(condition, y)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        condition: torch.Tensor,
+        keys: np.ndarray,
+        *,
+        n_samples: int = 1,
+        sampler: Sampler = "ddim",
+        n_sampling_steps: int = 50,
+        step_callback: Callable[[], None] | None = None,
+    ) -> torch.Tensor:
+        """Draw unknown genes for cells with standardised ``condition``; returns (n_samples, cells, unknown genes).
+
+        Each draw is ``mu + r`` with the residual ``r`` from the reverse diffusion.
+
+        Noise comes from :func:`spalstf.model._noise.gaussian` keyed by each cell's ``keys`` entry, so a cell's draw
+        never depends on the other cells of the batch.
+        """
+        neighbors, distances = self.find_neighbors(condition)
+        y = self.encode(condition, neighbors, distances)
+        mu = self.point_estimate(condition, y)
+        b, g = condition.shape[0], self.n_imputed
+        device = condition.device
+        lo, hi = self.x0_min - mu, self.x0_max - mu  # residual bounds keeping mu + r in the reference's range
+        draws = []
+        T = self.schedule.n_steps
+        for s in range(n_samples):
+            x = gaussian(keys, stream=s * (T + 1) + T, n_genes=g).to(device)
+            if sampler == "ddim":
+                steps = self.schedule.ddim_timesteps(n_sampling_steps)
+                for j, i in enumerate(steps):
+                    t = torch.full((b,), i, device=device, dtype=torch.long)
+                    eps = self.predict_noise(x, condition, y, t)
+                    x0 = torch.maximum(torch.minimum(self.schedule.predict_x0(x, eps, i), hi), lo)
+                    eps = (x - float(self.schedule.alpha_bar[i]) ** 0.5 * x0) / float(
+                        1 - self.schedule.alpha_bar[i]
+                    ) ** 0.5
+                    i_prev = steps[j + 1] if j + 1 < len(steps) else -1
+                    x = self.schedule.ddim_step(x, x0, eps, i_prev)
+                    if step_callback is not None:
+                        step_callback()
+            elif sampler == "ddpm":
+                for i in range(T - 1, -1, -1):
+                    t = torch.full((b,), i, device=device, dtype=torch.long)
+                    eps = self.predict_noise(x, condition, y, t)
+                    noise = gaussian(keys, stream=s * (T + 1) + i, n_genes=g).to(device) if i > 0 else None
+                    x = self.schedule.ddpm_step(x, eps, i, noise)
+                    if step_callback is not None:
+                        step_callback()
+                x = torch.maximum(torch.minimum(x, hi), lo)
+            else:  # pragma: no cover - validated by the caller
+                raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}.")
+            draws.append(mu + x)
+        return torch.stack(draws)
+
+
+def _gaussian_kl(pred: torch.Tensor, true: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    m_q, v_q = pred.mean(0), pred.var(0, unbiased=False) + eps
+    m_p, v_p = true.mean(0), true.var(0, unbiased=False) + eps
+    return (0.5 * (torch.log(v_p / v_q) + (v_q + (m_q - m_p) ** 2) / v_p - 1)).mean()

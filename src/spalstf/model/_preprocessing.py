@@ -1,0 +1,60 @@
+"""From raw expression to the model's space, and back.
+
+The model sees two kinds of values, both per cell and free of the genes being imputed on the ST side:
+
+*condition* (measured genes, both modalities)
+    1. library-size normalisation to ``target_sum`` over the **measured genes only** and ``log1p``;
+    2. optional per-cell max-abs scaling into [-1, 1] (``x / max(x) * 2 - 1``; the paper's scaling), again from the
+       measured genes only;
+    3. per-gene standardisation with the mean and standard deviation of *that modality's* cells, which removes
+       gene-wise platform effects (in situ intensities vs. UMI counts).
+
+*target* (imputed genes, reference only)
+    ``log1p`` of counts normalised to ``target_sum`` over all reference genes of the model, standardised per gene
+    with the reference's mean and standard deviation. The model's outputs are mapped back with those statistics, so
+    imputed values are **log1p-normalised expression in the reference's units** (``log1p(counts / library *
+    target_sum)``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+
+_EPS = 1e-8
+
+
+def log_normalize(X, target_sum: float) -> np.ndarray:
+    """``log1p(X / rowsum(X) * target_sum)`` as dense float32; cells whose row sums to 0 stay 0."""
+    if sparse.issparse(X):
+        X = X.toarray()
+    X = np.asarray(X, dtype=np.float64)
+    lib = X.sum(axis=1, keepdims=True)
+    scale = np.divide(target_sum, lib, out=np.zeros_like(lib), where=lib > 0)
+    return np.log1p(X * scale).astype(np.float32)
+
+
+def cell_maxabs_scale(L: np.ndarray) -> np.ndarray:
+    """Per-cell scaling into [-1, 1]: each cell's maximum becomes 1, zero stays -1 (an all-zero cell gives -1)."""
+    cell_max = L.max(axis=1, keepdims=True)
+    scaled = np.divide(L, cell_max, out=np.zeros_like(L), where=cell_max > 0)
+    return scaled * 2.0 - 1.0
+
+
+def condition_values(X_measured, target_sum: float, cell_scaling: bool) -> np.ndarray:
+    """Steps 1-2 of the condition (before per-gene standardisation) from measured-gene values only."""
+    L = log_normalize(X_measured, target_sum)
+    return cell_maxabs_scale(L) if cell_scaling else L
+
+
+def gene_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene mean and standard deviation (ddof 0); a constant gene gets std 1 so it standardises to 0."""
+    mean = values.mean(axis=0)
+    std = values.std(axis=0)
+    std = np.where(std > _EPS, std, 1.0)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def standardize(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``(values - mean) / std`` as float32."""
+    return ((values - mean) / std).astype(np.float32)

@@ -1,0 +1,49 @@
+"""Lightning training plan of SpaLSTF (optimiser and the loss bookkeeping; the loss itself lives in the module)."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+from scvi import REGISTRY_KEYS
+
+from ._module import SpaLSTFModule
+
+
+class SpaLSTFTrainingPlan(pl.LightningModule):
+    """Trains a :class:`~spalstf.model._module.SpaLSTFModule` with AdamW.
+
+    Parameters
+    ----------
+    module
+        The module to train.
+    lr
+        Learning rate (paper: 1e-4).
+    weight_decay
+        AdamW weight decay.
+    """
+
+    def __init__(self, module: SpaLSTFModule, lr: float = 1e-3, weight_decay: float = 0.0):
+        super().__init__()
+        self.module = module
+        self.lr = lr
+        self.weight_decay = weight_decay
+
+    def _step(self, batch: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
+        out = self.module.loss(batch[REGISTRY_KEYS.INDICES_KEY])
+        n = batch[REGISTRY_KEYS.INDICES_KEY].shape[0]
+        for name, value in out.items():
+            key = f"{prefix}_{name}" if name != "loss" else f"{prefix}_loss"
+            self.log(key, value, on_step=False, on_epoch=True, batch_size=n, sync_dist=True, prog_bar=name == "loss")
+        return out["loss"]
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """One optimisation step on a mini-batch of reference cells."""
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Loss on held-out reference cells (only when ``train_size < 1``)."""
+        self._step(batch, "validation")
+
+    def configure_optimizers(self):
+        """AdamW over all module parameters."""
+        return torch.optim.AdamW(self.module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
