@@ -325,13 +325,16 @@ class SpaLSTF(BaseModelClass):
         plan_kwargs = {"lr": lr or self._train_defaults["lr"], **(plan_kwargs or {})}
         trainer_kwargs.setdefault("gradient_clip_val", 1.0)
         trainer_kwargs.setdefault("enable_checkpointing", False)
+        # With every cell in training there is nothing to split; scvi-tools' split shuffle uses its own unseeded
+        # generator, so leaving it on would make training differ between runs with the same torch seed.
+        split_kwargs = {"shuffle_set_split": train_size < 1.0 or bool(validation_size), **(datasplitter_kwargs or {})}
         splitter = self._data_splitter_cls(
             self.adata_manager,
             train_size=train_size,
             validation_size=validation_size,
             batch_size=min(batch_size, self.adata.n_obs),
             drop_last=False,
-            **(datasplitter_kwargs or {}),
+            **split_kwargs,
         )
         plan = self._training_plan_cls(self.module, **plan_kwargs)
         runner = self._train_runner_cls(

@@ -104,6 +104,9 @@ class SpaLSTFModule(nn.Module):
         """Device of the module's parameters."""
         return self.mask.device
 
+    def on_load(self, model, **kwargs) -> None:
+        """Hook of scvi-tools' ``BaseModelClass.load``: nothing to rebuild, the state dict restores everything."""
+
     # context -----------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def find_neighbors(
