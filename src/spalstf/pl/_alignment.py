@@ -1,0 +1,231 @@
+"""`alignment_umap`: the reference, the measured and the imputed spatial cells in one UMAP."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from scipy import sparse
+
+from .._constants import IMPUTED_KEY
+from .._validation import get_matrix
+from ._spatial import imputed_frame
+from ._utils import SavePath, check_ax, finish, format_names, new_figure
+
+SOURCES = ("reference", "measured ST", "imputed ST")
+_COLORS = {"reference": "#7f7f7f", "measured ST": "#1f77b4", "imputed ST": "#ff7f0e"}
+
+
+def _dense(X) -> np.ndarray:
+    return np.asarray(X.toarray() if sparse.issparse(X) else X, dtype=np.float64)
+
+
+def _zscore(X: np.ndarray) -> np.ndarray:
+    """Per-gene z-score within one source (constant genes -> 0), clipped at +-10."""
+    mean = np.nanmean(X, axis=0)
+    std = np.nanstd(X, axis=0)
+    Z = (X - mean) / np.where(std > 0, std, 1.0)
+    return np.clip(np.nan_to_num(Z), -10, 10)
+
+
+def _rows(n: int, max_cells: int | None, rng: np.random.Generator) -> np.ndarray:
+    if max_cells is None or n <= max_cells:
+        return np.arange(n)
+    return np.sort(rng.choice(n, max_cells, replace=False))
+
+
+def alignment_umap(
+    adata_st: AnnData,
+    adata_sc: AnnData,
+    key: str = IMPUTED_KEY,
+    *,
+    genes: Sequence[str] | None = None,
+    layer_st: str | None = None,
+    layer_sc: str | None = None,
+    target_sum: float = 1e4,
+    max_cells: int | None = 2000,
+    n_pcs: int = 30,
+    n_neighbors: int = 15,
+    random_state: int = 0,
+    palette: Mapping[str, str] | None = None,
+    size: float | None = None,
+    ax: Axes | None = None,
+    show: bool = True,
+    save: SavePath = None,
+    return_fig: bool = False,
+    dpi: float | None = None,
+) -> Figure | Axes | None:
+    """UMAP of the reference cells, the measured spatial cells and the imputed spatial cells in one space.
+
+    A joint space is built on genes all plotted sources have, in a new AnnData (the inputs are not modified):
+    reference counts are library-normalised to ``target_sum`` and log1p-transformed, measured spatial values are
+    log1p-transformed, imputed values (already log1p) are used as they are; every gene is then z-scored within each
+    source (which removes the difference of units between the modalities), the cells are stacked, and PCA, a
+    k-nearest-neighbour graph and UMAP are computed with scanpy. Cells are coloured by source and drawn in random
+    order, so no source hides another. Imputed cells that fall among the reference cells (and among the measured
+    cells) show an imputation consistent with both.
+
+    Parameters
+    ----------
+    adata_st
+        Spatial data imputed by :func:`spalstf.tl.spalstf_impute`.
+    adata_sc
+        The reference scRNA-seq data (counts).
+    key
+        Key the imputation was written under.
+    genes
+        Genes of the joint space. Default: the imputed genes that the reference has and, when ``adata_st`` measured
+        some of them (cross-validation, where the imputed genes were held out), only those, so the measured spatial
+        cells can be placed too. When ``adata_st`` measured none of the genes, the measured source is left out
+        (with a warning) and the plot shows reference vs imputed cells.
+    layer_st, layer_sc
+        Layers holding the measured spatial values and the reference counts (``None``: ``.X``).
+    target_sum
+        Library size of the reference's normalisation (that of the imputation's output space).
+    max_cells
+        Cells drawn at random per source at most (``None``: all), to keep the UMAP fast.
+    n_pcs
+        Principal components (fewer when there are fewer genes; no PCA when genes <= ``n_pcs``).
+    n_neighbors
+        Neighbours of the kNN graph.
+    random_state
+        Seed of the subsampling, the PCA, the graph and UMAP.
+    palette
+        Colour per source (keys among ``"reference"``, ``"measured ST"``, ``"imputed ST"``).
+    size
+        Marker area in points² (default from the number of cells).
+    ax
+        Axes to draw into.
+    show
+        Call :func:`matplotlib.pyplot.show` (then ``None`` is returned unless ``return_fig``).
+    save
+        ``True``: write ``{scanpy.settings.figdir}/alignment_umap.{scanpy.settings.file_format_figs}``; a path:
+        write the figure there.
+    return_fig
+        Return the :class:`~matplotlib.figure.Figure`.
+    dpi
+        Resolution of the saved figure.
+
+    Returns
+    -------
+    The figure if ``return_fig``; else ``None`` if ``show``; else the Axes.
+
+    Raises
+    ------
+    KeyError
+        If ``key`` or a layer is missing, or a gene of ``genes`` was not imputed or is not in the reference (the
+        error names them).
+
+    Notes
+    -----
+    Reads ``adata_st.obsm[key]``, ``adata_st.X`` (or ``layers[layer_st]``) and ``adata_sc.X`` (or
+    ``layers[layer_sc]``).
+
+    Examples
+    --------
+    >>> import spalstf as sp
+    >>> mdata = sp.datasets.drosophila_embryo()
+    >>> adata_st, adata_sc = mdata["spatial"], mdata["rna"]
+    >>> held_out = list(adata_st.var_names[:20])
+    >>> st_fold = adata_st[:, 20:].copy()
+    >>> sp.tl.spalstf_impute(st_fold, adata_sc, genes=held_out)  # doctest: +SKIP
+    >>> adata_st.obsm["spalstf_imputed"] = st_fold.obsm["spalstf_imputed"]  # doctest: +SKIP
+    >>> sp.pl.alignment_umap(adata_st, adata_sc)  # doctest: +SKIP
+    """
+    import scanpy as sc
+
+    check_ax(ax, 1, "alignment_umap")
+    imputed = imputed_frame(adata_st, key)
+    X_st = get_matrix(adata_st, layer_st, "adata_st")
+    X_sc = get_matrix(adata_sc, layer_sc, "adata_sc")
+    if genes is None:
+        genes = [g for g in imputed.columns if g in adata_sc.var_names]
+        if not genes:
+            raise KeyError(
+                f"None of the imputed genes in adata_st.obsm[{key!r}] is in adata_sc.var_names; pass the reference "
+                "the imputation used."
+            )
+        measured = [g for g in genes if g in adata_st.var_names]
+        if measured:
+            genes = measured
+    else:
+        genes = [genes] if isinstance(genes, str) else list(genes)
+        for where, names in (("adata_st.obsm[" + repr(key) + "]", imputed.columns), ("adata_sc", adata_sc.var_names)):
+            missing = [g for g in genes if g not in names]
+            if missing:
+                raise KeyError(f"Gene(s) {format_names(missing)} not in {where}.")
+    with_measured = all(g in adata_st.var_names for g in genes)
+    if not with_measured:
+        warnings.warn(
+            "adata_st did not measure the genes of the joint space, so the measured spatial cells are left out; "
+            "impute held-out (measured) genes to compare all three sources.",
+            stacklevel=2,
+        )
+
+    rng = np.random.default_rng(random_state)
+    blocks: dict[str, np.ndarray] = {}
+    rows_sc = _rows(adata_sc.n_obs, max_cells, rng)
+    counts = X_sc[rows_sc]
+    library = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+    ref = _dense(counts[:, adata_sc.var_names.get_indexer(genes)])
+    blocks["reference"] = np.log1p(ref / np.where(library > 0, library, 1.0)[:, None] * target_sum)
+    rows_st = _rows(adata_st.n_obs, max_cells, rng)
+    if with_measured:
+        blocks["measured ST"] = np.log1p(
+            np.clip(_dense(X_st[rows_st][:, adata_st.var_names.get_indexer(genes)]), 0, None)
+        )
+    blocks["imputed ST"] = imputed[genes].to_numpy(dtype=np.float64)[rows_st]
+
+    joint = ad.AnnData(
+        X=np.concatenate([_zscore(b) for b in blocks.values()]).astype(np.float32),
+        obs=pd.DataFrame(
+            {
+                "source": pd.Categorical(
+                    np.repeat(list(blocks), [len(b) for b in blocks.values()]), categories=list(blocks)
+                )
+            },
+            index=[f"{s}-{i}" for s, b in blocks.items() for i in range(len(b))],
+        ),
+        var=pd.DataFrame(index=list(genes)),
+    )
+    n_comps = min(n_pcs, joint.n_vars - 1, joint.n_obs - 1)
+    if joint.n_vars > n_pcs and n_comps >= 2:
+        sc.pp.pca(joint, n_comps=n_comps, random_state=random_state)
+        use_rep = "X_pca"
+    else:
+        use_rep = "X"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numba / umap-learn chatter about threads and seeds
+        sc.pp.neighbors(
+            joint, n_neighbors=min(n_neighbors, joint.n_obs - 1), use_rep=use_rep, random_state=random_state
+        )
+        sc.tl.umap(joint, random_state=random_state)
+    emb = joint.obsm["X_umap"]
+
+    colors = {**_COLORS, **(palette or {})}
+    fig, ax = new_figure((6.2, 4.4), ax)
+    if ax is None:
+        ax = fig.add_subplot()
+    order = rng.permutation(joint.n_obs)
+    source = joint.obs["source"].to_numpy()[order]
+    size = float(np.clip(24000 / joint.n_obs, 1.0, 40.0)) if size is None else size
+    ax.scatter(
+        emb[order, 0], emb[order, 1], c=[colors[s] for s in source], s=size, linewidths=0, alpha=0.8, rasterized=True
+    )
+    handles = [
+        ax.scatter([], [], color=colors[s], s=30, label=f"{s} ({(joint.obs['source'] == s).sum()})") for s in blocks
+    ]
+    # outside the axes (scanpy's "right margin"), so the legend never covers cells
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+    ax.set_title(f"joint UMAP on {len(genes)} gene{'s' if len(genes) != 1 else ''}")
+    ax.set_xlabel("UMAP1")
+    ax.set_ylabel("UMAP2")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return finish(fig, ax, func="alignment_umap", show=show, save=save, return_fig=return_fig, dpi=dpi)
