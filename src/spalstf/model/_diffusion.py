@@ -39,15 +39,22 @@ class Schedule:
         ab = float(self.alpha_bar[i])
         return (x_t - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
 
-    def ddpm_step(self, x_t: torch.Tensor, eps: torch.Tensor, i: int, noise: torch.Tensor | None) -> torch.Tensor:
-        """One ancestral step (the paper's equation 3): x_{t-1} from x_t; no noise is added at the last step."""
-        a, ab = float(self.alpha[i]), float(self.alpha_bar[i])
-        mean = (x_t - (1 - a) / math.sqrt(1 - ab) * eps) / math.sqrt(a)
-        if i == 0 or noise is None:
+    def ddpm_step(self, x_t: torch.Tensor, x0: torch.Tensor, i: int, noise: torch.Tensor | None) -> torch.Tensor:
+        """One ancestral step x_t -> x_{t-1} through the clean-data estimate ``x0`` (already clipped by the caller).
+
+        ``x_{t-1} = c0 x0 + ct x_t + sqrt(beta_tilde) noise`` with ``c0 = sqrt(gamma_{t-1}) beta_t / (1 - gamma_t)``,
+        ``ct = sqrt(alpha_t) (1 - gamma_{t-1}) / (1 - gamma_t)`` and ``beta_tilde = (1 - gamma_{t-1}) / (1 - gamma_t)
+        beta_t``. With the unclipped ``x0`` this equals the paper's equation 3; clipping ``x0`` keeps the chain stable
+        where the cosine schedule's last steps have ``alpha_t`` near 0. No noise is added at the last step.
+        """
+        if i == 0:
+            return x0
+        a, ab, ab_prev = float(self.alpha[i]), float(self.alpha_bar[i]), float(self.alpha_bar[i - 1])
+        beta = 1 - a
+        mean = math.sqrt(ab_prev) * beta / (1 - ab) * x0 + math.sqrt(a) * (1 - ab_prev) / (1 - ab) * x_t
+        if noise is None:
             return mean
-        ab_prev = float(self.alpha_bar[i - 1])
-        var = (1 - ab_prev) / (1 - ab) * (1 - a)  # posterior variance (beta tilde)
-        return mean + math.sqrt(var) * noise
+        return mean + math.sqrt((1 - ab_prev) / (1 - ab) * beta) * noise
 
     def ddim_step(self, x_t: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, i_prev: int) -> torch.Tensor:
         """Deterministic DDIM update (eta = 0) to step index ``i_prev`` (-1 means clean data)."""

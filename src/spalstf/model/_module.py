@@ -232,11 +232,11 @@ class SpaLSTFModule(nn.Module):
                 for i in range(T - 1, -1, -1):
                     t = torch.full((b,), i, device=device, dtype=torch.long)
                     eps = self.predict_noise(x, condition, y, t)
+                    x0 = torch.maximum(torch.minimum(self.schedule.predict_x0(x, eps, i), hi), lo)
                     noise = gaussian(keys, stream=s * (T + 1) + i, n_genes=g).to(device) if i > 0 else None
-                    x = self.schedule.ddpm_step(x, eps, i, noise)
+                    x = self.schedule.ddpm_step(x, x0, i, noise)
                     if step_callback is not None:
                         step_callback()
-                x = torch.maximum(torch.minimum(x, hi), lo)
             else:  # pragma: no cover - validated by the caller
                 raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}.")
             draws.append(mu + x)
