@@ -1,0 +1,215 @@
+"""Gene-fold cross-validation of SpaLSTF and peer methods on one ST / scRNA-seq pair (``sp.tl.cross_validate``).
+
+Runs ``sp.tl.cross_validate`` (KFold over the shared genes; held-out genes removed from the ST data before any method
+sees it) on the bundled Drosophila pair, on any pair of ``sp.datasets`` by name, or on a local ``.h5mu`` with
+modalities ``"spatial"`` and ``"rna"``. Writes ``<out>/<dataset>_scores.csv`` (tidy per-gene scores),
+``_clustering.csv``, ``_resources.csv`` (time and peak memory per method and fold, errors), ``_summary.csv`` (median
+per metric per method, clustering metrics, AS, total time, peak memory) and ``_info.json`` (machine and settings),
+and prints the summary with the machine.
+
+Usage::
+
+    python benchmarks/cross_validate.py                                  # bundled Drosophila pair, all methods
+    python benchmarks/cross_validate.py --dataset osmfish --methods spalstf,spage,knn,ridge
+    python benchmarks/cross_validate.py --local pair.h5mu --spalstf-max-epochs 30 --gimvi-max-epochs 50
+    python benchmarks/cross_validate.py --spalstf-opt n_samples=8 --spalstf-opt sampler=\\"ddim\\"
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import logging
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+import spalstf as sp
+from spalstf.tl._cross_validate import DEFAULT_METHODS
+
+
+def _quiet() -> None:
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi", "root"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:  # tangram sets the root logger to INFO on import and logs every step there
+        import tangram  # noqa: F401
+    except ImportError:
+        pass
+    logging.getLogger().setLevel(logging.ERROR)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    cv_logger = logging.getLogger("spalstf.tl._cross_validate")
+    cv_logger.addHandler(handler)
+    cv_logger.setLevel(logging.INFO)
+    cv_logger.propagate = False
+
+
+def _load(dataset: str, local: Path | None):
+    if local is not None:
+        import mudata as md
+
+        return local.stem, md.read_h5mu(local)
+    if dataset == "drosophila_embryo":
+        return dataset, sp.datasets.drosophila_embryo()
+    return dataset, sp.datasets.load(dataset)
+
+
+def _parse_opt(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key.strip(), value
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, threads, GPU and versions of the machine the benchmark ran on."""
+    import scvi
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "scvi_tools": scvi.__version__,
+        "spalstf": sp.__version__,
+    }
+    try:
+        import tangram
+
+        info["tangram"] = getattr(tangram, "__version__", "installed")
+    except ImportError:
+        info["tangram"] = None
+    return info
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="drosophila_embryo", help="bundled pair or a name for sp.datasets.load")
+    parser.add_argument("--local", type=Path, default=None, help="local .h5mu with modalities 'spatial' and 'rna'")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated method names")
+    parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
+    parser.add_argument("--n-folds", type=int, default=5)
+    parser.add_argument("--random-state", type=int, default=0)
+    parser.add_argument("--spalstf-preset", default=None, choices=["cpu", "paper"])
+    parser.add_argument("--spalstf-max-epochs", type=int, default=None)
+    parser.add_argument("--spalstf-n-samples", type=int, default=None)
+    parser.add_argument(
+        "--spalstf-opt",
+        type=_parse_opt,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other option of sp.tl.spalstf_impute (value parsed as a Python literal); repeatable",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op and BLAS threads (default: torch's default); 1 avoids oversubscription on a shared CPU",
+    )
+    parser.add_argument("--gimvi-max-epochs", type=int, default=None)
+    parser.add_argument("--tangram-num-epochs", type=int, default=None)
+    args = parser.parse_args(argv)
+    _quiet()
+    if args.threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        torch.set_num_threads(args.threads)
+        threadpool_limits(args.threads)
+
+    name, mdata = _load(args.dataset, args.local)
+    adata_st, adata_sc = mdata["spatial"], mdata["rna"]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    spalstf_kwargs = dict(args.spalstf_opt)
+    for key, value in (
+        ("preset", args.spalstf_preset),
+        ("max_epochs", args.spalstf_max_epochs),
+        ("n_samples", args.spalstf_n_samples),
+    ):
+        if value is not None:
+            spalstf_kwargs[key] = value
+    method_kwargs: dict[str, dict[str, Any]] = {}
+    if spalstf_kwargs and "spalstf" in methods:
+        method_kwargs["spalstf"] = spalstf_kwargs
+    if args.gimvi_max_epochs is not None and "gimvi" in methods:
+        method_kwargs["gimvi"] = {"max_epochs": args.gimvi_max_epochs}
+    if args.tangram_num_epochs is not None and "tangram" in methods:
+        method_kwargs["tangram"] = {"num_epochs": args.tangram_num_epochs}
+
+    info = machine_info()
+    info["threads_option"] = args.threads
+    print(
+        f"{name}: spatial {adata_st.shape[0]} x {adata_st.shape[1]}, reference {adata_sc.shape[0]} x "
+        f"{adata_sc.shape[1]}; methods {methods}; options {method_kwargs or 'defaults'}",
+        flush=True,
+    )
+    print("machine: " + json.dumps(info), flush=True)
+    start = time.perf_counter()
+    result = sp.tl.cross_validate(
+        adata_st,
+        adata_sc,
+        methods=methods,
+        n_folds=args.n_folds,
+        random_state=args.random_state,
+        method_kwargs=method_kwargs,
+    )
+    wall = time.perf_counter() - start
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    prefix = args.out / name
+    summary = result.summary()
+    result.scores.to_csv(f"{prefix}_scores.csv", index=False)
+    result.clustering.to_csv(f"{prefix}_clustering.csv", index=False)
+    result.resources.to_csv(f"{prefix}_resources.csv", index=False)
+    summary.to_csv(f"{prefix}_summary.csv")
+    run = {
+        "dataset": name,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "methods": methods,
+        "method_kwargs": method_kwargs,
+        "n_folds": args.n_folds,
+        "random_state": args.random_state,
+        "n_shared_genes": sum(len(h) for _, h in result.folds),
+        "wall_time_s": wall,
+        "machine": info,
+    }
+    Path(f"{prefix}_info.json").write_text(json.dumps(run, indent=2, default=str))
+
+    errors = result.resources[result.resources["error"].fillna("").astype(str).str.len() > 0]
+    pd.set_option("display.width", 200)
+    pd.set_option("display.max_columns", 20)
+    print(
+        f"\n{name}: {run['n_shared_genes']} shared genes, {args.n_folds} folds; median over genes per method; "
+        "time = sum over folds, memory = max over folds (RSS increase)"
+    )
+    print(summary.round(3).to_string())
+    if len(errors):
+        print("\nerrors:")
+        for row in errors.itertuples():
+            print(f"  {row.method} fold {row.fold}: {row.error}")
+    print(
+        f"\nwall time {wall:.0f} s; machine: {info['cpu_count']} CPUs ({info['cpu_affinity']} usable), "
+        f"{info['torch_threads']} torch threads, GPU {info['gpu']}, torch {info['torch']}, python {info['python']}"
+    )
+    print(f"wrote {prefix}_scores.csv, _clustering.csv, _resources.csv, _summary.csv, _info.json")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

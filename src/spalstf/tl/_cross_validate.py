@@ -1,0 +1,504 @@
+"""`cross_validate`: gene-fold cross-validation of SpaLSTF and peer methods on one ST / scRNA-seq pair."""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from .._constants import SPATIAL_KEY
+from .._validation import check_nonempty, check_unique_names, check_values, get_matrix
+from ..metrics import accuracy_score, clustering_metrics, gene_metrics
+from . import _peers
+from ._folds import gene_folds
+
+logger = logging.getLogger(__name__)
+
+#: Per-gene metrics of :attr:`CrossValidationResult.scores`, in order.
+GENE_METRICS = ("SPCC", "SSIM", "RMSE", "JS")
+#: Clustering metrics of :attr:`CrossValidationResult.clustering`, in order.
+CLUSTERING_METRICS = ("ARI", "AMI", "NMI", "Homogeneity")
+#: Methods run by default (every runnable method, see :data:`spalstf.tl._peers.PEERS`).
+DEFAULT_METHODS = ("spalstf", "gimvi", "tangram", "spage", "knn", "ridge")
+
+SCORES_COLUMNS = ["method", "fold", "gene", "metric", "value"]
+CLUSTERING_COLUMNS = ["method", "metric", "value"]
+RESOURCES_COLUMNS = ["method", "fold", "time_s", "peak_memory_mb", "error"]
+#: Prefix of ``resources.error`` for a method that could not run at all (e.g. its package is missing).
+SKIPPED_PREFIX = "skipped: "
+
+
+# peak memory -----------------------------------------------------------------------------------------------------
+def _rss_reader() -> Callable[[], float]:
+    """A function returning the process's resident set size in bytes (NaN when it cannot be read)."""
+    try:
+        import psutil
+
+        process = psutil.Process()
+        return lambda: float(process.memory_info().rss)
+    except ImportError:  # pragma: no cover - psutil is a dependency of scanpy's stack here
+        page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+        def read() -> float:
+            try:
+                with open("/proc/self/statm") as fh:
+                    return float(fh.read().split()[1]) * page
+            except OSError:
+                return float("nan")
+
+        return read
+
+
+def _release_freed_memory() -> None:
+    """Collect garbage and ask glibc to return freed heap pages to the OS (no-op elsewhere)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
+
+
+class PeakMemory:
+    """Context manager measuring the peak increase of the process's resident memory during a block.
+
+    A background thread samples the resident set size (RSS; ``psutil``, else ``/proc/self/statm``) every
+    ``interval`` seconds, plus once on entry and once on exit. :attr:`peak_mb` is ``max(samples) - RSS on entry`` in
+    MiB. RSS counts everything the process holds in RAM (Python objects, NumPy and torch buffers, native
+    libraries), which ``tracemalloc`` misses. Freed memory that the allocator keeps and reuses does not show up as an
+    increase, so garbage is collected and glibc's free pages are released on entry (before the baseline is read); a
+    spike shorter than ``interval`` can be missed. The memory of other threads of the process counts too.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> with PeakMemory() as mem:
+    ...     x = np.ones(50_000_000)  # 400 MB
+    ...     del x
+    >>> mem.peak_mb > 300
+    True
+    """
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+        self._read = _rss_reader()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.baseline = float("nan")
+        self.peak = float("nan")
+
+    def _sample(self) -> None:
+        value = self._read()
+        if not np.isnan(value) and (np.isnan(self.peak) or value > self.peak):
+            self.peak = value
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> PeakMemory:
+        _release_freed_memory()
+        self.baseline = self._read()
+        self.peak = self.baseline
+        self._thread = threading.Thread(target=self._run, name="spalstf-peak-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
+
+    @property
+    def peak_mb(self) -> float:
+        """Peak RSS increase over the value on entry, in MiB (0 or more; NaN if RSS cannot be read)."""
+        increase = (self.peak - self.baseline) / 2**20
+        return float("nan") if np.isnan(increase) else max(0.0, increase)
+
+
+# result ----------------------------------------------------------------------------------------------------------
+@dataclass
+class CrossValidationResult:
+    """Result of :func:`cross_validate`.
+
+    Attributes
+    ----------
+    scores
+        Tidy per-gene scores, columns ``["method", "fold", "gene", "metric", "value"]``; ``metric`` is one of
+        ``"SPCC"``, ``"SSIM"``, ``"RMSE"``, ``"JS"``. One row per method, gene and metric for every gene the method
+        predicted (genes of a failed fold have no rows). ``value`` is NaN where the metric is undefined for the gene
+        (e.g. SPCC of a constant prediction).
+    clustering
+        Columns ``["method", "metric", "value"]``, ``metric`` one of ``"ARI"``, ``"AMI"``, ``"NMI"``,
+        ``"Homogeneity"``; only for methods that predicted every gene.
+    resources
+        One row per method and fold, columns ``["method", "fold", "time_s", "peak_memory_mb", "error"]``: wall time
+        of the method's call, its peak resident-memory increase (see :class:`PeakMemory`) and the error message
+        (``""`` when the call succeeded; starting with ``"skipped: "`` when the method could not run at all, in which
+        case time and memory are NaN).
+    predictions
+        Method -> ``cells x shared genes`` frame (spatial cells, the shared genes in the spatial data's order); each
+        gene holds its prediction from the fold in which it was held out (NaN where the method failed), in the
+        method's own output units.
+    folds
+        The ``(kept, held_out)`` gene lists of each fold.
+    """
+
+    scores: pd.DataFrame
+    clustering: pd.DataFrame
+    resources: pd.DataFrame
+    predictions: dict[str, pd.DataFrame]
+    folds: list[tuple[list[str], list[str]]] = field(default_factory=list)
+
+    @property
+    def methods(self) -> list[str]:
+        """Methods in the order they were run."""
+        return list(dict.fromkeys(self.resources["method"]))
+
+    def summary(self) -> pd.DataFrame:
+        """One row per method: median gene metrics, clustering metrics, AS, total time and peak memory.
+
+        Columns: ``SPCC``, ``SSIM``, ``RMSE``, ``JS`` (median over genes, NaN skipped), ``ARI``, ``AMI``, ``NMI``,
+        ``Homogeneity``, ``AS``, ``time_s`` (sum over folds) and ``peak_memory_mb`` (maximum over folds).
+
+        ``AS`` is :func:`spalstf.metrics.accuracy_score` over the eight metrics (each method's rank among the methods,
+        best = highest, divided by the number of methods, averaged over metrics). Only methods that ran on every fold
+        are ranked; the others get NaN. A metric that is missing for a ranked method is left out of the ranking.
+
+        Returns
+        -------
+        :class:`pandas.DataFrame` indexed by ``method`` in the order the methods were run.
+
+        Examples
+        --------
+        >>> import spalstf as sp
+        >>> mdata = sp.datasets.drosophila_embryo()
+        >>> res = sp.tl.cross_validate(mdata["spatial"], mdata["rna"], methods=("knn", "ridge"))  # doctest: +SKIP
+        >>> res.summary()[["SPCC", "AS"]]  # doctest: +SKIP
+        """
+        methods = self.methods
+        gene = (
+            self.scores.groupby(["method", "metric"])["value"].median().unstack("metric")
+            if len(self.scores)
+            else pd.DataFrame()
+        )
+        gene = gene.reindex(index=methods, columns=list(GENE_METRICS))
+        clus = (
+            self.clustering.set_index(["method", "metric"])["value"].unstack("metric")
+            if len(self.clustering)
+            else pd.DataFrame()
+        )
+        clus = clus.reindex(index=methods, columns=list(CLUSTERING_METRICS))
+        table = pd.concat([gene, clus], axis=1).astype(float)
+
+        grouped = self.resources.groupby("method", sort=False)
+        failed = grouped["error"].apply(lambda e: bool(e.fillna("").astype(str).str.len().gt(0).any()))
+        eligible = [m for m in methods if not failed.get(m, True) and table.loc[m].notna().any()]
+        metric_cols = [c for c in table.columns if len(eligible) and table.loc[eligible, c].notna().all()]
+        as_score = pd.Series(np.nan, index=methods, dtype=float)
+        if eligible and metric_cols:
+            ranked = accuracy_score(table.loc[eligible, metric_cols].rename_axis("method"))
+            as_score.loc[ranked.index] = ranked.to_numpy()
+        table["AS"] = as_score
+        table["time_s"] = grouped["time_s"].sum(min_count=1).reindex(methods)
+        table["peak_memory_mb"] = grouped["peak_memory_mb"].max().reindex(methods)
+        table.index.name = "method"
+        table.columns.name = None
+        return table
+
+
+# helpers ---------------------------------------------------------------------------------------------------------
+def _resolve_methods(methods: Sequence[str] | str) -> list[str]:
+    requested = [methods] if isinstance(methods, str) else list(methods)
+    if not requested:
+        raise ValueError(f"No method given; choose from {list(_peers.PEERS)}.")
+    out = []
+    for name in requested:
+        key = str(name).lower()
+        if key in _peers.NOT_RUNNABLE:
+            raise ValueError(f"{_peers.NOT_RUNNABLE[key]} Valid methods: {list(_peers.PEERS)}.")
+        if key not in _peers.PEERS:
+            raise ValueError(f"Unknown method {name!r}; valid methods: {list(_peers.PEERS)}.")
+        if key in out:
+            raise ValueError(f"Method {name!r} is given twice.")
+        out.append(key)
+    return out
+
+
+def _dense(x: Any) -> np.ndarray:
+    return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float64)
+
+
+def _check_prediction(out: Any, cells: pd.Index, held: list[str]) -> tuple[pd.DataFrame, str]:
+    """Align a method's output to ``cells x held``; return it and a note on genes that are missing or not finite."""
+    if isinstance(out, np.ndarray) and out.shape == (len(cells), len(held)):
+        out = pd.DataFrame(out, index=cells, columns=held)
+    if not isinstance(out, pd.DataFrame):
+        raise TypeError(f"the method returned {type(out).__name__}, expected a cells x genes pandas.DataFrame")
+    if not out.index.equals(cells):
+        if set(out.index) != set(cells) or out.index.has_duplicates:
+            raise ValueError("the method returned a frame whose index is not the spatial cells")
+        out = out.loc[cells]
+    notes = []
+    missing = [g for g in held if g not in out.columns]
+    if missing:
+        notes.append(f"no prediction for genes {missing[:10]}")
+    pred = out.reindex(columns=held).apply(pd.to_numeric, errors="coerce").astype(np.float64)
+    bad = [g for g in held if g not in missing and not np.isfinite(pred[g].to_numpy()).all()]
+    if bad:
+        notes.append(f"non-finite predictions for genes {bad[:10]}")
+        pred[bad] = np.nan
+    return pred, "; ".join(notes)
+
+
+def _score_method(method: str, truth: pd.DataFrame, pred: pd.DataFrame, fold_of: Mapping[str, int]) -> pd.DataFrame:
+    ok = [g for g in truth.columns if np.isfinite(pred[g].to_numpy()).all()]
+    if not ok:
+        return pd.DataFrame(columns=SCORES_COLUMNS)
+    wide = gene_metrics(truth[ok], pred[ok], metrics=("SPCC", "SSIM", "RMSE"))
+    wide["JS"] = gene_metrics(truth[ok], pred[ok].clip(lower=0.0), metrics="JS")["JS"]
+    tidy = wide.rename_axis("gene").reset_index().melt(id_vars="gene", var_name="metric", value_name="value")
+    tidy.insert(0, "method", method)
+    tidy.insert(1, "fold", tidy["gene"].map(fold_of).astype(int))
+    return tidy[SCORES_COLUMNS]
+
+
+def _fold_data(truth: pd.DataFrame, kept: list[str], obs: pd.DataFrame, coords: Any) -> AnnData:
+    """The spatial data a method sees in a fold: the kept genes only, the cells' obs and coordinates, nothing else."""
+    st = ad.AnnData(X=truth[kept].to_numpy(dtype=np.float64, copy=True), obs=obs.copy(), var=pd.DataFrame(index=kept))
+    if coords is not None:
+        st.obsm[SPATIAL_KEY] = np.array(coords, copy=True)
+    return st
+
+
+def _run_methods(
+    names: list[str],
+    method_kwargs: Mapping[str, Mapping[str, Any]],
+    folds: list[tuple[list[str], list[str]]],
+    truth: pd.DataFrame,
+    obs: pd.DataFrame,
+    coords: Any,
+    reference: AnnData,
+    random_state: int,
+) -> tuple[dict[str, pd.DataFrame], list[dict[str, Any]]]:
+    """Run every method on every fold; return the predictions and one resources row per method and fold."""
+    n_folds = len(folds)
+    shared = list(truth.columns)
+    predictions: dict[str, pd.DataFrame] = {}
+    resources: list[dict[str, Any]] = []
+    for method in names:
+        func = _peers.PEERS[method]
+        kwargs = method_kwargs.get(method, {})
+        pred = pd.DataFrame(np.nan, index=truth.index, columns=shared)
+        unavailable: str | None = None
+        for f, (kept, held) in enumerate(folds):
+            row: dict[str, Any] = {"method": method, "fold": f, "time_s": np.nan, "peak_memory_mb": np.nan}
+            if unavailable is not None:
+                resources.append({**row, "error": unavailable})
+                continue
+            st_fold = _fold_data(truth, kept, obs, coords)
+            error = ""
+            monitor = PeakMemory()
+            clock = [np.nan, np.nan]
+            try:
+                with monitor:
+                    clock[0] = time.perf_counter()
+                    try:
+                        out = func(st_fold, reference, list(held), random_state=random_state, **kwargs)
+                    finally:
+                        clock[1] = time.perf_counter()
+                row["time_s"], row["peak_memory_mb"] = clock[1] - clock[0], monitor.peak_mb
+                values, error = _check_prediction(out, truth.index, list(held))
+                pred[held] = values.to_numpy()
+            except _peers.MethodUnavailableError as err:
+                unavailable = SKIPPED_PREFIX + str(err)
+                error = unavailable
+                row["time_s"] = row["peak_memory_mb"] = np.nan
+                logger.warning("%s skipped: %s", method, err)
+            except Exception as err:  # a failing method is recorded and the benchmark goes on
+                row["time_s"], row["peak_memory_mb"] = clock[1] - clock[0], monitor.peak_mb
+                error = f"{type(err).__name__}: {err}"
+                logger.warning("%s failed on fold %d: %s", method, f, error, exc_info=True)
+            resources.append({**row, "error": error})
+            if not error:
+                logger.info(
+                    "%s fold %d/%d: %.1f s, peak +%.0f MiB",
+                    method,
+                    f + 1,
+                    n_folds,
+                    row["time_s"],
+                    row["peak_memory_mb"],
+                )
+        predictions[method] = pred
+
+    return predictions, resources
+
+
+# public function -------------------------------------------------------------------------------------------------
+def cross_validate(
+    adata_st: AnnData,
+    adata_sc: AnnData,
+    methods: Sequence[str] | str = DEFAULT_METHODS,
+    *,
+    n_folds: int = 5,
+    random_state: int = 0,
+    method_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    layer_st: str | None = None,
+    layer_sc: str | None = None,
+    clustering_kwargs: Mapping[str, Any] | None = None,
+) -> CrossValidationResult:
+    r"""Cross-validate imputation methods over the genes shared by a spatial panel and a scRNA-seq reference.
+
+    The shared genes (spatial genes also in the reference, exact names, in the spatial order) are split with
+    ``KFold(n_folds, shuffle=True, random_state)`` (:func:`spalstf.tl._folds.gene_folds`). In each fold the held-out
+    genes are removed from the spatial data *before* a method sees it: each method receives a new AnnData with only
+    the kept genes in ``.X`` (values as in ``adata_st``), the cells' ``obs`` and ``obsm["spatial"]`` (no other layer
+    or embedding, which could carry the held-out genes), and a private copy of the reference (raw counts in ``.X``).
+    It predicts the held-out genes; over the folds every shared gene is predicted exactly once.
+
+    Methods (see :mod:`spalstf.tl._peers` for the details of each):
+
+    - ``"spalstf"``: :func:`~spalstf.tl.spalstf_impute` (its defaults; override with ``method_kwargs``);
+    - ``"gimvi"``: :class:`scvi.external.GIMVI` (200 epochs by default);
+    - ``"tangram"``: ``tangram-sc`` (optional extra ``spalstf[peers]``; skipped with a message in
+      ``resources.error`` when not installed);
+    - ``"spage"``: this project's implementation of SpaGE (principal vectors + weighted kNN, k = 50);
+    - ``"knn"``: mean of the 20 nearest reference cells in the z-scored shared-gene space;
+    - ``"ridge"``: ridge regression (alpha 10) from the kept to the held-out genes in that space.
+
+    stDiff cannot run here (see ``docs/benchmarks.md``); asking for it raises a :class:`ValueError` saying why.
+
+    Scoring: every method is scored against the same ground truth, the spatial values of ``adata_st`` as given, with
+    :func:`spalstf.metrics.gene_metrics` per gene (SPCC, SSIM and RMSE on the predictions as returned; JS on the
+    predictions clipped at 0, since JS turns each gene into a distribution over cells). All four are invariant to a
+    positive rescaling of a gene, so methods whose outputs are in different units (log1p(CP10k), gimVI's proportions)
+    are compared fairly. Clustering: :func:`spalstf.metrics.clustering_metrics` between the measured spatial matrix
+    of the shared genes and the matrix in which every gene is replaced by its held-out prediction (as returned, no
+    rescaling), for methods that predicted every gene.
+
+    Resources: wall time (``time.perf_counter``) of each method call per fold, and its peak memory, the largest
+    increase of the process's resident set size over its value at the start of the call, sampled every 50 ms by a
+    background thread (:class:`PeakMemory`). Garbage is collected before each call (outside the timed region; the
+    objects that exist when ``cross_validate`` starts are frozen with :func:`gc.freeze` meanwhile, so that these
+    collections are quick). Scoring is not included. Times depend on the torch and BLAS thread settings of the
+    process (``torch.set_num_threads``).
+
+    A method that raises on a fold is recorded (``resources.error``, its predictions of that fold stay NaN) and the
+    benchmark goes on.
+
+    Parameters
+    ----------
+    adata_st
+        Spatial data (cells x measured genes), non-negative values (counts or intensities). Never modified.
+    adata_sc
+        Reference scRNA-seq data with raw counts. Never modified.
+    methods
+        Method names, run in this order.
+    n_folds
+        Number of gene folds (between 2 and the number of shared genes).
+    random_state
+        Seed of the fold split and of every method.
+    method_kwargs
+        Per-method options, e.g. ``{"spalstf": {"max_epochs": 30}, "gimvi": {"max_epochs": 50},
+        "tangram": {"num_epochs": 500}, "knn": {"n_neighbors": 10}}``; passed to the method's function in
+        :mod:`spalstf.tl._peers` (for ``"spalstf"``, to :func:`~spalstf.tl.spalstf_impute`).
+    layer_st, layer_sc
+        Layers holding the spatial values and the reference counts (``None``: ``.X``).
+    clustering_kwargs
+        Options of :func:`~spalstf.metrics.clustering_metrics` (default: the field's ``n_neighbors=30``,
+        ``n_pcs=30``, resolution 1; ``random_state`` defaults to ``random_state``).
+
+    Returns
+    -------
+    :class:`CrossValidationResult` with ``scores``, ``clustering``, ``resources``, ``predictions`` and ``folds``;
+    :meth:`CrossValidationResult.summary` gives the per-method table (medians, clustering metrics, AS, time,
+    memory).
+
+    Raises
+    ------
+    ValueError
+        On an unknown method (the message lists the valid ones), fewer shared genes than folds, or invalid values.
+
+    Examples
+    --------
+    >>> import spalstf as sp
+    >>> mdata = sp.datasets.drosophila_embryo()
+    >>> result = sp.tl.cross_validate(
+    ...     mdata["spatial"], mdata["rna"], methods=("spage", "knn", "ridge"), n_folds=5, random_state=0
+    ... )  # doctest: +SKIP
+    >>> result.summary()  # doctest: +SKIP
+    >>> result.scores.head()  # doctest: +SKIP
+    """
+    names = _resolve_methods(methods)
+    method_kwargs = {str(k).lower(): dict(v) for k, v in (method_kwargs or {}).items()}
+    unknown = [k for k in method_kwargs if k not in names]
+    if unknown:
+        raise ValueError(f"method_kwargs has options for {unknown}, which are not among the methods {names}.")
+    check_nonempty(adata_st, "adata_st")
+    check_nonempty(adata_sc, "adata_sc")
+    for adata, name in ((adata_st, "adata_st"), (adata_sc, "adata_sc")):
+        check_unique_names(adata.var_names, name, "var")
+        check_unique_names(adata.obs_names, name, "obs")
+    X_st = get_matrix(adata_st, layer_st, "adata_st")
+    X_sc = get_matrix(adata_sc, layer_sc, "adata_sc")
+    check_values(X_st, "adata_st", adata_st.var_names)
+    check_values(X_sc, "adata_sc", adata_sc.var_names)
+
+    ref_genes = set(adata_sc.var_names)
+    shared = [g for g in adata_st.var_names if g in ref_genes]
+    if len(shared) < max(n_folds, 2):
+        raise ValueError(
+            f"adata_st and adata_sc share {len(shared)} gene name(s); cross-validation with n_folds={n_folds} needs "
+            "at least that many (gene names are matched exactly)."
+        )
+    folds = gene_folds(shared, n_folds=n_folds, random_state=random_state)
+    fold_of = {g: f for f, (_, held) in enumerate(folds) for g in held}
+
+    pos = adata_st.var_names.get_indexer(shared)
+    truth = pd.DataFrame(_dense(X_st[:, pos]), index=adata_st.obs_names.copy(), columns=shared)
+    obs = adata_st.obs.copy()
+    coords = adata_st.obsm[SPATIAL_KEY] if SPATIAL_KEY in adata_st.obsm else None
+    reference = ad.AnnData(
+        X=sparse.csr_matrix(X_sc, dtype=np.float32, copy=True),
+        obs=adata_sc.obs.copy(),
+        var=adata_sc.var.copy(),
+    )
+
+    # Freeze the objects that exist now so that PeakMemory's garbage collections only scan what the methods create.
+    freeze = gc.get_freeze_count() == 0
+    if freeze:
+        gc.collect()
+        gc.freeze()
+    try:
+        predictions, resources = _run_methods(names, method_kwargs, folds, truth, obs, coords, reference, random_state)
+    finally:
+        if freeze:
+            gc.unfreeze()
+
+    scores, clustering = [], []
+    clus_kwargs = {"random_state": random_state, **(clustering_kwargs or {})}
+    for method, pred in predictions.items():
+        scores.append(_score_method(method, truth, pred, fold_of))
+        if np.isfinite(pred.to_numpy()).all():
+            values = clustering_metrics(truth, pred, **clus_kwargs)
+            clustering.extend({"method": method, "metric": k, "value": v} for k, v in values.items())
+    scores_df = pd.concat([s for s in scores if len(s)], ignore_index=True) if any(len(s) for s in scores) else None
+    return CrossValidationResult(
+        scores=scores_df if scores_df is not None else pd.DataFrame(columns=SCORES_COLUMNS),
+        clustering=pd.DataFrame(clustering, columns=CLUSTERING_COLUMNS),
+        resources=pd.DataFrame(resources, columns=RESOURCES_COLUMNS),
+        predictions=predictions,
+        folds=[(list(k), list(h)) for k, h in folds],
+    )
