@@ -19,19 +19,15 @@ The model sees two kinds of values, both per cell and free of the genes being im
 from __future__ import annotations
 
 import numpy as np
-from scipy import sparse
+
+from .._expression import log1p_normalize
 
 _EPS = 1e-8
 
 
 def log_normalize(X, target_sum: float) -> np.ndarray:
     """``log1p(X / rowsum(X) * target_sum)`` as dense float32; cells whose row sums to 0 stay 0."""
-    if sparse.issparse(X):
-        X = X.toarray()
-    X = np.asarray(X, dtype=np.float64)
-    lib = X.sum(axis=1, keepdims=True)
-    scale = np.divide(target_sum, lib, out=np.zeros_like(lib), where=lib > 0)
-    return np.log1p(X * scale).astype(np.float32)
+    return log1p_normalize(X, target_sum).astype(np.float32)
 
 
 def cell_maxabs_scale(L: np.ndarray) -> np.ndarray:

@@ -11,19 +11,15 @@ import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from scipy import sparse
 
 from .._constants import IMPUTED_KEY
+from .._expression import log1p_normalize, to_dense
 from .._validation import get_matrix
 from ._spatial import imputed_frame
 from ._utils import SavePath, check_ax, finish, format_names, new_figure
 
 SOURCES = ("reference", "measured ST", "imputed ST")
 _COLORS = {"reference": "#7f7f7f", "measured ST": "#1f77b4", "imputed ST": "#ff7f0e"}
-
-
-def _dense(X) -> np.ndarray:
-    return np.asarray(X.toarray() if sparse.issparse(X) else X, dtype=np.float64)
 
 
 def _zscore(X: np.ndarray) -> np.ndarray:
@@ -173,12 +169,11 @@ def alignment_umap(
     rows_sc = _rows(adata_sc.n_obs, max_cells, rng)
     counts = X_sc[rows_sc]
     library = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
-    ref = _dense(counts[:, adata_sc.var_names.get_indexer(genes)])
-    blocks["reference"] = np.log1p(ref / np.where(library > 0, library, 1.0)[:, None] * target_sum)
+    blocks["reference"] = log1p_normalize(counts[:, adata_sc.var_names.get_indexer(genes)], target_sum, library)
     rows_st = _rows(adata_st.n_obs, max_cells, rng)
     if with_measured:
         blocks["measured ST"] = np.log1p(
-            np.clip(_dense(X_st[rows_st][:, adata_st.var_names.get_indexer(genes)]), 0, None)
+            np.clip(to_dense(X_st[rows_st][:, adata_st.var_names.get_indexer(genes)]), 0, None)
         )
     blocks["imputed ST"] = imputed[genes].to_numpy(dtype=np.float64)[rows_st]
 

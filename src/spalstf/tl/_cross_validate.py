@@ -19,6 +19,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._constants import SPATIAL_KEY
+from .._expression import to_dense
 from .._validation import check_nonempty, check_unique_names, check_values, get_matrix
 from ..metrics import accuracy_score, clustering_metrics, gene_metrics
 from . import _peers
@@ -235,10 +236,6 @@ def _resolve_methods(methods: Sequence[str] | str) -> list[str]:
             raise ValueError(f"Method {name!r} is given twice.")
         out.append(key)
     return out
-
-
-def _dense(x: Any) -> np.ndarray:
-    return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float64)
 
 
 def _check_prediction(out: Any, cells: pd.Index, held: list[str]) -> tuple[pd.DataFrame, str]:
@@ -467,7 +464,7 @@ def cross_validate(
     fold_of = {g: f for f, (_, held) in enumerate(folds) for g in held}
 
     pos = adata_st.var_names.get_indexer(shared)
-    truth = pd.DataFrame(_dense(X_st[:, pos]), index=adata_st.obs_names.copy(), columns=shared)
+    truth = pd.DataFrame(to_dense(X_st[:, pos]), index=adata_st.obs_names.copy(), columns=shared)
     obs = adata_st.obs.copy()
     coords = adata_st.obsm[SPATIAL_KEY] if SPATIAL_KEY in adata_st.obsm else None
     reference = ad.AnnData(

@@ -29,6 +29,7 @@ import torch
 from anndata import AnnData
 from scipy import sparse
 
+from .._expression import log1p_normalize, to_dense
 from ._spage import spage_impute
 
 #: Library size of the reference normalisation shared by the baselines, SpaGE and Tangram.
@@ -42,10 +43,6 @@ class MethodUnavailableError(RuntimeError):
 
 
 # shared helpers --------------------------------------------------------------------------------------------------
-def _dense(x: Any) -> np.ndarray:
-    return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float64)
-
-
 def _reference_log1p(adata_sc: AnnData, genes: Sequence[str]) -> np.ndarray:
     """``log1p(counts / library * TARGET_SUM)`` of ``genes``; the library is the total over all reference genes."""
     X = adata_sc.X
@@ -54,8 +51,7 @@ def _reference_log1p(adata_sc: AnnData, genes: Sequence[str]) -> np.ndarray:
     if (pos < 0).any():
         missing = [g for g, p in zip(genes, pos, strict=True) if p < 0]
         raise KeyError(f"Genes {missing[:10]} are not in the reference.")
-    values = _dense(X[:, pos])
-    return np.log1p(values / np.where(library > 0, library, 1.0)[:, None] * TARGET_SUM)
+    return log1p_normalize(X[:, pos], TARGET_SUM, library=library)
 
 
 def _zscore(x: np.ndarray) -> np.ndarray:
@@ -71,7 +67,7 @@ def _frame(values: np.ndarray, adata_st: AnnData, held_genes: Sequence[str]) -> 
 def _kept_and_targets(adata_st: AnnData, adata_sc: AnnData, held_genes: Sequence[str]):
     """Spatial kept genes (as given), reference kept genes and reference held-out genes (both log1p(CP10k))."""
     kept = list(adata_st.var_names)
-    st = _dense(adata_st.X)
+    st = to_dense(adata_st.X)
     ref_kept = _reference_log1p(adata_sc, kept)
     ref_held = _reference_log1p(adata_sc, held_genes)
     return st, ref_kept, ref_held
@@ -382,8 +378,8 @@ def impute_gimvi(
 
     kept = list(adata_st.var_names)
     genes = kept + [g for g in held_genes if g not in set(kept)]
-    ref_counts = _dense(adata_sc.X[:, adata_sc.var_names.get_indexer(genes)])
-    st_counts, _ = gimvi_spatial_counts(_dense(adata_st.X), ref_counts[:, : len(kept)])
+    ref_counts = to_dense(adata_sc.X[:, adata_sc.var_names.get_indexer(genes)])
+    st_counts, _ = gimvi_spatial_counts(to_dense(adata_st.X), ref_counts[:, : len(kept)])
     seq = ad.AnnData(
         X=sparse.csr_matrix(ref_counts.astype(np.float32)),
         obs=pd.DataFrame(index=adata_sc.obs_names.copy()),
@@ -497,7 +493,7 @@ def impute_tangram(
             random_state=random_state,
             verbose=False,
         )
-    M = _dense(mapping.X)  # reference cells x spatial cells
+    M = to_dense(mapping.X)  # reference cells x spatial cells
     return _frame(M.T @ ref_held, adata_st, held_genes)
 
 
