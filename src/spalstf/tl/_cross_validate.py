@@ -132,7 +132,7 @@ class PeakMemory:
 # result ----------------------------------------------------------------------------------------------------------
 @dataclass
 class CrossValidationResult:
-    """Result of :func:`cross_validate`.
+    """Result of :func:`~spalstf.tl.cross_validate`.
 
     Attributes
     ----------
@@ -146,7 +146,7 @@ class CrossValidationResult:
         ``"Homogeneity"``; only for methods that predicted every gene.
     resources
         One row per method and fold, columns ``["method", "fold", "time_s", "peak_memory_mb", "error"]``: wall time
-        of the method's call, its peak resident-memory increase (see :class:`PeakMemory`) and the error message
+        of the method's call, its peak resident-memory increase (sampled by a background thread, see :func:`~spalstf.tl.cross_validate`) and the error message
         (``""`` when the call succeeded; starting with ``"skipped: "`` when the method could not run at all, in which
         case time and memory are NaN).
     predictions
@@ -155,6 +155,17 @@ class CrossValidationResult:
         method's own output units.
     folds
         The ``(kept, held_out)`` gene lists of each fold.
+
+    Examples
+    --------
+    >>> import spalstf as sp
+    >>> mdata = sp.datasets.drosophila_embryo()
+    >>> res = sp.tl.cross_validate(mdata["spatial"], mdata["rna"], methods=["knn", "ridge"], n_folds=5)
+    >>> res.methods
+    ['knn', 'ridge']
+    >>> spcc = res.scores.query("metric == 'SPCC'")  # one row per method and held-out gene
+    >>> int(spcc.groupby("method")["gene"].nunique()["ridge"])
+    84
     """
 
     scores: pd.DataFrame
@@ -359,13 +370,13 @@ def cross_validate(
     r"""Cross-validate imputation methods over the genes shared by a spatial panel and a scRNA-seq reference.
 
     The shared genes (spatial genes also in the reference, exact names, in the spatial order) are split with
-    ``KFold(n_folds, shuffle=True, random_state)`` (:func:`spalstf.tl._folds.gene_folds`). In each fold the held-out
+    ``KFold(n_folds, shuffle=True, random_state)``. In each fold the held-out
     genes are removed from the spatial data *before* a method sees it: each method receives a new AnnData with only
     the kept genes in ``.X`` (values as in ``adata_st``), the cells' ``obs`` and ``obsm["spatial"]`` (no other layer
     or embedding, which could carry the held-out genes), and a private copy of the reference (raw counts in ``.X``).
     It predicts the held-out genes; over the folds every shared gene is predicted exactly once.
 
-    Methods (see :mod:`spalstf.tl._peers` for the details of each):
+    Methods (the settings of each are listed on the benchmarks page of the docs):
 
     - ``"spalstf"``: :func:`~spalstf.tl.spalstf_impute` (its defaults; override with ``method_kwargs``);
     - ``"gimvi"``: :class:`scvi.external.GIMVI` (200 epochs by default);
@@ -387,7 +398,7 @@ def cross_validate(
 
     Resources: wall time (``time.perf_counter``) of each method call per fold, and its peak memory, the largest
     increase of the process's resident set size over its value at the start of the call, sampled every 50 ms by a
-    background thread (:class:`PeakMemory`). Garbage is collected before each call (outside the timed region; the
+    background thread. Garbage is collected before each call (outside the timed region; the
     objects that exist when ``cross_validate`` starts are frozen with :func:`gc.freeze` meanwhile, so that these
     collections are quick). Scoring is not included. Times depend on the torch and BLAS thread settings of the
     process (``torch.set_num_threads``).
@@ -410,7 +421,7 @@ def cross_validate(
     method_kwargs
         Per-method options, e.g. ``{"spalstf": {"max_epochs": 30}, "gimvi": {"max_epochs": 50},
         "tangram": {"num_epochs": 500}, "knn": {"n_neighbors": 10}}``; passed to the method's function in
-        :mod:`spalstf.tl._peers` (for ``"spalstf"``, to :func:`~spalstf.tl.spalstf_impute`).
+        the module ``spalstf.tl._peers`` (for ``"spalstf"``, to :func:`~spalstf.tl.spalstf_impute`).
     layer_st, layer_sc
         Layers holding the spatial values and the reference counts (``None``: ``.X``).
     clustering_kwargs
