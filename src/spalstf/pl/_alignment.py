@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from .._constants import IMPUTED_KEY
 from .._expression import log1p_normalize, to_dense
 from .._validation import get_matrix
+from ._docs import show_save_doc
 from ._spatial import imputed_frame
 from ._utils import SavePath, check_ax, finish, format_names, new_figure
 
@@ -36,6 +37,7 @@ def _rows(n: int, max_cells: int | None, rng: np.random.Generator) -> np.ndarray
     return np.sort(rng.choice(n, max_cells, replace=False))
 
 
+@show_save_doc
 def alignment_umap(
     adata_st: AnnData,
     adata_sc: AnnData,
@@ -98,15 +100,7 @@ def alignment_umap(
         Marker area in points² (default from the number of cells).
     ax
         Axes to draw into.
-    show
-        Call :func:`matplotlib.pyplot.show` (then ``None`` is returned unless ``return_fig``).
-    save
-        ``True``: write ``{scanpy.settings.figdir}/alignment_umap.{scanpy.settings.file_format_figs}``; a path:
-        write the figure there.
-    return_fig
-        Return the :class:`~matplotlib.figure.Figure`.
-    dpi
-        Resolution of the saved figure.
+    {show_save}
 
     Returns
     -------

@@ -13,6 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..metrics import HIGHER_IS_BETTER, accuracy_score
+from ._docs import show_save_doc
 from ._utils import SavePath, check_ax, finish, format_names, new_figure
 
 _SCORE_COLUMNS = ("method", "metric", "value")
@@ -56,6 +57,7 @@ def benchmark_as(results: Any, metrics: Sequence[str], higher_is_better: Mapping
     return as_.reindex(medians.index)
 
 
+@show_save_doc
 def benchmark(
     results: Any,
     metrics: str | Sequence[str] = ("SPCC", "SSIM", "RMSE", "JS"),
@@ -106,15 +108,7 @@ def benchmark(
     ax
         Axes to draw into; only when one panel is drawn (one metric and ``show_as=False``, or no metric and
         ``show_as=True``).
-    show
-        Call :func:`matplotlib.pyplot.show` (then ``None`` is returned unless ``return_fig``).
-    save
-        ``True``: write ``{scanpy.settings.figdir}/benchmark.{scanpy.settings.file_format_figs}``; a path: write the
-        figure there.
-    return_fig
-        Return the :class:`~matplotlib.figure.Figure`.
-    dpi
-        Resolution of the saved figure.
+    {show_save}
 
     Returns
     -------

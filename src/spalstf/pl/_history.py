@@ -11,6 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from ._docs import show_save_doc
 from ._utils import SavePath, check_ax, finish, format_names, new_figure
 
 #: Titles of the terms the training plan logs (``train_<term>`` / ``validation_<term>`` in ``model.history``).
@@ -33,6 +34,7 @@ def _history(model: Any) -> dict[str, pd.DataFrame]:
     return history
 
 
+@show_save_doc
 def training_history(
     model: Any,
     terms: str | Sequence[str] = ("loss", "mse", "kl", "mean_mse"),
@@ -66,15 +68,7 @@ def training_history(
         Size of one panel in inches.
     ax
         Axes to draw into; only with a single term.
-    show
-        Call :func:`matplotlib.pyplot.show` (then ``None`` is returned unless ``return_fig``).
-    save
-        ``True``: write ``{scanpy.settings.figdir}/training_history.{scanpy.settings.file_format_figs}``; a path:
-        write the figure there.
-    return_fig
-        Return the :class:`~matplotlib.figure.Figure`.
-    dpi
-        Resolution of the saved figure.
+    {show_save}
 
     Returns
     -------

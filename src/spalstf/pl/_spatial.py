@@ -27,6 +27,7 @@ from scipy import sparse
 
 from .._constants import IMPUTED_KEY, SPATIAL_KEY, STD_SUFFIX
 from .._validation import get_matrix
+from ._docs import show_save_doc
 from ._utils import SavePath, check_ax, finish, format_names, root_figure
 
 Scale = Literal["minmax", "rank", "none"]
@@ -191,6 +192,7 @@ def _draw_panel(
     return sc
 
 
+@show_save_doc
 def spatial_genes(
     adata_st: AnnData,
     genes: str | Sequence[str],
@@ -278,15 +280,7 @@ def spatial_genes(
         Width of one panel in inches; the height follows the aspect ratio of the coordinates.
     ax
         Axes to draw into; only when a single panel is drawn (one gene, no measured or std panel).
-    show
-        Call :func:`matplotlib.pyplot.show` (then ``None`` is returned unless ``return_fig``).
-    save
-        ``True``: write ``{scanpy.settings.figdir}/spatial_genes.{scanpy.settings.file_format_figs}``; a path: write
-        the figure there (the extension picks the format).
-    return_fig
-        Return the :class:`~matplotlib.figure.Figure`.
-    dpi
-        Resolution of the saved figure (default: the figure's).
+    {show_save}
 
     Returns
     -------
