@@ -238,6 +238,14 @@ class SpaLSTF(BaseModelClass):
         As every scvi-tools model, this adds ``adata.obs["_indices"]`` (the row number of each cell) and scvi-tools'
         registration keys in ``adata.uns``. :func:`spalstf.tl.spalstf_impute` registers a lightweight copy instead,
         so it never changes the user's objects.
+
+        Examples
+        --------
+        >>> import spalstf as sp
+        >>> adata_sc = sp.datasets.drosophila_embryo()["rna"].copy()
+        >>> sp.model.SpaLSTF.setup_anndata(adata_sc)  # raw counts in .X; layer="counts" for a layer
+        >>> "_indices" in adata_sc.obs
+        True
         """
         check_nonempty(adata, "adata")
         get_matrix(adata, layer, "adata")  # raises a KeyError naming the missing layer
