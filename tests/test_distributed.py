@@ -162,3 +162,36 @@ def test_buffer_check_catches_ranks_with_other_data(pair, tiny_model):
     fake(plan, {**other, "st_mean": _fingerprint(changed)})
     with pytest.raises(RuntimeError, match="st_mean"):
         SpaLSTFTrainingPlan.on_fit_start(plan)
+
+
+def test_ddp_validation_split_is_the_same_on_every_rank(pair, tiny_model):
+    """Under DDP each rank builds its own data splitter; the split must not depend on the rank's random state."""
+    from spalstf.model import SpaLSTF
+
+    adata_st, adata_sc = pair
+    SpaLSTF.setup_anndata(adata_sc)
+    model = SpaLSTF(adata_sc, adata_st, **tiny_model)
+    captured = []
+
+    class CapturingRunner:  # stands in for TrainRunner: records the data splitter, launches nothing
+        def __init__(self, model, training_plan, data_splitter, **kwargs):
+            captured.append((data_splitter, kwargs))
+
+        def __call__(self):
+            return None
+
+    model._train_runner_cls = CapturingRunner
+    for seed in (1, 2):  # two "ranks" with different random states
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        model.train(max_epochs=1, accelerator="cpu", devices=2, strategy="ddp", train_size=0.8)
+    (a, kwargs), (b, _) = captured
+    assert kwargs["strategy"]._ddp_kwargs["broadcast_buffers"] is False
+    for splitter in (a, b):
+        splitter.setup()
+        assert len(splitter.train_idx) == 120 and len(splitter.val_idx) == 30
+        assert set(splitter.train_idx).isdisjoint(splitter.val_idx)
+        assert splitter.data_loader_kwargs["distributed_sampler"] is True
+    np.testing.assert_array_equal(a.train_idx, b.train_idx)
+    np.testing.assert_array_equal(a.val_idx, b.val_idx)
+    assert not np.array_equal(np.sort(a.val_idx), np.arange(120, 150))  # still a shuffled split

@@ -12,6 +12,7 @@ import torch
 from anndata import AnnData
 from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 from scvi import REGISTRY_KEYS
+from scvi import settings as scvi_settings
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, NumericalObsField
 from scvi.dataloaders import DataSplitter
@@ -322,7 +323,7 @@ class SpaLSTF(BaseModelClass):
         Goes through scvi-tools' :class:`~scvi.dataloaders.DataSplitter`, a Lightning training plan and
         :class:`~scvi.train.TrainRunner`, so ``accelerator``, ``devices``, ``strategy`` and ``precision`` are
         Lightning's. Losses per epoch are kept in :attr:`history` (``train_loss``, ``train_mse``, ``train_kl``,
-        ``train_mean_mse``; ``validation_*`` when ``train_size < 1``).
+        ``train_mean_mse``; ``validation_*`` when ``train_size < 1`` and ``check_val_every_n_epoch`` is set).
 
         Parameters
         ----------
@@ -362,6 +363,8 @@ class SpaLSTF(BaseModelClass):
         -----
         With ``strategy="ddp"`` Lightning starts the other ranks by re-running the calling script, so everything
         after ``train`` runs once per rank: guard saving and imputation with ``model.trainer.is_global_zero``.
+        With ``train_size < 1`` under DDP, the train/validation split is drawn with ``scvi.settings.seed`` (0 when
+        unset) so that all ranks agree on it; validation runs when ``check_val_every_n_epoch`` is set.
         :attr:`history` is filled on rank 0 only (losses are averaged over ranks). The KL term of the loss is
         computed per rank over that rank's mini-batch (see :meth:`~spalstf.model._module.SpaLSTFModule.loss`).
 
@@ -394,14 +397,22 @@ class SpaLSTF(BaseModelClass):
             "distributed_sampler": distributed,
             **(datasplitter_kwargs or {}),
         }
-        splitter = self._data_splitter_cls(
-            self.adata_manager,
-            train_size=train_size,
-            validation_size=validation_size,
-            batch_size=min(batch_size, self.adata.n_obs),
-            drop_last=False,
-            **split_kwargs,
-        )
+        splitter_args = {
+            "train_size": train_size,
+            "validation_size": validation_size,
+            "batch_size": min(batch_size, self.adata.n_obs),
+            "drop_last": False,
+        }
+        splitter = self._data_splitter_cls(self.adata_manager, **splitter_args, **split_kwargs)
+        if distributed and split_kwargs["shuffle_set_split"] and split_kwargs.get("external_indexing") is None:
+            # Every rank draws the split itself, and scvi-tools draws it unseeded unless scvi.settings.seed is set:
+            # the ranks would hold different validation cells, each training on the others'. Fix one split.
+            perm = np.random.RandomState(0 if scvi_settings.seed is None else scvi_settings.seed).permutation(
+                self.adata.n_obs
+            )
+            n_train, n_val = splitter.n_train, splitter.n_val
+            split_kwargs["external_indexing"] = [perm[n_val : n_val + n_train], perm[:n_val], perm[n_val + n_train :]]
+            splitter = self._data_splitter_cls(self.adata_manager, **splitter_args, **split_kwargs)
         plan = self._training_plan_cls(self.module, **plan_kwargs)
         runner = self._train_runner_cls(
             self,
