@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
+from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 from scvi import REGISTRY_KEYS
+from scvi import settings as scvi_settings
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, NumericalObsField
 from scvi.dataloaders import DataSplitter
@@ -55,6 +57,27 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 _HIGH_DIM_GENES = 500  # paper: hidden 1024 / batch 512 above this many genes
 _KL_LOW_DIM_GENES = 120  # published code: alpha 2.8 below this many genes, 0.02 above
+
+
+def _is_ddp(strategy) -> bool:
+    """Whether a Lightning strategy (name or instance) is DDP, i.e. needs a distributed sampler."""
+    if isinstance(strategy, str):
+        return strategy.startswith("ddp")
+    return isinstance(strategy, DDPStrategy)
+
+
+def _ddp_without_buffer_broadcast(strategy):
+    """Lightning's registered DDP strategy of that name, with ``broadcast_buffers=False``; anything else unchanged.
+
+    The module's buffers are constants (reference profiles, gene statistics, ridge weights, schedule bounds), so
+    DDP's per-step broadcast of buffers from rank 0 only moves the reference around; the training plan checks once
+    that the ranks agree on them.
+    """
+    if isinstance(strategy, str) and strategy.startswith("ddp") and strategy in StrategyRegistry:
+        entry = StrategyRegistry[strategy]
+        if issubclass(entry["strategy"], DDPStrategy):
+            return entry["strategy"](**{**entry["init_params"], "broadcast_buffers": False})
+    return strategy
 
 
 def _by_size(value, n_genes: int):
@@ -306,16 +329,17 @@ class SpaLSTF(BaseModelClass):
         """Train the model on the reference cells.
 
         Goes through scvi-tools' :class:`~scvi.dataloaders.DataSplitter`, a Lightning training plan and
-        :class:`~scvi.train.TrainRunner`, so ``accelerator``, ``devices`` and ``strategy`` (e.g. ``"ddp"``) behave as
-        in any scvi-tools model. Losses per epoch are kept in :attr:`history` (``train_loss``, ``train_mse``,
-        ``train_kl``; ``validation_*`` when ``train_size < 1``).
+        :class:`~scvi.train.TrainRunner`, so ``accelerator``, ``devices``, ``strategy`` and ``precision`` are
+        Lightning's. Losses per epoch are kept in :attr:`history` (``train_loss``, ``train_mse``, ``train_kl``,
+        ``train_mean_mse``; ``validation_*`` when ``train_size < 1`` and ``check_val_every_n_epoch`` is set).
 
         Parameters
         ----------
         max_epochs
             Passes over the reference; default from the preset (cpu: 60, paper: 1200).
         batch_size
-            Cells per mini-batch; default from the preset.
+            Cells per mini-batch; default from the preset. Under DDP this is the batch **per process**: the
+            optimiser step averages the gradients of ``devices`` such batches.
         lr
             AdamW learning rate; default from the preset (cpu: 1e-3, paper: 1e-4).
         accelerator, devices
@@ -325,25 +349,78 @@ class SpaLSTF(BaseModelClass):
         datasplitter_kwargs, plan_kwargs
             Extra arguments of the data splitter and of the training plan.
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (e.g. ``strategy="ddp"``, ``enable_progress_bar=False``);
-            ``gradient_clip_val`` defaults to 1.0.
+            Passed to :class:`scvi.train.Trainer`, e.g. ``enable_progress_bar=False``; ``gradient_clip_val``
+            defaults to 1.0. Notably:
+
+            ``strategy``
+                ``"ddp"`` (scripts), ``"ddp_spawn"``, ``"ddp_notebook"`` (Jupyter) or a
+                :class:`~lightning.pytorch.strategies.DDPStrategy`: distributed data parallel training on
+                ``devices`` processes. Each process gets a distinct shard of the reference cells (scvi-tools'
+                :class:`~scvi.dataloaders.BatchDistributedSampler`, reshuffled every epoch) and Lightning's DDP
+                averages the gradients. A DDP strategy given by name is built with ``broadcast_buffers=False``:
+                the module's buffers (reference profiles, statistics, ridge weights) are constants, identical on
+                every rank (checked once at the start of training), and re-broadcasting the reference every step
+                would cost more than the step. ``find_unused_parameters`` is not needed: every parameter takes part
+                in every loss.
+            ``precision``
+                ``"bf16-mixed"`` or ``"16-mixed"`` (GPU) for mixed precision; the neighbour search, the ridge part,
+                the diffusion schedule, the perturbation and the loss statistics stay float32 (see
+                ``docs/distributed.md``).
+
+        Notes
+        -----
+        With ``strategy="ddp"`` Lightning starts the other ranks by re-running the calling script, so everything
+        after ``train`` runs once per rank: guard saving and imputation with ``model.trainer.is_global_zero``.
+        With ``train_size < 1`` under DDP, the train/validation split is drawn with ``scvi.settings.seed`` (0 when
+        unset) so that all ranks agree on it; validation runs when ``check_val_every_n_epoch`` is set.
+        :attr:`history` is filled on rank 0 only (losses are averaged over ranks). The KL term of the loss is
+        computed per rank over that rank's mini-batch (see :meth:`~spalstf.model._module.SpaLSTFModule.loss`).
+
+        Examples
+        --------
+        Four GPUs, one process each, 4 x 256 cells per optimiser step, bfloat16 mixed precision (in a script):
+
+        >>> model.train(  # doctest: +SKIP
+        ...     accelerator="gpu", devices=4, strategy="ddp", batch_size=256, precision="bf16-mixed"
+        ... )
+        >>> if model.trainer.is_global_zero:  # doctest: +SKIP
+        ...     model.save("spalstf_model")
+
+        Two CPU processes (gloo), e.g. to check a script before a GPU run:
+
+        >>> model.train(accelerator="cpu", devices=2, strategy="ddp")  # doctest: +SKIP
         """
         max_epochs = max_epochs or self._train_defaults["max_epochs"]
         batch_size = batch_size or self._train_defaults["batch_size"]
         plan_kwargs = {"lr": lr or self._train_defaults["lr"], **(plan_kwargs or {})}
         trainer_kwargs.setdefault("gradient_clip_val", 1.0)
         trainer_kwargs.setdefault("enable_checkpointing", False)
+        if "strategy" in trainer_kwargs:
+            trainer_kwargs["strategy"] = _ddp_without_buffer_broadcast(trainer_kwargs["strategy"])
+        distributed = _is_ddp(trainer_kwargs.get("strategy"))
         # With every cell in training there is nothing to split; scvi-tools' split shuffle uses its own unseeded
         # generator, so leaving it on would make training differ between runs with the same torch seed.
-        split_kwargs = {"shuffle_set_split": train_size < 1.0 or bool(validation_size), **(datasplitter_kwargs or {})}
-        splitter = self._data_splitter_cls(
-            self.adata_manager,
-            train_size=train_size,
-            validation_size=validation_size,
-            batch_size=min(batch_size, self.adata.n_obs),
-            drop_last=False,
-            **split_kwargs,
-        )
+        split_kwargs = {
+            "shuffle_set_split": train_size < 1.0 or bool(validation_size),
+            "distributed_sampler": distributed,
+            **(datasplitter_kwargs or {}),
+        }
+        splitter_args = {
+            "train_size": train_size,
+            "validation_size": validation_size,
+            "batch_size": min(batch_size, self.adata.n_obs),
+            "drop_last": False,
+        }
+        splitter = self._data_splitter_cls(self.adata_manager, **splitter_args, **split_kwargs)
+        if distributed and split_kwargs["shuffle_set_split"] and split_kwargs.get("external_indexing") is None:
+            # Every rank draws the split itself, and scvi-tools draws it unseeded unless scvi.settings.seed is set:
+            # the ranks would hold different validation cells, each training on the others'. Fix one split.
+            perm = np.random.RandomState(0 if scvi_settings.seed is None else scvi_settings.seed).permutation(
+                self.adata.n_obs
+            )
+            n_train, n_val = splitter.n_train, splitter.n_val
+            split_kwargs["external_indexing"] = [perm[n_val : n_val + n_train], perm[:n_val], perm[n_val + n_train :]]
+            splitter = self._data_splitter_cls(self.adata_manager, **splitter_args, **split_kwargs)
         plan = self._training_plan_cls(self.module, **plan_kwargs)
         runner = self._train_runner_cls(
             self,

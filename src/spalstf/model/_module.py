@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import numpy as np
@@ -14,6 +15,40 @@ from ._network import ContextEncoder, Denoiser
 from ._noise import gaussian
 
 Sampler = Literal["ddim", "ddpm"]
+
+#: Lightning precision names and the reduced-precision dtype their autocast uses (``None``: full precision).
+_AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {
+    "32": None,
+    "32-true": None,
+    "64": None,
+    "64-true": None,
+    "bf16-mixed": torch.bfloat16,
+    "16-mixed": torch.float16,
+}
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device | str, precision: str | int = "32") -> Iterator[None]:
+    """Mixed-precision context for running a :class:`SpaLSTFModule` outside Lightning (e.g. sampling).
+
+    ``precision`` takes Lightning's names: ``"bf16-mixed"`` and ``"16-mixed"`` run the networks' matrix products in
+    bfloat16 / float16 under :func:`torch.autocast`; ``"32"`` / ``"32-true"`` are a no-op. The module keeps its
+    precision-sensitive parts in float32 by itself (see :func:`full_precision`), so its outputs are float32 either way.
+    """
+    precision = str(precision)
+    if precision not in _AUTOCAST_DTYPES:
+        raise ValueError(f"precision must be one of {list(_AUTOCAST_DTYPES)}, got {precision!r}.")
+    dtype = _AUTOCAST_DTYPES[precision]
+    if dtype is None:
+        yield
+        return
+    with torch.autocast(device_type=torch.device(device).type, dtype=dtype):
+        yield
+
+
+def full_precision(device: torch.device | str) -> contextlib.AbstractContextManager:
+    """Switch autocast off (the float32 islands of the module: distances, ridge, loss statistics)."""
+    return torch.autocast(device_type=torch.device(device).type, enabled=False)
 
 
 class SpaLSTFModule(nn.Module):
@@ -118,21 +153,23 @@ class SpaLSTFModule(nn.Module):
         reference. ``exclude`` gives, per query, a reference row left out of its context (a training cell's own row).
         """
         ref = self.ref_profiles[:, : self.n_measured]
-        ref_sq = (ref**2).sum(1)
         out_idx, out_dist = [], []
-        for start in range(0, condition.shape[0], chunk_size):
-            q = condition[start : start + chunk_size].to(ref)
-            d2 = ((q**2).sum(1, keepdim=True) + ref_sq[None] - 2 * q @ ref.T).clamp_min(0)
-            if exclude is not None:
-                rows = torch.arange(q.shape[0], device=q.device)
-                d2[rows, exclude[start : start + chunk_size]] = float("inf")
-            dist, idx = torch.topk(d2, self.n_neighbors, dim=1, largest=False, sorted=True)
-            out_idx.append(idx)
-            out_dist.append((dist / ref.shape[1]).sqrt())
+        # float32 even under autocast: a reduced-precision distance matmul would reorder near neighbours
+        with full_precision(ref.device):
+            ref_sq = (ref**2).sum(1)
+            for start in range(0, condition.shape[0], chunk_size):
+                q = condition[start : start + chunk_size].to(ref)
+                d2 = ((q**2).sum(1, keepdim=True) + ref_sq[None] - 2 * q @ ref.T).clamp_min(0)
+                if exclude is not None:
+                    rows = torch.arange(q.shape[0], device=q.device)
+                    d2[rows, exclude[start : start + chunk_size]] = float("inf")
+                dist, idx = torch.topk(d2, self.n_neighbors, dim=1, largest=False, sorted=True)
+                out_idx.append(idx)
+                out_dist.append((dist / ref.shape[1]).sqrt())
         return torch.cat(out_idx), torch.cat(out_dist)
 
     def encode(self, condition: torch.Tensor, neighbors: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
-        """BiLSTM over the sequence [cell, nearest reference cells...] -> condition embedding y'."""
+        """BiLSTM over the sequence [cell, nearest reference cells...] -> condition embedding y' (float32)."""
         b, n_genes = condition.shape[0], self.ref_profiles.shape[1]
         query = torch.zeros(b, 1, n_genes + 2, device=condition.device)
         query[:, 0, : self.n_measured] = condition
@@ -140,18 +177,40 @@ class SpaLSTFModule(nn.Module):
         ctx = torch.cat(
             [self.ref_profiles[neighbors], torch.zeros_like(distances)[..., None], distances[..., None]], -1
         )
-        return self.encoder(torch.cat([query, ctx], dim=1))
+        return self.encoder(torch.cat([query, ctx], dim=1)).float()
 
     def point_estimate(self, condition: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """mu(c): ridge prediction from the measured genes plus the learned correction from the context."""
-        return condition @ self.ridge_weight + self.mean_head(torch.cat([y, condition], dim=1))
+        """mu(c): ridge prediction from the measured genes plus the learned correction from the context (float32).
+
+        The ridge product stays in float32 under autocast (it carries most of ``mu``; it is small); only the
+        correction network may run in reduced precision.
+        """
+        with full_precision(condition.device):
+            ridge = condition.float() @ self.ridge_weight
+        return ridge + self.mean_head(torch.cat([y, condition], dim=1)).float()
 
     def predict_noise(self, x_t: torch.Tensor, condition: torch.Tensor, y: torch.Tensor, t: torch.Tensor):
-        """Noise on the unknown genes predicted from noisy unknown genes ``x_t`` at step indices ``t``."""
+        """Noise on the unknown genes predicted from noisy unknown genes ``x_t`` at step indices ``t`` (float32)."""
         x = torch.cat([condition, x_t], dim=1)
-        return self.denoiser(x, self.mask, t + 1, y)[:, self.n_measured :]
+        return self.denoiser(x, self.mask, t + 1, y)[:, self.n_measured :].float()
 
     # training ----------------------------------------------------------------------------------------------------
+    def training_noise(
+        self, indices: torch.Tensor, n_measured: int, n_imputed: int
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """The random draws of one training step for the reference cells ``indices``.
+
+        Returns the condition perturbation (``None`` when not training or ``perturbation_std == 0``), the diffusion
+        step index per cell and the forward-process noise, all float32 and from torch's global generator (each DDP
+        rank has its own). A subclass may key them by cell instead (the DDP test does, to compare runs exactly).
+        """
+        b, device = indices.shape[0], indices.device
+        perturbation = None
+        if self.training and self.perturbation_std > 0:
+            perturbation = torch.randn(b, n_measured, device=device)
+        t = torch.randint(0, self.schedule.n_steps, (b,), device=device)
+        return perturbation, t, torch.randn(b, n_imputed, device=device)
+
     def loss(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
         """Diffusion loss on the unknown genes plus the point-estimate MSE, for the reference cells ``indices``.
 
@@ -160,25 +219,32 @@ class SpaLSTFModule(nn.Module):
 
         KL term: for each unknown gene, Gaussians are fitted over the cells of the mini-batch to the predicted noise
         (q, mean m_q, variance v_q) and to the true noise (p, m_p, v_p);
-        ``KL(q || p) = 0.5 * (log(v_p / v_q) + (v_q + (m_q - m_p)^2) / v_p - 1)``, averaged over genes.
+        ``KL(q || p) = 0.5 * (log(v_p / v_q) + (v_q + (m_q - m_p)^2) / v_p - 1)``, averaged over genes. Under DDP the
+        mini-batch is the rank's own shard of ``batch_size`` cells: each rank computes the KL on its cells and
+        Lightning averages the gradients, so the KL is the mean of per-rank KLs, not the KL of the global batch (the
+        two MSE terms are per-cell means and match the global batch exactly).
+
+        Under autocast only the networks run in reduced precision; the perturbation, the schedule arithmetic, the
+        neighbour search, the ridge part and every loss statistic are float32.
         """
         indices = indices.long().view(-1)
         profiles = self.ref_profiles[indices]
         condition = profiles[:, : self.n_measured]
-        # the context is searched from the perturbed condition, as an ST cell's is searched from its own measurement
-        if self.training and self.perturbation_std > 0:
-            condition = condition + self.perturbation_std * torch.randn_like(condition)
         x0 = profiles[:, self.n_measured :]
+        perturbation, t, noise = self.training_noise(indices, self.n_measured, self.n_imputed)
+        # the context is searched from the perturbed condition, as an ST cell's is searched from its own measurement
+        if perturbation is not None:
+            condition = condition + self.perturbation_std * perturbation
         y = self.encode(condition, *self.find_neighbors(condition, exclude=indices))
         mu = self.point_estimate(condition, y)
-        mean_mse = ((mu - x0) ** 2).mean()
         r0 = x0 - mu.detach()
-        t = torch.randint(0, self.schedule.n_steps, (x0.shape[0],), device=x0.device)
-        noise = torch.randn_like(r0)
         eps = self.predict_noise(self.schedule.q_sample(r0, t, noise), condition, y, t)
-        mse = ((eps - noise) ** 2).mean()
-        kl = _gaussian_kl(eps, noise) if eps.shape[0] > 1 else eps.new_zeros(())
-        return {"loss": mse + self.kl_weight * kl + mean_mse, "mse": mse, "kl": kl, "mean_mse": mean_mse}
+        with full_precision(x0.device):
+            mean_mse = ((mu - x0) ** 2).mean()
+            mse = ((eps - noise) ** 2).mean()
+            kl = _gaussian_kl(eps, noise) if eps.shape[0] > 1 else eps.new_zeros(())
+            loss = mse + self.kl_weight * kl + mean_mse
+        return {"loss": loss, "mse": mse, "kl": kl, "mean_mse": mean_mse}
 
     # sampling ----------------------------------------------------------------------------------------------------
     @torch.no_grad()

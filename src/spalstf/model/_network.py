@@ -62,10 +62,13 @@ class CrossCovarianceAttention(nn.Module):
         b, n, d = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 4, 1)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (cells, heads, d_head, tokens)
-        q = F.normalize(q, dim=-1)
-        k = F.normalize(k, dim=-1)
-        attn = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)
-        out = (attn @ v).permute(0, 3, 1, 2).reshape(b, n, d)
+        # the channel-by-channel map is small (inner dimension: tokens) and sharpened by a learned temperature, so it
+        # is computed in float32 even under autocast; only the projections and attn @ v use reduced precision
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            q = F.normalize(q.float(), dim=-1)
+            k = F.normalize(k.float(), dim=-1)
+            attn = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)
+        out = (attn.to(v.dtype) @ v).permute(0, 3, 1, 2).reshape(b, n, d)
         return self.proj(out)
 
 

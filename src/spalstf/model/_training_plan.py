@@ -28,6 +28,25 @@ class SpaLSTFTrainingPlan(pl.LightningModule):
         self.lr = lr
         self.weight_decay = weight_decay
 
+    def on_fit_start(self) -> None:
+        """Under DDP, check once that every rank holds the same module buffers.
+
+        The DDP strategies built by :meth:`~spalstf.model.SpaLSTF.train` do not re-broadcast buffers each step (they
+        are constants: reference profiles, gene statistics, ridge weights), so ranks that built their models from
+        different data would otherwise train silently on different references.
+        """
+        if self.trainer.world_size <= 1:
+            return
+        fingerprint = torch.stack([_fingerprint(b) for b in self.module.buffers()])
+        gathered = self.all_gather(fingerprint)  # (ranks, buffers, 2), the same on every rank
+        if not bool((gathered == gathered[0]).all()):
+            names = [n for n, _ in self.module.named_buffers()]
+            differ = sorted({names[i] for i in torch.nonzero((gathered != gathered[0]).any(-1))[:, 1].tolist()})
+            raise RuntimeError(
+                f"DDP ranks hold different model buffers ({differ}): build the model from the same reference and "
+                "spatial data on every rank."
+            )
+
     def _step(self, batch: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
         out = self.module.loss(batch[REGISTRY_KEYS.INDICES_KEY])
         n = batch[REGISTRY_KEYS.INDICES_KEY].shape[0]
@@ -47,3 +66,10 @@ class SpaLSTFTrainingPlan(pl.LightningModule):
     def configure_optimizers(self):
         """AdamW over all module parameters."""
         return torch.optim.AdamW(self.module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+def _fingerprint(buffer: torch.Tensor) -> torch.Tensor:
+    """Two float64 numbers that change with any change of a buffer's values or their order."""
+    x = buffer.detach().double().flatten()
+    weights = torch.arange(1, x.numel() + 1, device=x.device, dtype=torch.float64) / max(x.numel(), 1)
+    return torch.stack([x.sum(), (x * weights).sum()])
