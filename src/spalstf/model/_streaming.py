@@ -28,9 +28,9 @@ CHUNK_ELEMENTS = 2**22
 _H5_CHUNK_ELEMENTS = 2**16
 
 
-def rows_per_chunk(n_columns: int, budget: int = CHUNK_ELEMENTS) -> int:
-    """Rows of a chunk holding about ``budget`` elements of ``n_columns`` columns (at least one row)."""
-    return max(1, budget // max(1, n_columns))
+def rows_per_chunk(n_columns: int, budget: int | None = None) -> int:
+    """Rows of a chunk holding about ``budget`` (default :data:`CHUNK_ELEMENTS`) elements of ``n_columns`` columns."""
+    return max(1, (budget or CHUNK_ELEMENTS) // max(1, n_columns))
 
 
 def read_rows(X: Any, start: int, stop: int, columns: np.ndarray | None = None) -> np.ndarray | sparse.csr_matrix:
