@@ -130,15 +130,12 @@ class SpaLSTFModule(nn.Module):
         return torch.cat(out_idx), torch.cat(out_dist)
 
     def encode(self, condition: torch.Tensor, neighbors: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
-        """BiLSTM over the sequence [cell, nearest reference cells...] -> condition embedding y'."""
-        b, n_genes = condition.shape[0], self.ref_profiles.shape[1]
-        query = torch.zeros(b, 1, n_genes + 2, device=condition.device)
-        query[:, 0, : self.n_measured] = condition
-        query[:, 0, -2] = 1.0
-        ctx = torch.cat(
-            [self.ref_profiles[neighbors], torch.zeros_like(distances)[..., None], distances[..., None]], -1
-        )
-        return self.encoder(torch.cat([query, ctx], dim=1))
+        """BiLSTM over the sequence [cell, nearest reference cells...] -> condition embedding y'.
+
+        Each token is a profile over all model genes (the query cell's unknown genes are 0), a query flag and the
+        distance; see :meth:`ContextEncoder.forward_indexed` for how the tokens are projected without being built.
+        """
+        return self.encoder.forward_indexed(condition, self.ref_profiles, neighbors, distances)
 
     def point_estimate(self, condition: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """mu(c): ridge prediction from the measured genes plus the learned correction from the context."""
