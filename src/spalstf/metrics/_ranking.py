@@ -55,8 +55,8 @@ def accuracy_score(
     metric_cols
         The metric columns to rank on. Default: every other numeric column (except ``dataset_col``).
     higher_is_better
-        Direction of each metric, ``True`` if higher is better; merged over :data:`~spalstf.metrics.HIGHER_IS_BETTER`, so only
-        metrics not in it (or to override it) need to be given.
+        Direction of each metric, ``True`` if higher is better; merged over
+        :data:`~spalstf.metrics.HIGHER_IS_BETTER`, so only metrics not in it (or to override it) need to be given.
     dataset_col
         Optional column identifying the dataset of each row (tidy multi-dataset table).
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
+import anndata
 import numpy as np
 import pandas as pd
 import torch
@@ -26,6 +28,7 @@ from .._validation import check_nonempty, check_values, get_matrix
 from . import _preprocessing as prep
 from ._module import Sampler, SpaLSTFModule
 from ._noise import cell_keys
+from ._streaming import H5adChunkWriter, check_out_path, iter_row_chunks, rows_per_chunk
 from ._training_plan import SpaLSTFTrainingPlan
 
 logger = logging.getLogger(__name__)
@@ -224,8 +227,7 @@ class SpaLSTF(BaseModelClass):
         for name, value in stats.items():
             self.module.register_buffer(name, torch.from_numpy(value))
         if adata_st is not None:
-            st_values = self._st_condition_values(adata_st, st_layer)
-            st_mean, st_std = prep.gene_stats(st_values)
+            st_mean, st_std = self._st_stats(adata_st, st_layer)
         else:  # restored by load_state_dict
             st_mean, st_std = np.zeros(len(plan.measured), np.float32), np.ones(len(plan.measured), np.float32)
         self.module.register_buffer("st_mean", torch.from_numpy(st_mean))
@@ -284,21 +286,35 @@ class SpaLSTF(BaseModelClass):
 
     # preprocessing -----------------------------------------------------------------------------------------------
     def _reference_profiles(self, adata: AnnData, plan: GenePlan) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Standardised ``[condition, target]`` profiles of the reference cells and their per-gene statistics.
+
+        Two chunked passes over the reference rows (values + running statistics, then in-place standardisation),
+        so besides the returned float32 profiles only one chunk is ever dense.
+        """
         X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         pos = adata.var_names.get_indexer(list(plan.measured) + list(plan.imputed))
-        X = X[:, pos]
-        n_m = len(plan.measured)
-        cond = prep.condition_values(X[:, :n_m], self.target_sum, self.cell_scaling)
-        cond_mean, cond_std = prep.gene_stats(cond)
-        target = prep.log_normalize(X, self.target_sum)[:, n_m:]
-        target_mean, target_std = prep.gene_stats(target)
-        profiles = np.concatenate(
-            [prep.standardize(cond, cond_mean, cond_std), prep.standardize(target, target_mean, target_std)], axis=1
-        )
+        n_m, n_genes = len(plan.measured), len(pos)
+        profiles = np.empty((adata.n_obs, n_genes), dtype=np.float32)
+        cond_stats, target_stats = prep.RunningGeneStats(n_m), prep.RunningGeneStats(n_genes - n_m)
+        for start, stop, rows in iter_row_chunks(X, rows_per_chunk(X.shape[1]), pos):
+            cond = prep.condition_values(rows[:, :n_m], self.target_sum, self.cell_scaling)
+            target = prep.log_normalize(rows, self.target_sum)[:, n_m:]
+            cond_stats.update(cond)
+            target_stats.update(target)
+            profiles[start:stop, :n_m] = cond
+            profiles[start:stop, n_m:] = target
+        cond_mean, cond_std = cond_stats.result()
+        target_mean, target_std = target_stats.result()
+        mean, std = np.concatenate([cond_mean, target_mean]), np.concatenate([cond_std, target_std])
+        for start in range(0, adata.n_obs, rows_per_chunk(n_genes)):
+            block = profiles[start : start + rows_per_chunk(n_genes)]
+            block -= mean
+            block /= std
         stats = {"ref_mean": cond_mean, "ref_std": cond_std, "target_mean": target_mean, "target_std": target_std}
         return profiles, stats
 
-    def _st_condition_values(self, adata_st: AnnData, layer: str | None) -> np.ndarray:
+    def _st_columns(self, adata_st: AnnData) -> np.ndarray:
+        """Column positions of the model's measured genes in ``adata_st`` (model order); raises if any is missing."""
         check_nonempty(adata_st, "adata_st")
         missing = [g for g in self.gene_plan.measured_st if g not in adata_st.var_names]
         if missing:
@@ -306,11 +322,28 @@ class SpaLSTF(BaseModelClass):
                 f"adata_st lacks {len(missing)} gene(s) the model is conditioned on: {missing[:10]}. Pass the same "
                 "gene panel the model was built with."
             )
+        return adata_st.var_names.get_indexer(list(self.gene_plan.measured_st))
+
+    def _st_condition_chunks(
+        self, adata_st: AnnData, layer: str | None, chunk_size: int
+    ) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Yield ``(start, stop, values)``: the unstandardised condition of ``adata_st`` rows, one chunk at a time.
+
+        Works for in-memory (dense or sparse) and backed AnnData; only ``chunk_size`` rows are read at once.
+        """
+        pos = self._st_columns(adata_st)
         X = get_matrix(adata_st, layer, "adata_st")
-        pos = adata_st.var_names.get_indexer(list(self.gene_plan.measured_st))
-        X = X[:, pos]
-        check_values(X, "adata_st", list(self.gene_plan.measured_st))
-        return prep.condition_values(X, self.target_sum, self.cell_scaling)
+        names = list(self.gene_plan.measured_st)
+        for start, stop, rows in iter_row_chunks(X, chunk_size, pos):
+            check_values(rows, "adata_st", names)
+            yield start, stop, prep.condition_values(rows, self.target_sum, self.cell_scaling)
+
+    def _st_stats(self, adata_st: AnnData, layer: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-gene mean and std of the ST condition, from one chunked pass (float64 accumulation)."""
+        stats = prep.RunningGeneStats(len(self.gene_plan.measured))
+        for _, _, values in self._st_condition_chunks(adata_st, layer, rows_per_chunk(adata_st.n_vars)):
+            stats.update(values)
+        return stats.result()
 
     # training ----------------------------------------------------------------------------------------------------
     def train(
@@ -456,17 +489,25 @@ class SpaLSTF(BaseModelClass):
         batch_size: int = 1024,
         random_state: int = 0,
         progress_bar: bool = True,
-    ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-        """Impute the model's genes for the cells of ``adata_st``.
+        out: str | os.PathLike | None = None,
+        overwrite: bool = False,
+    ) -> tuple[pd.DataFrame, pd.DataFrame | None] | AnnData:
+        """Impute the model's genes for the cells of ``adata_st``, streaming over its cells.
 
         Outputs are log1p-normalised expression in the reference's units, ``log1p(counts / library * target_sum)``
         (the standardised model outputs mapped back with the reference's per-gene mean and standard deviation, and
         clipped at 0, the smallest log1p expression).
 
+        The cells are processed in chunks of ``batch_size``: each chunk's rows are read from ``adata_st`` (in memory,
+        dense or sparse, or backed, ``anndata.read_h5ad(path, backed="r")``), turned into the condition, run through
+        the network and written into the output, so working memory does not grow with the number of cells. With
+        ``out``, the output itself goes to disk chunk by chunk and need not fit in memory either. ``adata_st`` is
+        never modified.
+
         Parameters
         ----------
         adata_st
-            Spatial data holding (at least) the measured genes of the model.
+            Spatial data holding (at least) the measured genes of the model; in memory or backed.
         layer
             Layer of ``adata_st`` with the expression values; default: the layer the model was built with.
         n_samples
@@ -481,16 +522,31 @@ class SpaLSTF(BaseModelClass):
         n_sampling_steps
             Steps of the DDIM sampler.
         batch_size
-            Cells per forward pass; the result does not depend on it.
+            Cells read and imputed at a time (the working-memory bound); the result does not depend on it.
         random_state
             Seed of the per-cell noise (keyed by cell name, so independent of batch and order).
         progress_bar
             Show a progress bar over sampling steps.
+        out
+            Path of an ``.h5ad`` file to write the result into, chunk by chunk. The file holds ``obs`` (index: the
+            cell names of ``adata_st``), ``var`` (index: the imputed genes), ``X`` (float32 mean), ``layers["std"]``
+            (float32 standard deviation over draws; only when ``n_samples > 1``) and ``uns["spalstf"]`` (measured
+            genes, sampling settings, output space). It is written as ``<out>.partial`` and renamed when complete.
+        overwrite
+            Replace an existing ``out`` file.
 
         Returns
         -------
-        ``(mean, std)``: DataFrames indexed by ``adata_st.obs_names`` with the imputed genes as columns; ``std`` is
-        ``None`` when ``n_samples == 1``.
+        Without ``out``: ``(mean, std)``, DataFrames indexed by ``adata_st.obs_names`` with the imputed genes as
+        columns; ``std`` is ``None`` when ``n_samples == 1``. With ``out``: the written file opened with
+        ``anndata.read_h5ad(out, backed="r")``.
+
+        Examples
+        --------
+        >>> mean, std = model.impute(adata_st, n_samples=8)  # doctest: +SKIP
+        >>> big = anndata.read_h5ad("st_cells.h5ad", backed="r")  # doctest: +SKIP
+        >>> result = model.impute(big, out="imputed.h5ad", batch_size=4096)  # doctest: +SKIP
+        >>> result.X[:10]  # first 10 cells, read from disk  # doctest: +SKIP
         """
         if not self.is_trained_:
             raise RuntimeError("The model is not trained yet; call `model.train()` first.")
@@ -498,43 +554,115 @@ class SpaLSTF(BaseModelClass):
             raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
         if sampler not in ("ddim", "ddpm"):
             raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}.")
-        values = self._st_condition_values(adata_st, layer if layer is not None else self.st_layer)
-        condition = prep.standardize(values, self.module.st_mean.cpu().numpy(), self.module.st_std.cpu().numpy())
-        keys = cell_keys(adata_st.obs_names, random_state)
-        device = self.device
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        layer = layer if layer is not None else self.st_layer
+        self._st_columns(adata_st)  # fail on missing genes before creating any file
+        get_matrix(adata_st, layer, "adata_st")
+        out_path = check_out_path(out, overwrite, [adata_st]) if out is not None else None
+        n_obs, obs_names, columns = adata_st.n_obs, adata_st.obs_names.copy(), pd.Index(self.imputed_genes)
         if n_samples == 1:
             n_steps = 1
         elif sampler == "ddim":
             n_steps = len(self.module.schedule.ddim_timesteps(n_sampling_steps))
         else:
             n_steps = self.module.schedule.n_steps
+
+        if out_path is None:
+            mean_out = np.empty((n_obs, len(columns)), dtype=np.float32)
+            std_out = np.empty_like(mean_out) if n_samples > 1 else None
+
+            def write(start, stop, mean, std):
+                mean_out[start:stop] = mean
+                if std is not None:
+                    std_out[start:stop] = std
+
+            self._impute_chunks(
+                adata_st,
+                layer,
+                write,
+                n_samples,
+                sampler,
+                n_sampling_steps,
+                batch_size,
+                random_state,
+                progress_bar,
+                n_steps,
+            )
+            mean = pd.DataFrame(mean_out, index=obs_names, columns=columns, copy=False)
+            std = pd.DataFrame(std_out, index=obs_names, columns=columns, copy=False) if n_samples > 1 else None
+            return mean, std
+
+        uns = {
+            "spalstf": {
+                "measured_genes": list(self.gene_plan.measured_st),
+                "n_samples": n_samples,
+                "sampler": sampler if n_samples > 1 else "posterior_mean",
+                "n_sampling_steps": n_sampling_steps,
+                "random_state": random_state,
+                "output_space": "log1p(counts / library * target_sum) in the reference's units, target_sum = "
+                f"{self.target_sum:g}",
+            }
+        }
+        with H5adChunkWriter(out_path, obs_names, columns, ["std"] if n_samples > 1 else [], uns) as writer:
+
+            def write(start, stop, mean, std):
+                if std is None:
+                    writer.write(start, stop, mean)
+                else:
+                    writer.write(start, stop, mean, std=std)
+
+            self._impute_chunks(
+                adata_st,
+                layer,
+                write,
+                n_samples,
+                sampler,
+                n_sampling_steps,
+                batch_size,
+                random_state,
+                progress_bar,
+                n_steps,
+            )
+            writer.close()
+        return anndata.read_h5ad(out_path, backed="r")
+
+    def _impute_chunks(
+        self,
+        adata_st: AnnData,
+        layer: str | None,
+        write,
+        n_samples: int,
+        sampler: Sampler,
+        n_sampling_steps: int,
+        batch_size: int,
+        random_state: int,
+        progress_bar: bool,
+        n_steps: int,
+    ) -> None:
+        """Read, condition, impute and ``write(start, stop, mean, std)`` each chunk of ``batch_size`` cells."""
+        st_mean, st_std = self.module.st_mean.cpu().numpy(), self.module.st_std.cpu().numpy()
+        device = self.device
         self.module.eval()
-        means, stds = [], []
         with tqdm(
             total=n_steps * n_samples * int(np.ceil(adata_st.n_obs / batch_size)),
             desc=f"Sampling ({sampler})",
             disable=not progress_bar,
         ) as bar:
-            for start in range(0, adata_st.n_obs, batch_size):
-                stop = start + batch_size
-                cond = torch.from_numpy(condition[start:stop]).to(device)
+            for start, stop, values in self._st_condition_chunks(adata_st, layer, batch_size):
+                cond = torch.from_numpy(prep.standardize(values, st_mean, st_std)).to(device)
                 if n_samples == 1:
                     draws = self.module.posterior_mean(cond)[None]
                     bar.update(1)
                 else:
                     draws = self.module.sample(
                         cond,
-                        keys[start:stop],
+                        cell_keys(adata_st.obs_names[start:stop], random_state),
                         n_samples=n_samples,
                         sampler=sampler,
                         n_sampling_steps=n_sampling_steps,
                         step_callback=lambda: bar.update(1),
                     )
                 draws = (draws * self.module.target_std + self.module.target_mean).clamp_min(0.0)
-                means.append(draws.mean(0).cpu().numpy())
-                if n_samples > 1:
-                    stds.append(draws.std(0, unbiased=False).cpu().numpy())
-        index, columns = adata_st.obs_names.copy(), pd.Index(self.imputed_genes)
-        mean = pd.DataFrame(np.concatenate(means), index=index, columns=columns)
-        std = pd.DataFrame(np.concatenate(stds), index=index, columns=columns) if n_samples > 1 else None
-        return mean, std
+                std = draws.std(0, unbiased=False).cpu().numpy() if n_samples > 1 else None
+                write(start, stop, draws.mean(0).cpu().numpy(), std)

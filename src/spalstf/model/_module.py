@@ -121,9 +121,7 @@ class SpaLSTFModule(nn.Module):
         targets = self.ref_profiles[:, n_measured:]
         self.register_buffer("x0_min", targets.min(0).values)
         self.register_buffer("x0_max", targets.max(0).values)
-        cond = self.ref_profiles[:, :n_measured].double()
-        gram = cond.T @ cond + ridge_alpha * torch.eye(n_measured, dtype=torch.float64)
-        self.register_buffer("ridge_weight", torch.linalg.solve(gram, cond.T @ targets.double()).float())
+        self.register_buffer("ridge_weight", ridge_weight(self.ref_profiles[:, :n_measured], targets, ridge_alpha))
         self.encoder = ContextEncoder(n_genes + 2, n_hidden=n_lstm_hidden, n_layers=n_lstm_layers)
         self.mean_head = nn.Sequential(
             nn.Linear(self.encoder.n_out + n_measured, n_hidden), nn.SiLU(), nn.Linear(n_hidden, self.n_imputed)
@@ -169,15 +167,12 @@ class SpaLSTFModule(nn.Module):
         return torch.cat(out_idx), torch.cat(out_dist)
 
     def encode(self, condition: torch.Tensor, neighbors: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
-        """BiLSTM over the sequence [cell, nearest reference cells...] -> condition embedding y' (float32)."""
-        b, n_genes = condition.shape[0], self.ref_profiles.shape[1]
-        query = torch.zeros(b, 1, n_genes + 2, device=condition.device)
-        query[:, 0, : self.n_measured] = condition
-        query[:, 0, -2] = 1.0
-        ctx = torch.cat(
-            [self.ref_profiles[neighbors], torch.zeros_like(distances)[..., None], distances[..., None]], -1
-        )
-        return self.encoder(torch.cat([query, ctx], dim=1)).float()
+        """BiLSTM over the sequence [cell, nearest reference cells...] -> condition embedding y' (float32).
+
+        Each token is a profile over all model genes (the query cell's unknown genes are 0), a query flag and the
+        distance; see :meth:`ContextEncoder.forward_indexed` for how the tokens are projected without being built.
+        """
+        return self.encoder.forward_indexed(condition, self.ref_profiles, neighbors, distances).float()
 
     def point_estimate(self, condition: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """mu(c): ridge prediction from the measured genes plus the learned correction from the context (float32).
@@ -307,6 +302,23 @@ class SpaLSTFModule(nn.Module):
                 raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}.")
             draws.append(mu + x)
         return torch.stack(draws)
+
+
+def ridge_weight(condition: torch.Tensor, targets: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Closed-form ridge coefficients ``W = (C^T C + alpha I)^-1 C^T X`` (float64 solve, float32 result).
+
+    With more condition genes than cells the identical dual form ``W = C^T (C C^T + alpha I)^-1 X`` is solved
+    instead, so the Gram matrix is (cells x cells) rather than (genes x genes): with 18,000 measured genes and 3,000
+    reference cells, 72 MB instead of 2.6 GB (and its LU copy), and seconds instead of minutes.
+    """
+    C, X = condition.double(), targets.double()
+    if C.shape[1] <= C.shape[0]:
+        gram = C.T @ C
+        gram.diagonal().add_(alpha)
+        return torch.linalg.solve(gram, C.T @ X).float()
+    gram = C @ C.T
+    gram.diagonal().add_(alpha)
+    return (C.T @ torch.linalg.solve(gram, X)).float()
 
 
 def _gaussian_kl(pred: torch.Tensor, true: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

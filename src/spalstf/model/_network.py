@@ -29,7 +29,37 @@ class ContextEncoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens``: (cells, sequence, features) -> (cells, 2 * n_hidden)."""
-        _, (h, _) = self.lstm(self.proj(tokens))
+        return self._read(self.proj(tokens))
+
+    def forward_indexed(
+        self, query: torch.Tensor, table: torch.Tensor, neighbors: torch.Tensor, distances: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`forward` on the sequence [query cell, ``table[neighbors]``...], without building its tokens.
+
+        Equal to ``forward`` on tokens whose first token holds ``query`` in its first ``query.shape[1]`` gene features
+        (other genes 0), query flag 1 and distance 0, followed by the rows ``table[neighbors]`` with flag 0 and
+        ``distances``. The input projection is linear, so it is applied to each distinct table row once and the
+        projected rows are gathered: memory is (distinct rows x genes) instead of (cells x sequence x genes), which
+        matters with tens of thousands of genes.
+
+        Parameters
+        ----------
+        query
+            (cells, q) gene values of the query cells (the first q genes of a token).
+        table
+            (rows, genes) profiles the context cells are taken from.
+        neighbors, distances
+            (cells, k) row indices into ``table`` and their distances to the query.
+        """
+        weight, bias = self.proj[0].weight, self.proj[0].bias
+        n_genes = weight.shape[1] - 2
+        q = query @ weight[:, : query.shape[1]].T + weight[:, n_genes] + bias
+        rows, inverse = torch.unique(neighbors, return_inverse=True)
+        ctx = (table[rows] @ weight[:, :n_genes].T)[inverse] + distances[..., None] * weight[:, n_genes + 1] + bias
+        return self._read(self.proj[1](torch.cat([q[:, None], ctx], dim=1)))
+
+    def _read(self, projected: torch.Tensor) -> torch.Tensor:
+        _, (h, _) = self.lstm(projected)
         return torch.cat([h[-2], h[-1]], dim=-1)
 
 

@@ -51,6 +51,47 @@ def gene_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), std.astype(np.float32)
 
 
+class RunningGeneStats:
+    """Per-gene mean and standard deviation (ddof 0) accumulated over row chunks, in float64.
+
+    Chunks are merged with the pairwise update of Chan et al. (per-chunk mean and sum of squared deviations), which
+    gives the statistics of the whole matrix to float tolerance without holding it, and without the cancellation of
+    a plain sum-of-squares formula. :meth:`result` applies the same constant-gene rule as :func:`gene_stats`.
+
+    Parameters
+    ----------
+    n_genes
+        Number of columns of the chunks.
+    """
+
+    def __init__(self, n_genes: int):
+        self.n = 0
+        self.mean = np.zeros(n_genes, dtype=np.float64)
+        self.m2 = np.zeros(n_genes, dtype=np.float64)
+
+    def update(self, values: np.ndarray) -> None:
+        """Add the rows of ``values`` (cells x genes)."""
+        k = values.shape[0]
+        if k == 0:
+            return
+        values = np.asarray(values, dtype=np.float64)
+        chunk_mean = values.mean(axis=0)
+        chunk_m2 = ((values - chunk_mean) ** 2).sum(axis=0)
+        total = self.n + k
+        delta = chunk_mean - self.mean
+        self.mean += delta * (k / total)
+        self.m2 += chunk_m2 + delta**2 * (self.n * k / total)
+        self.n = total
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean, std)`` as float32; a constant gene gets std 1 so it standardises to 0."""
+        if self.n == 0:
+            raise ValueError("No rows were added; the statistics of zero cells are undefined.")
+        std = np.sqrt(self.m2 / self.n)
+        std = np.where(std > _EPS, std, 1.0)
+        return self.mean.astype(np.float32), std.astype(np.float32)
+
+
 def standardize(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """``(values - mean) / std`` as float32."""
     return ((values - mean) / std).astype(np.float32)

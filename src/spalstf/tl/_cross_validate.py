@@ -146,9 +146,9 @@ class CrossValidationResult:
         ``"Homogeneity"``; only for methods that predicted every gene.
     resources
         One row per method and fold, columns ``["method", "fold", "time_s", "peak_memory_mb", "error"]``: wall time
-        of the method's call, its peak resident-memory increase (sampled by a background thread, see :func:`~spalstf.tl.cross_validate`) and the error message
-        (``""`` when the call succeeded; starting with ``"skipped: "`` when the method could not run at all, in which
-        case time and memory are NaN).
+        of the method's call, its peak resident-memory increase (sampled by a background thread) and the error
+        message (``""`` when the call succeeded; starting with ``"skipped: "`` when the method could not run at all,
+        in which case time and memory are NaN).
     predictions
         Method -> ``cells x shared genes`` frame (spatial cells, the shared genes in the spatial data's order); each
         gene holds its prediction from the fold in which it was held out (NaN where the method failed), in the

@@ -1,0 +1,270 @@
+"""Streaming imputation: chunked reading (in-memory dense/sparse, backed), chunked statistics, .h5ad output."""
+
+from __future__ import annotations
+
+import hashlib
+
+import anndata as ad
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import sparse
+
+import spalstf as sp
+import spalstf.model._model as model_mod
+import spalstf.model._streaming as streaming
+from spalstf.model import SpaLSTF
+from spalstf.model import _preprocessing as prep
+from spalstf.model._module import ridge_weight
+
+ATOL = 1e-5
+DDIM = {"n_samples": 2, "sampler": "ddim", "n_sampling_steps": 3, "random_state": 1}
+
+
+@pytest.fixture(scope="module")
+def trained(make_pair, tiny_model, tiny_train):
+    adata_st, adata_sc = make_pair()
+    SpaLSTF.setup_anndata(adata_sc)
+    torch.manual_seed(0)
+    model = SpaLSTF(adata_sc, adata_st, **tiny_model)
+    model.train(**tiny_train)
+    return model, adata_st
+
+
+@pytest.fixture(scope="module")
+def reference(trained):
+    """In-memory results (one chunk holds every cell)."""
+    model, adata_st = trained
+    return {
+        "mean": model.impute(adata_st, progress_bar=False, batch_size=10_000)[0],
+        "ddim": model.impute(adata_st, progress_bar=False, batch_size=10_000, **DDIM),
+    }
+
+
+def _backed(adata: ad.AnnData, path, X) -> ad.AnnData:
+    ad.AnnData(X=X, obs=adata.obs, var=adata.var, obsm=dict(adata.obsm)).write_h5ad(path)
+    return ad.read_h5ad(path, backed="r")
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+# statistics ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("chunk", [1, 7, 50, 1000])
+def test_running_gene_stats_equal_full(chunk):
+    rng = np.random.default_rng(0)
+    values = (rng.normal(3.0, 2.0, size=(123, 9)) * rng.uniform(0.1, 5, size=9)).astype(np.float32)
+    values[:, 4] = 2.5  # constant gene -> std 1
+    stats = prep.RunningGeneStats(9)
+    for start in range(0, len(values), chunk):
+        stats.update(values[start : start + chunk])
+    mean, std = stats.result()
+    full_mean, full_std = prep.gene_stats(values)
+    np.testing.assert_allclose(mean, full_mean, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(std, full_std, rtol=1e-5)
+    assert std[4] == 1.0
+    with pytest.raises(ValueError, match="zero cells"):
+        prep.RunningGeneStats(3).result()
+
+
+def test_model_statistics_chunked_equal_full(make_pair, tiny_model, monkeypatch):
+    """ST and reference statistics from many small chunks equal the whole-matrix formulas."""
+    adata_st, adata_sc = make_pair()
+    adata_sc.X = sparse.csr_matrix(adata_sc.X)
+    SpaLSTF.setup_anndata(adata_sc)
+    monkeypatch.setattr(streaming, "CHUNK_ELEMENTS", 7 * 30)  # 7 rows per chunk
+    model = SpaLSTF(adata_sc, adata_st, **tiny_model)
+    st_values = prep.condition_values(adata_st.X, model.target_sum, model.cell_scaling)
+    st_mean, st_std = prep.gene_stats(st_values)
+    np.testing.assert_allclose(model.module.st_mean.numpy(), st_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.module.st_std.numpy(), st_std, rtol=1e-5)
+
+    X = adata_sc[:, model.measured_genes + model.imputed_genes].X
+    cond = prep.condition_values(X[:, :20], model.target_sum, model.cell_scaling)
+    target = prep.log_normalize(X, model.target_sum)[:, 20:]
+    expected = np.concatenate(
+        [prep.standardize(cond, *prep.gene_stats(cond)), prep.standardize(target, *prep.gene_stats(target))], 1
+    )
+    np.testing.assert_allclose(model.module.ref_profiles.numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n_cells", [40, 8])  # more cells than genes (primal) and fewer (dual form)
+def test_ridge_weight_primal_and_dual_agree(n_cells):
+    rng = np.random.default_rng(0)
+    C = torch.from_numpy(rng.normal(size=(n_cells, 12)))
+    X = torch.from_numpy(rng.normal(size=(n_cells, 3)))
+    expected = np.linalg.solve(C.numpy().T @ C.numpy() + 10.0 * np.eye(12), C.numpy().T @ X.numpy())
+    np.testing.assert_allclose(ridge_weight(C, X, 10.0).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+# streaming equals in-memory ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("batch_size", [1, 7, 60, 10_000])
+@pytest.mark.parametrize("kind", ["dense", "csr", "csc", "backed_dense", "backed_csr", "layer"])
+def test_streaming_equals_in_memory(trained, reference, kind, batch_size, tmp_path):
+    model, adata_st = trained
+    X = adata_st.X
+    kwargs = {}
+    if kind == "csr":
+        adata = ad.AnnData(sparse.csr_matrix(X), obs=adata_st.obs, var=adata_st.var)
+    elif kind == "csc":
+        adata = ad.AnnData(sparse.csc_matrix(X), obs=adata_st.obs, var=adata_st.var)
+    elif kind == "backed_dense":
+        adata = _backed(adata_st, tmp_path / "st.h5ad", X)
+    elif kind == "backed_csr":
+        adata = _backed(adata_st, tmp_path / "st.h5ad", sparse.csr_matrix(X))
+    elif kind == "layer":
+        adata = ad.AnnData(np.full_like(X, -1.0), obs=adata_st.obs, var=adata_st.var, layers={"raw": X})
+        kwargs["layer"] = "raw"
+    else:
+        adata = adata_st
+    mean, std = model.impute(adata, progress_bar=False, batch_size=batch_size, **kwargs)
+    assert std is None
+    pd.testing.assert_frame_equal(mean, reference["mean"], check_exact=False, rtol=0, atol=ATOL)
+    if batch_size in (7, 10_000):
+        mean, std = model.impute(adata, progress_bar=False, batch_size=batch_size, **kwargs, **DDIM)
+        pd.testing.assert_frame_equal(mean, reference["ddim"][0], check_exact=False, rtol=0, atol=ATOL)
+        pd.testing.assert_frame_equal(std, reference["ddim"][1], check_exact=False, rtol=0, atol=ATOL)
+
+
+def test_reader_reads_at_most_batch_size_rows(trained, reference, monkeypatch):
+    """Imputation only ever indexes the expression matrix with row slices of <= batch_size rows."""
+    model, adata_st = trained
+    keys = []
+
+    class Recorder:
+        def __init__(self, X):
+            self.X, self.shape = X, X.shape
+
+        def __getitem__(self, key):
+            keys.append(key)
+            return self.X[key]
+
+        def __array__(self, *args, **kwargs):
+            raise AssertionError("the whole matrix was materialised")
+
+    real = model_mod.get_matrix
+    monkeypatch.setattr(model_mod, "get_matrix", lambda *a: Recorder(real(*a)))
+    mean, _ = model.impute(adata_st, progress_bar=False, batch_size=16)
+    pd.testing.assert_frame_equal(mean, reference["mean"], check_exact=False, rtol=0, atol=ATOL)
+    assert keys and all(isinstance(k, slice) and k.stop - k.start <= 16 for k in keys)
+    assert [k.start for k in keys] == [0, 16, 32, 48]
+
+
+# output file -----------------------------------------------------------------------------------------------------
+def test_out_file(trained, reference, tmp_path):
+    model, adata_st = trained
+    path = tmp_path / "imputed.h5ad"
+    result = model.impute(adata_st, progress_bar=False, batch_size=7, out=path, **DDIM)
+    assert result.isbacked and result.shape == (adata_st.n_obs, len(model.imputed_genes))
+    assert list(result.obs_names) == list(adata_st.obs_names)
+    assert list(result.var_names) == model.imputed_genes
+    mean, std = reference["ddim"]
+    np.testing.assert_allclose(result.X[:], mean.values, rtol=0, atol=ATOL)
+    np.testing.assert_allclose(result.layers["std"], std.values, rtol=0, atol=ATOL)
+    assert result.uns["spalstf"]["n_samples"] == 2
+    assert list(result.uns["spalstf"]["measured_genes"]) == list(model.gene_plan.measured_st)
+    result.file.close()
+    assert not (tmp_path / "imputed.h5ad.partial").exists()
+
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        model.impute(adata_st, progress_bar=False, out=path)
+    result = model.impute(adata_st, progress_bar=False, out=path, overwrite=True)  # posterior mean: no std layer
+    assert "std" not in result.layers
+    np.testing.assert_allclose(result.X[:], reference["mean"].values, rtol=0, atol=ATOL)
+    result.file.close()
+
+
+def test_out_from_backed_input_leaves_input_unchanged(trained, reference, tmp_path):
+    model, adata_st = trained
+    src = tmp_path / "st.h5ad"
+    backed = _backed(adata_st, src, sparse.csr_matrix(adata_st.X))
+    before = _sha(src)
+    result = model.impute(backed, progress_bar=False, batch_size=13, out=tmp_path / "out.h5ad")
+    np.testing.assert_allclose(result.X[:], reference["mean"].values, rtol=0, atol=ATOL)
+    result.file.close()
+    backed.file.close()
+    assert _sha(src) == before
+
+
+def test_out_errors(trained, tmp_path):
+    model, adata_st = trained
+    with pytest.raises(ValueError, match="ending in '.h5ad'"):
+        model.impute(adata_st, progress_bar=False, out=tmp_path / "imputed.csv")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        model.impute(adata_st, progress_bar=False, out=tmp_path / "missing" / "imputed.h5ad")
+    backed = _backed(adata_st, tmp_path / "st.h5ad", adata_st.X)
+    with pytest.raises(ValueError, match="backed by"):
+        model.impute(backed, progress_bar=False, out=tmp_path / "st.h5ad", overwrite=True)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.impute(adata_st, progress_bar=False, batch_size=0)
+    with pytest.raises(KeyError, match="g3"):  # missing genes are reported before any file is created
+        model.impute(
+            adata_st[:, [g for g in adata_st.var_names if g != "g3"]], progress_bar=False, out=tmp_path / "a.h5ad"
+        )
+    assert not (tmp_path / "a.h5ad").exists()
+
+
+def test_failed_write_leaves_no_file(trained, tmp_path, monkeypatch):
+    model, adata_st = trained
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(streaming.H5adChunkWriter, "write", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        model.impute(adata_st, progress_bar=False, out=tmp_path / "imputed.h5ad")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_h5ad_writer_layout(tmp_path):
+    path = tmp_path / "x.h5ad"
+    with streaming.H5adChunkWriter(path, pd.Index(["a", "b", "c"]), pd.Index(["g1", "g2"]), ["std"]) as w:
+        w.write(0, 2, np.ones((2, 2), np.float32), std=np.zeros((2, 2), np.float32))
+        w.write(2, 3, np.full((1, 2), 2.0, np.float32), std=np.ones((1, 2), np.float32))
+        w.close()
+    with h5py.File(path) as f:
+        assert f["X"].dtype == np.float32
+    adata = ad.read_h5ad(path)
+    np.testing.assert_array_equal(adata.X, [[1, 1], [1, 1], [2, 2]])
+    np.testing.assert_array_equal(adata.layers["std"], [[0, 0], [0, 0], [1, 1]])
+
+
+# sp.tl.spalstf_impute --------------------------------------------------------------------------------------------
+def test_tl_backed_equals_in_memory(pair, tiny_model, tiny_train, tmp_path):
+    adata_st, adata_sc = pair
+    kwargs = {**tiny_model, **tiny_train, "progress_bar": False, "random_state": 2}
+    sp.tl.spalstf_impute(adata_st, adata_sc, **kwargs)
+    backed = _backed(adata_st, tmp_path / "st.h5ad", sparse.csr_matrix(adata_st.X))
+    sp.tl.spalstf_impute(backed, adata_sc, impute_batch_size=9, **kwargs)
+    pd.testing.assert_frame_equal(
+        backed.obsm["spalstf_imputed"], adata_st.obsm["spalstf_imputed"], check_exact=False, rtol=0, atol=ATOL
+    )
+    with pytest.raises(ValueError, match="to_memory"):
+        sp.tl.spalstf_impute(backed, adata_sc, copy=True, **kwargs)
+
+    out = tmp_path / "imputed.h5ad"
+    sp.tl.spalstf_impute(backed, adata_sc, out=out, **kwargs)
+    assert "spalstf_imputed" not in backed.obsm  # the stale in-memory result is removed
+    assert backed.uns["spalstf_imputed"]["out"] == str(out)
+    written = ad.read_h5ad(out)
+    np.testing.assert_allclose(written.X, adata_st.obsm["spalstf_imputed"].values, rtol=0, atol=ATOL)
+    with pytest.raises(FileExistsError, match="already exists"):  # raised before training
+        sp.tl.spalstf_impute(backed, adata_sc, out=out, **kwargs)
+    backed.file.close()
+
+
+def test_indexed_context_equals_token_context():
+    """The context encoder's gathered projection equals the projection of the full (cells, sequence, genes) tokens."""
+    from spalstf.model._network import ContextEncoder
+
+    torch.manual_seed(0)
+    enc = ContextEncoder(12 + 2, n_hidden=8, n_layers=2, n_input_proj=16)
+    table, query = torch.randn(30, 12), torch.randn(5, 7)
+    neighbors, distances = torch.randint(0, 30, (5, 4)), torch.rand(5, 4)
+    tokens = torch.zeros(5, 5, 14)
+    tokens[:, 0, :7], tokens[:, 0, -2] = query, 1.0
+    tokens[:, 1:, :12], tokens[:, 1:, -1] = table[neighbors], distances
+    torch.testing.assert_close(enc.forward_indexed(query, table, neighbors, distances), enc(tokens))
