@@ -358,3 +358,22 @@ def test_tangram_seeded_and_global_rng_restored(pair):
     pd.testing.assert_frame_equal(first, second)
     assert list(first.columns) == held
     assert first.index.equals(st.obs_names)
+
+
+def test_importing_tangram_leaves_the_root_logger_alone(monkeypatch):
+    import importlib
+    import logging
+    import types
+
+    from spalstf.tl import _peers
+
+    def fake_import(name):  # what tangram's import does: logging.basicConfig(level=INFO)
+        logging.getLogger().setLevel(logging.INFO)
+        logging.getLogger().addHandler(logging.StreamHandler())
+        return types.SimpleNamespace(__name__=name)
+
+    root = logging.getLogger()
+    before = (root.level, list(root.handlers))
+    monkeypatch.setattr(importlib, "import_module", fake_import)
+    assert _peers._import_tangram().__name__ == "tangram"
+    assert (root.level, list(root.handlers)) == before

@@ -18,6 +18,7 @@ given. Predictions of held-out genes are in the reference's log1p(CP10k) units f
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -412,10 +413,19 @@ TANGRAM_MISSING = (
 
 
 def _import_tangram():
+    """Import tangram and undo its import's root-logger set-up (level INFO and a handler).
+
+    Left in place, it would print every training step into the user's output.
+    """
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
     try:
         return importlib.import_module("tangram")
     except ImportError as err:
         raise MethodUnavailableError(TANGRAM_MISSING) from err
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
 
 
 def impute_tangram(
