@@ -568,15 +568,7 @@ class SpaLSTF(BaseModelClass):
         else:
             n_steps = self.module.schedule.n_steps
 
-        if out_path is None:
-            mean_out = np.empty((n_obs, len(columns)), dtype=np.float32)
-            std_out = np.empty_like(mean_out) if n_samples > 1 else None
-
-            def write(start, stop, mean, std):
-                mean_out[start:stop] = mean
-                if std is not None:
-                    std_out[start:stop] = std
-
+        def run_chunks(write) -> None:
             self._impute_chunks(
                 adata_st,
                 layer,
@@ -589,6 +581,17 @@ class SpaLSTF(BaseModelClass):
                 progress_bar,
                 n_steps,
             )
+
+        if out_path is None:
+            mean_out = np.empty((n_obs, len(columns)), dtype=np.float32)
+            std_out = np.empty_like(mean_out) if n_samples > 1 else None
+
+            def write(start, stop, mean, std):
+                mean_out[start:stop] = mean
+                if std is not None:
+                    std_out[start:stop] = std
+
+            run_chunks(write)
             mean = pd.DataFrame(mean_out, index=obs_names, columns=columns, copy=False)
             std = pd.DataFrame(std_out, index=obs_names, columns=columns, copy=False) if n_samples > 1 else None
             return mean, std
@@ -612,18 +615,7 @@ class SpaLSTF(BaseModelClass):
                 else:
                     writer.write(start, stop, mean, std=std)
 
-            self._impute_chunks(
-                adata_st,
-                layer,
-                write,
-                n_samples,
-                sampler,
-                n_sampling_steps,
-                batch_size,
-                random_state,
-                progress_bar,
-                n_steps,
-            )
+            run_chunks(write)
             writer.close()
         return anndata.read_h5ad(out_path, backed="r")
 
