@@ -85,3 +85,19 @@ def tiny_model() -> dict:
 def tiny_train() -> dict:
     """Training options of a seconds-long CPU run."""
     return dict(TINY_TRAIN)
+
+
+@pytest.fixture(scope="module")
+def train_tiny(make_pair, tiny_model, tiny_train):
+    """Factory: ``train_tiny(**train_overrides) -> (model, adata_sc, adata_st)``, a tiny model trained from seed 0."""
+    from spalstf.model import SpaLSTF
+
+    def train(**train_overrides):
+        adata_st, adata_sc = make_pair()
+        SpaLSTF.setup_anndata(adata_sc)
+        torch.manual_seed(0)
+        model = SpaLSTF(adata_sc, adata_st, **tiny_model)
+        model.train(**{**tiny_train, **train_overrides})
+        return model, adata_sc, adata_st
+
+    return train

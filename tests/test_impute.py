@@ -4,10 +4,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import spalstf as sp
-from spalstf.model import SpaLSTF
 
 KEY = "spalstf_imputed"
 UNS_KEYS = {"params", "measured_genes", "imputed_genes", "output_space"}
@@ -48,13 +46,8 @@ def _run(adata_st, adata_sc, tiny_model, tiny_train, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def trained_model(make_pair, tiny_model, tiny_train):
-    adata_st, adata_sc = make_pair()
-    SpaLSTF.setup_anndata(adata_sc)
-    torch.manual_seed(0)
-    model = SpaLSTF(adata_sc, adata_st, **tiny_model)
-    model.train(**tiny_train)
-    return model
+def trained_model(train_tiny):
+    return train_tiny()[0]
 
 
 # outputs ---------------------------------------------------------------------------------------------------------

@@ -14,14 +14,9 @@ ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def trained(make_pair, tiny_model, tiny_train):
+def trained(train_tiny):
     """A model trained for 3 epochs, its (registered) reference and the spatial data it was built with."""
-    adata_st, adata_sc = make_pair()
-    SpaLSTF.setup_anndata(adata_sc)
-    torch.manual_seed(0)
-    model = SpaLSTF(adata_sc, adata_st, **tiny_model)
-    model.train(**{**tiny_train, "max_epochs": 3})
-    return model, adata_sc, adata_st
+    return train_tiny(max_epochs=3)
 
 
 def _impute(model, adata, **kwargs):

@@ -24,12 +24,8 @@ DDIM = {"n_samples": 2, "sampler": "ddim", "n_sampling_steps": 3, "random_state"
 
 
 @pytest.fixture(scope="module")
-def trained(make_pair, tiny_model, tiny_train):
-    adata_st, adata_sc = make_pair()
-    SpaLSTF.setup_anndata(adata_sc)
-    torch.manual_seed(0)
-    model = SpaLSTF(adata_sc, adata_st, **tiny_model)
-    model.train(**tiny_train)
+def trained(train_tiny):
+    model, _, adata_st = train_tiny()
     return model, adata_st
 
 

@@ -288,8 +288,8 @@ class SpaLSTF(BaseModelClass):
     def _reference_profiles(self, adata: AnnData, plan: GenePlan) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Standardised ``[condition, target]`` profiles of the reference cells and their per-gene statistics.
 
-        Two chunked passes over the reference rows (values + running statistics, then in-place standardisation),
-        so besides the returned float32 profiles only one chunk is ever dense.
+        One chunked pass over the reference rows (values + running statistics), then in-place standardisation, so
+        besides the returned float32 profiles only one chunk is ever dense.
         """
         X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         pos = adata.var_names.get_indexer(list(plan.measured) + list(plan.imputed))
@@ -305,11 +305,8 @@ class SpaLSTF(BaseModelClass):
             profiles[start:stop, n_m:] = target
         cond_mean, cond_std = cond_stats.result()
         target_mean, target_std = target_stats.result()
-        mean, std = np.concatenate([cond_mean, target_mean]), np.concatenate([cond_std, target_std])
-        for start in range(0, adata.n_obs, rows_per_chunk(n_genes)):
-            block = profiles[start : start + rows_per_chunk(n_genes)]
-            block -= mean
-            block /= std
+        profiles -= np.concatenate([cond_mean, target_mean])  # in place: no second copy of the reference
+        profiles /= np.concatenate([cond_std, target_std])
         stats = {"ref_mean": cond_mean, "ref_std": cond_std, "target_mean": target_mean, "target_std": target_std}
         return profiles, stats
 

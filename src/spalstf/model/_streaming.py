@@ -40,10 +40,7 @@ def read_rows(X: Any, start: int, stop: int, columns: np.ndarray | None = None) 
     ones (in-memory or backed).
     """
     block = X[start:stop]
-    if sparse.issparse(block):
-        block = sparse.csr_matrix(block)
-        return block if columns is None else block[:, columns]
-    block = np.asarray(block)
+    block = sparse.csr_matrix(block) if sparse.issparse(block) else np.asarray(block)
     return block if columns is None else block[:, columns]
 
 
