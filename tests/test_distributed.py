@@ -146,7 +146,7 @@ def test_buffer_check_catches_ranks_with_other_data(pair, tiny_model):
     adata_st, adata_sc = pair
     SpaLSTF.setup_anndata(adata_sc)
     model = SpaLSTF(adata_sc, adata_st, **tiny_model)
-    plan = SpaLSTFTrainingPlan(model.module)
+    plan = SpaLSTFTrainingPlan(model.module, lr=model.settings["lr"], weight_decay=model.settings["weight_decay"])
     other = {n: _fingerprint(b) for n, b in model.module.named_buffers()}
 
     def fake(plan, other_rank):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
 
 import anndata
 import numpy as np
@@ -26,40 +25,13 @@ from .._constants import INDICES_OBS_KEY
 from .._genes import GenePlan, plan_genes
 from .._validation import check_nonempty, check_values, get_matrix
 from . import _preprocessing as prep
+from ._defaults import MODULE_OPTIONS, PRESETS, Preset, check_preset, presets_table, resolve
 from ._module import Sampler, SpaLSTFModule
 from ._noise import cell_keys
 from ._streaming import H5adChunkWriter, check_out_path, iter_row_chunks, rows_per_chunk
 from ._training_plan import SpaLSTFTrainingPlan
 
 logger = logging.getLogger(__name__)
-
-Preset = Literal["cpu", "paper"]
-
-#: Architecture and training defaults of each preset. "paper" is the published configuration (hidden 512 for
-#: <= 500 genes, 1024 above; batch 2048 / 512; 1200 epochs; T = 1500; lr 1e-4); "cpu" is sized to train and sample
-#: the benchmark pairs in minutes on a laptop CPU.
-PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": {
-        "n_hidden": 128,
-        "n_blocks": 4,
-        "n_heads": 8,
-        "n_diffusion_steps": 1000,
-        "max_epochs": 60,
-        "batch_size": 256,
-        "lr": 1e-3,
-    },
-    "paper": {
-        "n_hidden": (512, 1024),
-        "n_blocks": 6,
-        "n_heads": 16,
-        "n_diffusion_steps": 1500,
-        "max_epochs": 1200,
-        "batch_size": (2048, 512),
-        "lr": 1e-4,
-    },
-}
-_HIGH_DIM_GENES = 500  # paper: hidden 1024 / batch 512 above this many genes
-_KL_LOW_DIM_GENES = 120  # published code: alpha 2.8 below this many genes, 0.02 above
 
 
 def _is_ddp(strategy) -> bool:
@@ -81,12 +53,6 @@ def _ddp_without_buffer_broadcast(strategy):
         if issubclass(entry["strategy"], DDPStrategy):
             return entry["strategy"](**{**entry["init_params"], "broadcast_buffers": False})
     return strategy
-
-
-def _by_size(value, n_genes: int):
-    if isinstance(value, tuple):
-        return value[1] if n_genes > _HIGH_DIM_GENES else value[0]
-    return value
 
 
 class SpaLSTF(BaseModelClass):
@@ -119,8 +85,8 @@ class SpaLSTF(BaseModelClass):
     n_top_genes
         Cap on the default number of imputed genes.
     preset
-        ``"cpu"`` (default; small network, minutes on a laptop) or ``"paper"`` (the published sizes). Explicit
-        arguments below override the preset.
+        ``"cpu"`` (default; small network, minutes on a laptop) or ``"paper"`` (the published sizes). Every option
+        below that is ``None`` takes the preset's value (table in the Notes); an explicit value overrides it.
     n_neighbors
         Nearest reference cells in the context sequence.
     n_hidden, n_blocks, n_heads, n_tokens
@@ -130,15 +96,24 @@ class SpaLSTF(BaseModelClass):
     n_diffusion_steps
         Steps T of the cosine schedule.
     kl_weight
-        alpha of the loss; default 2.8 for fewer than 120 model genes, else 0.02.
+        alpha of the loss (by default a rule on the number of model genes, see the table).
     perturbation_std
         Gaussian perturbation of the reference condition during training (standardised units); 0 disables it.
+    ridge_alpha
+        L2 penalty of the ridge part of the point estimate.
     cell_scaling
         Per-cell max-abs scaling of the measured genes into [-1, 1] before standardisation (the paper's scaling).
     target_sum
         Library size of the normalisation (counts per ``target_sum``).
     gene_plan
         Set by :meth:`load` (the resolved gene lists); leave ``None``.
+
+    Notes
+    -----
+    Defaults of each preset (:data:`spalstf.model._defaults.PRESETS`; ``max_epochs``, ``batch_size``, ``lr`` and
+    ``weight_decay`` are the defaults of :meth:`train`):
+
+    {presets_table}
 
     Examples
     --------
@@ -150,6 +125,8 @@ class SpaLSTF(BaseModelClass):
     >>> model.train(max_epochs=50)  # doctest: +SKIP
     >>> imputed = model.impute(adata_st)  # doctest: +SKIP
     """
+
+    __doc__ = __doc__.replace("{presets_table}", presets_table().replace("\n", "\n    "))
 
     _module_cls = SpaLSTFModule
     _training_plan_cls = SpaLSTFTrainingPlan
@@ -166,23 +143,23 @@ class SpaLSTF(BaseModelClass):
         case_sensitive: bool = True,
         n_top_genes: int | None = 2000,
         preset: Preset = "cpu",
-        n_neighbors: int = 16,
+        n_neighbors: int | None = None,
         n_hidden: int | None = None,
         n_blocks: int | None = None,
         n_heads: int | None = None,
-        n_tokens: int = 8,
-        n_lstm_hidden: int = 128,
-        n_lstm_layers: int = 2,
+        n_tokens: int | None = None,
+        n_lstm_hidden: int | None = None,
+        n_lstm_layers: int | None = None,
         n_diffusion_steps: int | None = None,
         kl_weight: float | None = None,
-        perturbation_std: float = 0.5,
-        cell_scaling: bool = True,
-        target_sum: float = 1e4,
+        perturbation_std: float | None = None,
+        ridge_alpha: float | None = None,
+        cell_scaling: bool | None = None,
+        target_sum: float | None = None,
         gene_plan: dict[str, list[str]] | None = None,
     ):
         super().__init__(adata)
-        if preset not in PRESETS:
-            raise ValueError(f"preset must be one of {list(PRESETS)}, got {preset!r}.")
+        check_preset(preset)
         ref_X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         check_values(ref_X, "adata (reference)", adata.var_names)
 
@@ -202,27 +179,18 @@ class SpaLSTF(BaseModelClass):
                 gene_ranking=ranking,
             )
         self.gene_plan = plan
-        self.target_sum = target_sum
-        self.cell_scaling = cell_scaling
+        options = dict(locals())
+        given = {k: v for k, v in options.items() if k in PRESETS[preset]}
+        self.settings = resolve(preset, len(plan.measured) + len(plan.imputed), given)
+        self.target_sum = self.settings["target_sum"]
+        self.cell_scaling = self.settings["cell_scaling"]
         self.st_layer = st_layer
 
         ref_profiles, stats = self._reference_profiles(adata, plan)
-        n_genes = ref_profiles.shape[1]
-        settings = PRESETS[preset]
-        self._train_defaults = {k: _by_size(settings[k], n_genes) for k in ("max_epochs", "batch_size", "lr")}
         self.module = self._module_cls(
             torch.from_numpy(ref_profiles),
             len(plan.measured),
-            n_neighbors=n_neighbors,
-            n_hidden=n_hidden or _by_size(settings["n_hidden"], n_genes),
-            n_blocks=n_blocks or settings["n_blocks"],
-            n_heads=n_heads or settings["n_heads"],
-            n_tokens=n_tokens,
-            n_lstm_hidden=n_lstm_hidden,
-            n_lstm_layers=n_lstm_layers,
-            n_diffusion_steps=n_diffusion_steps or settings["n_diffusion_steps"],
-            kl_weight=kl_weight if kl_weight is not None else (2.8 if n_genes < _KL_LOW_DIM_GENES else 0.02),
-            perturbation_std=perturbation_std,
+            **{k: self.settings[k] for k in MODULE_OPTIONS},
         )
         for name, value in stats.items():
             self.module.register_buffer(name, torch.from_numpy(value))
@@ -420,9 +388,13 @@ class SpaLSTF(BaseModelClass):
 
         >>> model.train(accelerator="cpu", devices=2, strategy="ddp")  # doctest: +SKIP
         """
-        max_epochs = max_epochs or self._train_defaults["max_epochs"]
-        batch_size = batch_size or self._train_defaults["batch_size"]
-        plan_kwargs = {"lr": lr or self._train_defaults["lr"], **(plan_kwargs or {})}
+        max_epochs = max_epochs or self.settings["max_epochs"]
+        batch_size = batch_size or self.settings["batch_size"]
+        plan_kwargs = {
+            "lr": lr or self.settings["lr"],
+            "weight_decay": self.settings["weight_decay"],
+            **(plan_kwargs or {}),
+        }
         trainer_kwargs.setdefault("gradient_clip_val", 1.0)
         trainer_kwargs.setdefault("enable_checkpointing", False)
         if "strategy" in trainer_kwargs:

@@ -62,6 +62,9 @@ class SpaLSTFModule(nn.Module):
     Gene order inside the module is ``[measured genes, imputed genes]``. The module stores the standardised reference
     profiles (``ref_profiles``) because a cell's context is made of its nearest reference cells in measured-gene space.
 
+    Every option is explicit; :class:`~spalstf.model.SpaLSTF` takes them from the table of defaults
+    (:mod:`spalstf.model._defaults`).
+
     Parameters
     ----------
     ref_profiles
@@ -90,17 +93,17 @@ class SpaLSTFModule(nn.Module):
         ref_profiles: torch.Tensor,
         n_measured: int,
         *,
-        n_neighbors: int = 16,
-        n_hidden: int = 128,
-        n_blocks: int = 4,
-        n_heads: int = 8,
-        n_tokens: int = 8,
-        n_lstm_hidden: int = 128,
-        n_lstm_layers: int = 2,
-        n_diffusion_steps: int = 1000,
-        kl_weight: float = 2.8,
-        perturbation_std: float = 0.1,
-        ridge_alpha: float = 10.0,
+        n_neighbors: int,
+        n_hidden: int,
+        n_blocks: int,
+        n_heads: int,
+        n_tokens: int,
+        n_lstm_hidden: int,
+        n_lstm_layers: int,
+        n_diffusion_steps: int,
+        kl_weight: float,
+        perturbation_std: float,
+        ridge_alpha: float,
     ):
         super().__init__()
         n_ref, n_genes = ref_profiles.shape

@@ -17,12 +17,14 @@ class SpaLSTFTrainingPlan(pl.LightningModule):
     module
         The module to train.
     lr
-        Learning rate (paper: 1e-4).
+        Learning rate.
     weight_decay
         AdamW weight decay.
+
+    Both come from the table of defaults (:mod:`spalstf.model._defaults`) through :meth:`spalstf.model.SpaLSTF.train`.
     """
 
-    def __init__(self, module: SpaLSTFModule, lr: float = 1e-3, weight_decay: float = 0.0):
+    def __init__(self, module: SpaLSTFModule, *, lr: float, weight_decay: float):
         super().__init__()
         self.module = module
         self.lr = lr

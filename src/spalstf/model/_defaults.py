@@ -1,0 +1,129 @@
+"""The one table of SpaLSTF's defaults: architecture, loss and training settings of each preset.
+
+:class:`~spalstf.model.SpaLSTF` resolves every option it is not given from here (:func:`resolve`), the module
+(:class:`~spalstf.model._module.SpaLSTFModule`) and the training plan take explicit values only, and the docstring of
+the model shows :func:`presets_table`. A value that depends on the problem size is a rule (a function of the number
+of model genes), written here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from .._expression import TARGET_SUM
+
+Preset = Literal["cpu", "paper"]
+
+#: Above this many model genes the paper uses hidden 1024 and batch 512 (else 512 and 2048).
+HIGH_DIM_GENES = 500
+#: The published code uses KL weight 2.8 below this many model genes and 0.02 from it on.
+KL_LOW_DIM_GENES = 120
+
+
+def _by_size(low: Any, high: Any) -> Callable[[int], Any]:
+    rule = lambda n_genes: high if n_genes > HIGH_DIM_GENES else low
+    rule.__doc__ = f"{low} for <= {HIGH_DIM_GENES} model genes, else {high}"
+    return rule
+
+
+def _kl_rule(n_genes: int) -> float:
+    return 2.8 if n_genes < KL_LOW_DIM_GENES else 0.02
+
+
+_kl_rule.__doc__ = f"2.8 below {KL_LOW_DIM_GENES} model genes, else 0.02"
+
+#: Settings shared by every preset.
+_COMMON: dict[str, Any] = {
+    "n_neighbors": 16,
+    "n_tokens": 8,
+    "n_lstm_hidden": 128,
+    "n_lstm_layers": 2,
+    "kl_weight": _kl_rule,
+    "perturbation_std": 0.5,
+    "ridge_alpha": 10.0,
+    "cell_scaling": True,
+    "target_sum": TARGET_SUM,
+    "weight_decay": 0.0,
+}
+
+#: Per preset: "paper" is the published configuration (hidden 512 for <= 500 genes, 1024 above; batch 2048 / 512;
+#: 1200 epochs; T = 1500; lr 1e-4); "cpu" is sized to train and sample the benchmark pairs in minutes on a laptop CPU.
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {
+        **_COMMON,
+        "n_hidden": 128,
+        "n_blocks": 4,
+        "n_heads": 8,
+        "n_diffusion_steps": 1000,
+        "max_epochs": 60,
+        "batch_size": 256,
+        "lr": 1e-3,
+    },
+    "paper": {
+        **_COMMON,
+        "n_hidden": _by_size(512, 1024),
+        "n_blocks": 6,
+        "n_heads": 16,
+        "n_diffusion_steps": 1500,
+        "max_epochs": 1200,
+        "batch_size": _by_size(2048, 512),
+        "lr": 1e-4,
+    },
+}
+
+#: Options of the module (network, diffusion, loss), of the preprocessing and of training.
+MODULE_OPTIONS = (
+    "n_neighbors",
+    "n_hidden",
+    "n_blocks",
+    "n_heads",
+    "n_tokens",
+    "n_lstm_hidden",
+    "n_lstm_layers",
+    "n_diffusion_steps",
+    "kl_weight",
+    "perturbation_std",
+    "ridge_alpha",
+)
+PREPROCESSING_OPTIONS = ("cell_scaling", "target_sum")
+TRAINING_OPTIONS = ("max_epochs", "batch_size", "lr", "weight_decay")
+
+
+def check_preset(preset: str) -> None:
+    """Raise a `ValueError` listing the presets when ``preset`` is not one of them."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {list(PRESETS)}, got {preset!r}.")
+
+
+def resolve(preset: str, n_genes: int, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every setting of ``preset`` for a model of ``n_genes`` genes, with the non-``None`` values of ``given``.
+
+    Raises
+    ------
+    ValueError
+        Unknown preset (the message lists the valid ones).
+    """
+    check_preset(preset)
+    out = {}
+    for name, value in PRESETS[preset].items():
+        if given.get(name) is not None:
+            out[name] = given[name]
+        else:
+            out[name] = value(n_genes) if callable(value) else value
+    return out
+
+
+def _describe(value: Any) -> str:
+    return value.__doc__ if callable(value) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def presets_table() -> str:
+    """The presets as a reStructuredText list table (one row per setting), for docstrings and docs."""
+    names = list(PRESETS)
+    lines = [".. list-table::", "   :header-rows: 1", "", "   * - setting"]
+    lines += [f"     - ``{p}``" for p in names]
+    for setting in PRESETS[names[0]]:
+        lines.append(f"   * - ``{setting}``")
+        lines += [f"     - {_describe(PRESETS[p][setting])}" for p in names]
+    return "\n".join(lines)
