@@ -22,6 +22,7 @@ from scvi.train import TrainRunner
 from tqdm.auto import tqdm
 
 from .._constants import INDICES_OBS_KEY
+from .._expression import log1p_normalize
 from .._genes import GenePlan, plan_genes
 from .._validation import check_nonempty, check_values, get_matrix
 from . import _preprocessing as prep
@@ -266,7 +267,7 @@ class SpaLSTF(BaseModelClass):
         cond_stats, target_stats = prep.RunningGeneStats(n_m), prep.RunningGeneStats(n_genes - n_m)
         for start, stop, rows in iter_row_chunks(X, rows_per_chunk(X.shape[1]), pos):
             cond = prep.condition_values(rows[:, :n_m], self.target_sum, self.cell_scaling)
-            target = prep.log_normalize(rows, self.target_sum)[:, n_m:]
+            target = log1p_normalize(rows, self.target_sum).astype(np.float32)[:, n_m:]
             cond_stats.update(cond)
             target_stats.update(target)
             profiles[start:stop, :n_m] = cond
@@ -464,8 +465,9 @@ class SpaLSTF(BaseModelClass):
         """Impute the model's genes for the cells of ``adata_st``, streaming over its cells.
 
         Outputs are log1p-normalised expression in the reference's units, ``log1p(counts / library * target_sum)``
-        (the standardised model outputs mapped back with the reference's per-gene mean and standard deviation, and
-        clipped at 0, the smallest log1p expression).
+        with the library over the model's genes (measured + imputed) of a reference cell: the standardised model
+        outputs mapped back with the reference's per-gene mean and standard deviation, and clipped at 0, the smallest
+        log1p expression.
 
         The cells are processed in chunks of ``batch_size``: each chunk's rows are read from ``adata_st`` (in memory,
         dense or sparse, or backed, ``anndata.read_h5ad(path, backed="r")``), turned into the condition, run through
@@ -572,8 +574,7 @@ class SpaLSTF(BaseModelClass):
                 "sampler": sampler if n_samples > 1 else "posterior_mean",
                 "n_sampling_steps": n_sampling_steps,
                 "random_state": random_state,
-                "output_space": "log1p(counts / library * target_sum) in the reference's units, target_sum = "
-                f"{self.target_sum:g}",
+                "output_space": prep.model_output_space(self.target_sum),
             }
         }
         with H5adChunkWriter(out_path, obs_names, columns, ["std"] if n_samples > 1 else [], uns) as writer:

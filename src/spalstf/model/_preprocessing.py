@@ -10,8 +10,8 @@ The model sees two kinds of values, both per cell and free of the genes being im
        gene-wise platform effects (in situ intensities vs. UMI counts).
 
 *target* (imputed genes, reference only)
-    ``log1p`` of counts normalised to ``target_sum`` over all reference genes of the model, standardised per gene
-    with the reference's mean and standard deviation. The model's outputs are mapped back with those statistics, so
+    ``log1p`` of counts normalised to ``target_sum`` over all genes of the model (measured + imputed), standardised
+    per gene with the reference's mean and standard deviation. The model's outputs are mapped back with those statistics, so
     imputed values are **log1p-normalised expression in the reference's units** (``log1p(counts / library *
     target_sum)``).
 """
@@ -20,14 +20,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._expression import log1p_normalize
+from .._expression import log1p_normalize, output_space
+
+#: Which genes form a cell's library in the model's targets and outputs (see :func:`spalstf._expression.output_space`).
+TARGET_LIBRARY = "the model's genes (measured + imputed) in the reference"
+
+
+def model_output_space(target_sum: float) -> str:
+    """The ``output_space`` string of the model's imputed values."""
+    return output_space(target_sum, TARGET_LIBRARY)
+
 
 _EPS = 1e-8
-
-
-def log_normalize(X, target_sum: float) -> np.ndarray:
-    """``log1p(X / rowsum(X) * target_sum)`` as dense float32; cells whose row sums to 0 stay 0."""
-    return log1p_normalize(X, target_sum).astype(np.float32)
 
 
 def cell_maxabs_scale(L: np.ndarray) -> np.ndarray:
@@ -39,7 +43,7 @@ def cell_maxabs_scale(L: np.ndarray) -> np.ndarray:
 
 def condition_values(X_measured, target_sum: float, cell_scaling: bool) -> np.ndarray:
     """Steps 1-2 of the condition (before per-gene standardisation) from measured-gene values only."""
-    L = log_normalize(X_measured, target_sum)
+    L = log1p_normalize(X_measured, target_sum).astype(np.float32)
     return cell_maxabs_scale(L) if cell_scaling else L
 
 

@@ -13,7 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .._constants import IMPUTED_KEY
-from .._expression import log1p_normalize, to_dense
+from .._expression import TARGET_SUM, log1p_normalize, to_dense
 from .._validation import get_matrix
 from ._docs import show_save_doc
 from ._spatial import imputed_frame
@@ -46,7 +46,7 @@ def alignment_umap(
     genes: Sequence[str] | None = None,
     layer_st: str | None = None,
     layer_sc: str | None = None,
-    target_sum: float = 1e4,
+    target_sum: float = TARGET_SUM,
     max_cells: int | None = 2000,
     n_pcs: int = 30,
     n_neighbors: int = 15,

@@ -16,6 +16,7 @@ from .._constants import IMPUTED_KEY, SPATIAL_KEY, STD_SUFFIX
 from .._validation import check_nonempty, get_matrix
 from ..model import SpaLSTF
 from ..model._module import Sampler
+from ..model._preprocessing import model_output_space
 from ..model._streaming import check_out_path
 
 _MODEL_ARGS = frozenset(
@@ -127,8 +128,9 @@ def spalstf_impute(
 
     ``obsm[key_added]``
         :class:`pandas.DataFrame` (index ``obs_names``, columns the imputed genes) of log1p-normalised expression in
-        the reference's units, ``log1p(counts / library * 1e4)``. Not written when ``out`` is given (a stale one is
-        removed).
+        the reference's units, ``log1p(counts / library * target_sum)`` (``target_sum`` 10,000 unless given; the
+        library is the total over the model's genes); ``uns[key_added]["output_space"]`` says which. Not written
+        when ``out`` is given (a stale one is removed).
     ``obsm[key_added + "_std"]``
         Per-cell, per-gene standard deviation over draws (only when ``n_samples > 1`` and no ``out``).
     ``uns[key_added]``
@@ -229,8 +231,7 @@ def spalstf_impute(
         },
         "measured_genes": list(model.gene_plan.measured_st),
         "imputed_genes": model.imputed_genes,
-        "output_space": "log1p(counts / library * target_sum) in the reference's units, target_sum = "
-        f"{model.target_sum:g}",
+        "output_space": model_output_space(model.target_sum),
         "train_time_s": t1 - t0,
         "impute_time_s": t2 - t1,
     }

@@ -30,11 +30,8 @@ import torch
 from anndata import AnnData
 from scipy import sparse
 
-from .._expression import log1p_normalize, to_dense
+from .._expression import TARGET_SUM, log1p_normalize, to_dense
 from ._spage import spage_impute
-
-#: Library size of the reference normalisation shared by the baselines, SpaGE and Tangram.
-TARGET_SUM = 1e4
 
 PeerFunction = Callable[..., pd.DataFrame]
 
