@@ -10,15 +10,11 @@ import pandas as pd
 from scipy.special import rel_entr
 from scipy.stats import rankdata
 
+from .._expression import constant_columns, zscore
 from ._validation import _format_names, check_nonnegative, validate_pair
 
 #: Constants of the global SSIM: C1 = (K1 * L)^2, C2 = (K2 * L)^2 with L = 1 (genes are scaled to a maximum of 1).
 _SSIM_K1, _SSIM_K2, _SSIM_L = 0.01, 0.03, 1.0
-
-
-def _is_constant(x: np.ndarray) -> np.ndarray:
-    """Per-column flag: all values in the column are equal."""
-    return (x == x[:1]).all(axis=0)
 
 
 def _spcc(t: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -26,7 +22,7 @@ def _spcc(t: np.ndarray, p: np.ndarray) -> np.ndarray:
     rp = rankdata(p, axis=0, method="average")
     rt -= rt.mean(axis=0)
     rp -= rp.mean(axis=0)
-    undefined = _is_constant(t) | _is_constant(p)
+    undefined = constant_columns(t) | constant_columns(p)
     num = (rt * rp).sum(axis=0)
     den = np.sqrt((rt**2).sum(axis=0) * (rp**2).sum(axis=0))
     den[undefined] = 1.0
@@ -50,16 +46,8 @@ def _ssim(t: np.ndarray, p: np.ndarray) -> np.ndarray:
     return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
 
 
-def _zscore(x: np.ndarray) -> np.ndarray:
-    constant = _is_constant(x)
-    sd = x.std(axis=0)
-    z = (x - x.mean(axis=0)) / np.where(constant, 1.0, sd)
-    z[:, constant] = np.nan
-    return z
-
-
 def _rmse(t: np.ndarray, p: np.ndarray) -> np.ndarray:
-    return np.sqrt(((_zscore(t) - _zscore(p)) ** 2).mean(axis=0))
+    return np.sqrt(((zscore(t, constant=np.nan) - zscore(p, constant=np.nan)) ** 2).mean(axis=0))
 
 
 def _js(t: np.ndarray, p: np.ndarray) -> np.ndarray:

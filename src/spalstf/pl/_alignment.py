@@ -13,7 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .._constants import IMPUTED_KEY
-from .._expression import TARGET_SUM, log1p_normalize, to_dense
+from .._expression import TARGET_SUM, log1p_normalize, to_dense, zscore
 from .._validation import get_matrix
 from ._docs import show_save_doc
 from ._spatial import imputed_frame
@@ -21,14 +21,6 @@ from ._utils import SavePath, check_ax, finish, format_names, new_figure
 
 SOURCES = ("reference", "measured ST", "imputed ST")
 _COLORS = {"reference": "#7f7f7f", "measured ST": "#1f77b4", "imputed ST": "#ff7f0e"}
-
-
-def _zscore(X: np.ndarray) -> np.ndarray:
-    """Per-gene z-score within one source (constant genes -> 0), clipped at +-10."""
-    mean = np.nanmean(X, axis=0)
-    std = np.nanstd(X, axis=0)
-    Z = (X - mean) / np.where(std > 0, std, 1.0)
-    return np.clip(np.nan_to_num(Z), -10, 10)
 
 
 def _rows(n: int, max_cells: int | None, rng: np.random.Generator) -> np.ndarray:
@@ -172,7 +164,9 @@ def alignment_umap(
     blocks["imputed ST"] = imputed[genes].to_numpy(dtype=np.float64)[rows_st]
 
     joint = ad.AnnData(
-        X=np.concatenate([_zscore(b) for b in blocks.values()]).astype(np.float32),
+        X=np.concatenate([np.clip(np.nan_to_num(zscore(b, ignore_nan=True)), -10, 10) for b in blocks.values()]).astype(
+            np.float32
+        ),
         obs=pd.DataFrame(
             {
                 "source": pd.Categorical(

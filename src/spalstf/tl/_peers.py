@@ -30,7 +30,7 @@ import torch
 from anndata import AnnData
 from scipy import sparse
 
-from .._expression import TARGET_SUM, log1p_normalize, to_dense
+from .._expression import TARGET_SUM, log1p_normalize, to_dense, zscore
 from ._spage import spage_impute
 
 PeerFunction = Callable[..., pd.DataFrame]
@@ -50,12 +50,6 @@ def _reference_log1p(adata_sc: AnnData, genes: Sequence[str]) -> np.ndarray:
         missing = [g for g, p in zip(genes, pos, strict=True) if p < 0]
         raise KeyError(f"Genes {missing[:10]} are not in the reference.")
     return log1p_normalize(X[:, pos], TARGET_SUM, library=library)
-
-
-def _zscore(x: np.ndarray) -> np.ndarray:
-    """Per-gene z-score over cells (population sd); constant genes become 0."""
-    sd = x.std(axis=0)
-    return (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
 
 
 def _frame(values: np.ndarray, adata_st: AnnData, held_genes: Sequence[str]) -> pd.DataFrame:
@@ -129,7 +123,7 @@ def impute_knn(
 
     st, ref_kept, ref_held = _kept_and_targets(adata_st, adata_sc, held_genes)
     k = min(n_neighbors, ref_kept.shape[0])
-    idx = NearestNeighbors(n_neighbors=k).fit(_zscore(ref_kept)).kneighbors(_zscore(st), return_distance=False)
+    idx = NearestNeighbors(n_neighbors=k).fit(zscore(ref_kept)).kneighbors(zscore(st), return_distance=False)
     return _frame(ref_held[idx].mean(axis=1), adata_st, held_genes)
 
 
@@ -169,8 +163,8 @@ def impute_ridge(
     from sklearn.linear_model import Ridge
 
     st, ref_kept, ref_held = _kept_and_targets(adata_st, adata_sc, held_genes)
-    model = Ridge(alpha=alpha).fit(_zscore(ref_kept), ref_held)
-    return _frame(model.predict(_zscore(st)), adata_st, held_genes)
+    model = Ridge(alpha=alpha).fit(zscore(ref_kept), ref_held)
+    return _frame(model.predict(zscore(st)), adata_st, held_genes)
 
 
 # SpaGE -----------------------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from scipy import sparse
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
+from .._expression import zscore
+
 
 @dataclass(frozen=True)
 class PrincipalVectors:
@@ -35,12 +37,6 @@ class PrincipalVectors:
     reference: np.ndarray
     spatial: np.ndarray
     similarity: np.ndarray
-
-
-def _zscore(x: np.ndarray) -> np.ndarray:
-    """Per-gene z-score over cells (population sd); constant genes become 0."""
-    sd = x.std(axis=0)
-    return (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
 
 
 def principal_vectors(
@@ -191,7 +187,7 @@ def spage_impute(
     n_pv = max(1, st.shape[1] // 2) if n_pv is None else n_pv
     n_pv = min(n_pv, limit)
 
-    st_z, ref_z = _zscore(st), _zscore(ref)
+    st_z, ref_z = zscore(st), zscore(ref)
     pv = principal_vectors(ref_z, st_z, n_pv, random_state=random_state)
     n_used = max(1, int((pv.similarity > sim_threshold).sum()))
     basis = pv.reference[:n_used]
