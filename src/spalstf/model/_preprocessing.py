@@ -11,9 +11,9 @@ The model sees two kinds of values, both per cell and free of the genes being im
 
 *target* (imputed genes, reference only)
     ``log1p`` of counts normalised to ``target_sum`` over all genes of the model (measured + imputed), standardised
-    per gene with the reference's mean and standard deviation. The model's outputs are mapped back with those statistics, so
-    imputed values are **log1p-normalised expression in the reference's units** (``log1p(counts / library *
-    target_sum)``).
+    per gene with the reference's mean and standard deviation. The model's outputs are mapped back with those
+    statistics, so imputed values are **log1p-normalised expression in the reference's units**
+    (``log1p(counts / library * target_sum)``).
 """
 
 from __future__ import annotations
