@@ -260,6 +260,31 @@ def test_bad_input(pair, tiny_model, tiny_train, case):
     assert KEY not in adata_st.obsm and KEY not in adata_st.uns
 
 
+def test_unknown_option_is_named_with_the_closest_valid_one_before_any_work(pair, monkeypatch):
+    import time
+
+    adata_st, adata_sc = pair
+    built = []
+    monkeypatch.setattr(sp.model.SpaLSTF, "setup_anndata", classmethod(lambda cls, *a, **k: built.append(1)))
+    start = time.perf_counter()
+    with pytest.raises(TypeError, match=r"'n_neighbour'.*did you mean 'n_neighbors'"):
+        sp.tl.spalstf_impute(adata_st, adata_sc, n_neighbour=4)
+    assert time.perf_counter() - start < 1.0
+    assert built == []  # raised before any model was built
+    with pytest.raises(TypeError, match=r"'max_epoch'.*did you mean 'max_epochs'"):
+        sp.tl.spalstf_impute(adata_st, adata_sc, max_epoch=4)
+    assert KEY not in adata_st.obsm and KEY not in adata_st.uns
+
+
+def test_options_go_to_the_model_the_training_and_the_trainer(pair, tiny_model, tiny_train):
+    adata_st, adata_sc = pair
+    _run(adata_st, adata_sc, tiny_model, tiny_train, ridge_alpha=3.0, lr=5e-4, gradient_clip_val=0.5)
+    params = adata_st.uns[KEY]["params"]
+    assert params["ridge_alpha"] == 3.0 and params["lr"] == 5e-4 and params["gradient_clip_val"] == 0.5
+    assert params["n_blocks"] == tiny_model["n_blocks"] and params["n_diffusion_steps"] == 50
+    assert params["batch_size"] == 256  # resolved from the preset, not left out as "default"
+
+
 @pytest.mark.parametrize("which", ["adata_st", "adata_sc"])
 def test_empty_input(pair, tiny_model, tiny_train, which):
     adata_st, adata_sc = pair

@@ -161,8 +161,9 @@ def test_out_file(trained, reference, tmp_path):
     mean, std = reference["ddim"]
     np.testing.assert_allclose(result.X[:], mean.values, rtol=0, atol=ATOL)
     np.testing.assert_allclose(result.layers["std"], std.values, rtol=0, atol=ATOL)
-    assert result.uns["spalstf"]["n_samples"] == 2
-    assert list(result.uns["spalstf"]["measured_genes"]) == list(model.gene_plan.measured_st)
+    # the metadata layout is the one of sp.tl.spalstf_impute's uns[key_added] (spalstf._outputs)
+    assert result.uns["spalstf_imputed"]["params"]["n_samples"] == 2
+    assert list(result.uns["spalstf_imputed"]["measured_genes"]) == list(model.gene_plan.measured_st)
     result.file.close()
     assert not (tmp_path / "imputed.h5ad.partial").exists()
 
@@ -248,6 +249,14 @@ def test_tl_backed_equals_in_memory(pair, tiny_model, tiny_train, tmp_path):
     assert backed.uns["spalstf_imputed"]["out"] == str(out)
     written = ad.read_h5ad(out)
     np.testing.assert_allclose(written.X, adata_st.obsm["spalstf_imputed"].values, rtol=0, atol=ATOL)
+    # the same metadata, under the same names, in memory and in the file
+    in_memory, in_file = adata_st.uns["spalstf_imputed"], written.uns["spalstf_imputed"]
+    assert set(in_file) == set(backed.uns["spalstf_imputed"]) == set(in_memory) | {"out"}
+    assert set(in_file["params"]) == set(in_memory["params"])
+    for key in ("measured_genes", "imputed_genes"):
+        assert list(in_file[key]) == in_memory[key]
+    assert in_file["output_space"] == in_memory["output_space"]
+    assert in_file["params"]["impute_batch_size"] == 1024 and in_memory["params"]["impute_batch_size"] == 1024
     with pytest.raises(FileExistsError, match="already exists"):  # raised before training
         sp.tl.spalstf_impute(backed, adata_sc, out=out, **kwargs)
     backed.file.close()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import anndata
 import numpy as np
@@ -21,9 +23,10 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 from tqdm.auto import tqdm
 
-from .._constants import INDICES_OBS_KEY
+from .._constants import IMPUTED_KEY, INDICES_OBS_KEY
 from .._expression import log1p_normalize
 from .._genes import GenePlan, plan_genes
+from .._outputs import STD_LAYER, result_metadata
 from .._validation import check_nonempty, check_values, get_matrix
 from . import _preprocessing as prep
 from ._defaults import MODULE_OPTIONS, PRESETS, Preset, check_preset, presets_table, resolve
@@ -33,6 +36,16 @@ from ._streaming import H5adChunkWriter, check_out_path, iter_row_chunks, rows_p
 from ._training_plan import SpaLSTFTrainingPlan
 
 logger = logging.getLogger(__name__)
+
+
+def check_impute_options(*, n_samples: int, sampler: str, batch_size: int, batch_size_name: str = "batch_size") -> None:
+    """Raise a `ValueError` naming the argument when a sampling option is out of range (before any work is done)."""
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
+    if sampler not in ("ddim", "ddpm"):
+        raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}.")
+    if batch_size < 1:
+        raise ValueError(f"{batch_size_name} must be >= 1, got {batch_size}.")
 
 
 def _is_ddp(strategy) -> bool:
@@ -434,7 +447,20 @@ class SpaLSTF(BaseModelClass):
             devices=devices,
             **trainer_kwargs,
         )
-        return runner()
+        start = time.perf_counter()
+        result = runner()
+        self.train_time_s_ = time.perf_counter() - start
+        self.train_params_ = {
+            "max_epochs": max_epochs,
+            "batch_size": batch_size,
+            **plan_kwargs,
+            "accelerator": accelerator,
+            "devices": devices,
+            "train_size": train_size,
+            "validation_size": validation_size,
+            **trainer_kwargs,
+        }
+        return result
 
     # imputation --------------------------------------------------------------------------------------------------
     @property
@@ -519,14 +545,42 @@ class SpaLSTF(BaseModelClass):
         >>> result = model.impute(big, out="imputed.h5ad", batch_size=4096)  # doctest: +SKIP
         >>> result.X[:10]  # first 10 cells, read from disk  # doctest: +SKIP
         """
+        result, _ = self._impute(
+            adata_st,
+            layer=layer,
+            n_samples=n_samples,
+            sampler=sampler,
+            n_sampling_steps=n_sampling_steps,
+            batch_size=batch_size,
+            random_state=random_state,
+            progress_bar=progress_bar,
+            out=out,
+            overwrite=overwrite,
+        )
+        return result
+
+    def _impute(
+        self,
+        adata_st: AnnData,
+        *,
+        layer: str | None,
+        n_samples: int,
+        sampler: Sampler,
+        n_sampling_steps: int,
+        batch_size: int,
+        random_state: int,
+        progress_bar: bool,
+        out: str | os.PathLike | None,
+        overwrite: bool,
+        key_added: str = IMPUTED_KEY,
+    ) -> tuple[tuple[pd.DataFrame, pd.DataFrame | None] | AnnData, dict[str, Any]]:
+        """The worker of :meth:`impute`: the result and its metadata (:func:`spalstf._outputs.result_metadata`).
+
+        With ``out``, the metadata is also written into the file's ``uns[key_added]``.
+        """
         if not self.is_trained_:
             raise RuntimeError("The model is not trained yet; call `model.train()` first.")
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-        if sampler not in ("ddim", "ddpm"):
-            raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}.")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        check_impute_options(n_samples=n_samples, sampler=sampler, batch_size=batch_size)
         layer = layer if layer is not None else self.st_layer
         self._st_columns(adata_st)  # fail on missing genes before creating any file
         get_matrix(adata_st, layer, "adata_st")
@@ -538,6 +592,14 @@ class SpaLSTF(BaseModelClass):
             n_steps = len(self.module.schedule.ddim_timesteps(n_sampling_steps))
         else:
             n_steps = self.module.schedule.n_steps
+        sampling = {
+            "n_samples": n_samples,
+            "sampler": sampler if n_samples > 1 else "posterior_mean",
+            "n_sampling_steps": n_sampling_steps,
+            "random_state": random_state,
+            "impute_batch_size": batch_size,
+        }
+        start = time.perf_counter()
 
         def run_chunks(write) -> None:
             self._impute_chunks(
@@ -565,29 +627,33 @@ class SpaLSTF(BaseModelClass):
             run_chunks(write)
             mean = pd.DataFrame(mean_out, index=obs_names, columns=columns, copy=False)
             std = pd.DataFrame(std_out, index=obs_names, columns=columns, copy=False) if n_samples > 1 else None
-            return mean, std
+            return (mean, std), self._result_metadata(sampling, time.perf_counter() - start)
 
-        uns = {
-            "spalstf": {
-                "measured_genes": list(self.gene_plan.measured_st),
-                "n_samples": n_samples,
-                "sampler": sampler if n_samples > 1 else "posterior_mean",
-                "n_sampling_steps": n_sampling_steps,
-                "random_state": random_state,
-                "output_space": prep.model_output_space(self.target_sum),
-            }
-        }
-        with H5adChunkWriter(out_path, obs_names, columns, ["std"] if n_samples > 1 else [], uns) as writer:
+        layers = [STD_LAYER] if n_samples > 1 else []
+        with H5adChunkWriter(out_path, obs_names, columns, layers) as writer:
 
             def write(start, stop, mean, std):
                 if std is None:
                     writer.write(start, stop, mean)
                 else:
-                    writer.write(start, stop, mean, std=std)
+                    writer.write(start, stop, mean, **{STD_LAYER: std})
 
             run_chunks(write)
-            writer.close()
-        return anndata.read_h5ad(out_path, backed="r")
+            metadata = self._result_metadata(sampling, time.perf_counter() - start, out=out_path)
+            writer.close(uns={key_added: metadata})
+        return anndata.read_h5ad(out_path, backed="r"), metadata
+
+    def _result_metadata(self, sampling: dict[str, Any], impute_time_s: float, out=None) -> dict[str, Any]:
+        """Metadata of a result: every setting as used (model, training, sampling), genes, output space, times."""
+        return result_metadata(
+            measured_genes=list(self.gene_plan.measured_st),
+            imputed_genes=self.imputed_genes,
+            output_space=prep.model_output_space(self.target_sum),
+            params={**self.settings, **getattr(self, "train_params_", {}), **sampling},
+            train_time_s=getattr(self, "train_time_s_", float("nan")),
+            impute_time_s=impute_time_s,
+            out=out,
+        )
 
     def _impute_chunks(
         self,

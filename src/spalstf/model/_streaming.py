@@ -22,6 +22,11 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+try:  # anndata >= 0.11
+    from anndata.io import write_elem
+except ImportError:  # pragma: no cover - anndata 0.10
+    from anndata.experimental import write_elem
+
 #: Elements (rows x columns) read per chunk when the caller sets no chunk size: 2**22 float32 values, 16 MB.
 CHUNK_ELEMENTS = 2**22
 #: Target size of one HDF5 chunk of the written matrices (elements); HDF5 recommends chunks of 10 kB - 1 MB.
@@ -145,8 +150,14 @@ class H5adChunkWriter:
         for name, values in layers.items():
             self._datasets[name][start:stop] = values
 
-    def close(self) -> Path:
-        """Flush, close and move the file into place; returns its path."""
+    def close(self, uns: dict | None = None) -> Path:
+        """Flush, close and move the file into place; returns its path.
+
+        ``uns`` replaces the file's ``uns`` first (for metadata known only at the end, such as timings).
+        """
+        if uns is not None:
+            del self._file["uns"]
+            write_elem(self._file, "uns", uns)
         self._file.close()
         os.replace(self.tmp_path, self.path)
         return self.path

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import os
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,29 +16,48 @@ from anndata import AnnData
 from .._constants import IMPUTED_KEY, SPATIAL_KEY, STD_SUFFIX
 from .._validation import check_nonempty, get_matrix
 from ..model import SpaLSTF
+from ..model._model import check_impute_options
 from ..model._module import Sampler
-from ..model._preprocessing import model_output_space
 from ..model._streaming import check_out_path
 
-_MODEL_ARGS = frozenset(
-    {
-        "case_sensitive",
-        "n_top_genes",
-        "preset",
-        "n_neighbors",
-        "n_hidden",
-        "n_blocks",
-        "n_heads",
-        "n_tokens",
-        "n_lstm_hidden",
-        "n_lstm_layers",
-        "n_diffusion_steps",
-        "kl_weight",
-        "perturbation_std",
-        "cell_scaling",
-        "target_sum",
-    }
-)
+#: Arguments of ``SpaLSTF.__init__`` that ``spalstf_impute`` sets itself (the rest are model options).
+_MODEL_ARGS_SET_HERE = frozenset({"self", "adata", "adata_st", "genes", "st_layer", "gene_plan"})
+#: Arguments of ``SpaLSTF.train`` that are not options (the rest are training options).
+_TRAIN_ARGS_SET_HERE = frozenset({"self", "trainer_kwargs"})
+
+
+def _named_parameters(func, exclude: frozenset[str] = frozenset()) -> list[str]:
+    return [
+        name
+        for name, p in inspect.signature(func).parameters.items()
+        if name not in exclude and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+
+
+def _route_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split ``**options`` into model options and training options by the signatures that take them.
+
+    Model options are the parameters of :class:`~spalstf.model.SpaLSTF`, training options those of
+    :meth:`~spalstf.model.SpaLSTF.train` and of the Lightning trainer it passes the rest to. An option that none of
+    them takes raises a `TypeError` naming it and the closest valid name, before anything is computed.
+    """
+    from lightning.pytorch import Trainer as LightningTrainer
+    from scvi.train import Trainer as ScviTrainer
+
+    model_names = _named_parameters(SpaLSTF.__init__, _MODEL_ARGS_SET_HERE)
+    train_names = _named_parameters(SpaLSTF.train, _TRAIN_ARGS_SET_HERE)
+    trainer_names = _named_parameters(ScviTrainer.__init__, frozenset({"self"})) + _named_parameters(
+        LightningTrainer.__init__, frozenset({"self"})
+    )
+    unknown = [k for k in options if k not in {*model_names, *train_names, *trainer_names}]
+    if unknown:
+        valid = sorted({*model_names, *train_names, *trainer_names, *_named_parameters(spalstf_impute)})
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f". Valid options: {valid}."
+        raise TypeError(f"spalstf_impute() got an unexpected keyword argument {unknown[0]!r}{hint}")
+    model_options = {k: v for k, v in options.items() if k in model_names}
+    train_options = {k: v for k, v in options.items() if k not in model_options}
+    return model_options, train_options
 
 
 def _registration_view(adata: AnnData, layer: str | None) -> AnnData:
@@ -65,7 +85,7 @@ def spalstf_impute(
     require_spatial: bool = True,
     copy: bool = False,
     progress_bar: bool = True,
-    **train_kwargs: Any,
+    **options: Any,
 ) -> AnnData | None:
     """Impute genes of a spatial panel from a scRNA-seq reference with SpaLSTF.
 
@@ -117,10 +137,12 @@ def spalstf_impute(
         Return a modified copy of ``adata_st`` instead of writing into it.
     progress_bar
         Show progress bars for training and sampling.
-    **train_kwargs
-        Model options (``preset``, ``n_hidden``, ``n_neighbors``, ``case_sensitive``, ``n_top_genes``, ...; see
-        :class:`~spalstf.model.SpaLSTF`) and training options (``max_epochs``, ``batch_size``, ``lr``,
-        ``accelerator``, ``devices``, ...; see :meth:`~spalstf.model.SpaLSTF.train`).
+    **options
+        Model options (``preset``, ``n_hidden``, ``n_neighbors``, ``case_sensitive``, ``n_top_genes``, ...; the
+        parameters of :class:`~spalstf.model.SpaLSTF`) and training options (``max_epochs``, ``batch_size``, ``lr``,
+        ``accelerator``, ``devices``, ...; the parameters of :meth:`~spalstf.model.SpaLSTF.train` and of the
+        Lightning trainer). Each goes to the one that takes it; a name none of them takes raises a `TypeError`
+        naming the closest valid one, before any work is done.
 
     Returns
     -------
@@ -134,9 +156,10 @@ def spalstf_impute(
     ``obsm[key_added + "_std"]``
         Per-cell, per-gene standard deviation over draws (only when ``n_samples > 1`` and no ``out``).
     ``uns[key_added]``
-        ``params`` (the call's settings), ``measured_genes`` (genes used as the condition, as spelled in
-        ``adata_st``), ``imputed_genes``, ``output_space``, ``train_time_s``, ``impute_time_s`` and, with ``out``,
-        ``out`` (the path of the written file).
+        ``params`` (every setting of the model, its training and the sampling, as used), ``measured_genes`` (genes
+        used as the condition, as spelled in ``adata_st``), ``imputed_genes``, ``output_space``, ``train_time_s``,
+        ``impute_time_s`` and, with ``out``, ``out`` (the path of the written file, which holds the same metadata
+        in its ``uns[key_added]``). The two layouts are described together in :mod:`spalstf._outputs`.
 
     Examples
     --------
@@ -162,10 +185,9 @@ def spalstf_impute(
             "require_spatial=False to impute without them."
         )
     get_matrix(adata_st, layer_st, "adata_st")
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-    if impute_batch_size < 1:
-        raise ValueError(f"impute_batch_size must be >= 1, got {impute_batch_size}.")
+    check_impute_options(
+        n_samples=n_samples, sampler=sampler, batch_size=impute_batch_size, batch_size_name="impute_batch_size"
+    )
     if copy and adata_st.isbacked:
         raise ValueError(
             "copy=True needs an in-memory adata_st, but it is backed; pass copy=False (results go to the object's "
@@ -173,26 +195,21 @@ def spalstf_impute(
         )
     if out is not None:
         check_out_path(out, overwrite, [adata_st])  # fail before training
-    model_kwargs = {k: train_kwargs.pop(k) for k in list(train_kwargs) if k in _MODEL_ARGS}
+    model_options, train_options = _route_options(options)
 
-    t0 = time.perf_counter()
     if model is None:
         reference = _registration_view(adata_sc, layer_sc)
         SpaLSTF.setup_anndata(reference)
         torch.manual_seed(random_state)
-        model = SpaLSTF(reference, adata_st, genes=genes, st_layer=layer_st, **model_kwargs)
-        train_kwargs.setdefault("enable_progress_bar", progress_bar)
-        model.train(**train_kwargs)
+        model = SpaLSTF(reference, adata_st, genes=genes, st_layer=layer_st, **model_options)
+        train_options.setdefault("enable_progress_bar", progress_bar)
+        model.train(**train_options)
     else:
-        if model_kwargs or train_kwargs:
-            raise ValueError(
-                f"Options {sorted({**model_kwargs, **train_kwargs})} only apply when training; `model` is already "
-                "trained."
-            )
+        if options:
+            raise ValueError(f"Options {sorted(options)} only apply when training; `model` is already trained.")
         if genes is not None and list(genes) != model.imputed_genes:
             raise ValueError("`genes` differs from the genes the passed `model` imputes; pass genes=None.")
-    t1 = time.perf_counter()
-    result = model.impute(
+    result, metadata = model._impute(
         adata_st,
         layer=layer_st,
         n_samples=n_samples,
@@ -203,38 +220,23 @@ def spalstf_impute(
         progress_bar=progress_bar,
         out=out,
         overwrite=overwrite,
+        key_added=key_added,
     )
-    t2 = time.perf_counter()
-
     adata = adata_st.copy() if copy else adata_st
-    if out is None:
-        mean, std = result
-        adata.obsm[key_added] = mean
-    else:
-        result.file.close()
-        std = None
-        if key_added in adata.obsm:
-            del adata.obsm[key_added]  # a stale one from an earlier call would not match the written file
-    if std is not None:
-        adata.obsm[key_added + STD_SUFFIX] = std
-    elif key_added + STD_SUFFIX in adata.obsm:
-        del adata.obsm[key_added + STD_SUFFIX]  # a stale one from an earlier call would not match these values
-    adata.uns[key_added] = {
-        "params": {
-            "n_samples": n_samples,
-            "sampler": sampler if n_samples > 1 else "posterior_mean",
-            "n_sampling_steps": n_sampling_steps,
-            "random_state": random_state,
-            "impute_batch_size": impute_batch_size,
-            **{k: v for k, v in model_kwargs.items()},
-            **{k: v for k, v in train_kwargs.items() if isinstance(v, int | float | str | bool)},
-        },
-        "measured_genes": list(model.gene_plan.measured_st),
-        "imputed_genes": model.imputed_genes,
-        "output_space": model_output_space(model.target_sum),
-        "train_time_s": t1 - t0,
-        "impute_time_s": t2 - t1,
-    }
-    if out is not None:
-        adata.uns[key_added]["out"] = str(out)
+    _write_result(adata, key_added, result, metadata, to_file=out is not None)
     return adata if copy else None
+
+
+def _write_result(adata: AnnData, key: str, result, metadata: dict[str, Any], *, to_file: bool) -> None:
+    """Write the documented keys (layout: :mod:`spalstf._outputs`); drop stale ones an earlier call left."""
+    if to_file:
+        result.file.close()
+        mean = std = None
+    else:
+        mean, std = result
+    for obsm_key, values in ((key, mean), (key + STD_SUFFIX, std)):
+        if values is not None:
+            adata.obsm[obsm_key] = values
+        elif obsm_key in adata.obsm:
+            del adata.obsm[obsm_key]  # from an earlier call; it would not match this result
+    adata.uns[key] = metadata

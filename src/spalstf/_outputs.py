@@ -1,0 +1,90 @@
+"""What an imputation writes, in memory and in an ``out=`` file, and how to read it back (the one description).
+
+A result has the imputed values (the mean), optionally their standard deviation over diffusion draws, and one
+metadata dictionary. The same names are used in both layouts:
+
+============================  =====================================  ======================================
+what                          in memory (``spalstf_impute``)         in an ``out=`` ``.h5ad`` file
+============================  =====================================  ======================================
+imputed values (mean)         ``adata_st.obsm[key]`` (DataFrame)     ``X`` (``obs``: cells, ``var``: genes)
+standard deviation over draws ``adata_st.obsm[key + "_std"]``        ``layers["std"]``
+metadata                      ``adata_st.uns[key]``                  ``uns[key]``
+============================  =====================================  ======================================
+
+``key`` is ``key_added`` (default :data:`~spalstf._constants.IMPUTED_KEY`). The metadata, built by
+:func:`result_metadata` for both layouts, holds ``params`` (every setting the model was built, trained and sampled
+with, as resolved, not as typed), ``measured_genes`` (the condition, in the spatial data's spelling),
+``imputed_genes``, ``output_space``, ``train_time_s``, ``impute_time_s`` and, for a result written to a file,
+``out`` (its path; in the in-memory metadata of a call with ``out=``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from ._constants import STD_SUFFIX
+
+#: Name of the standard deviation: ``obsm[key + STD_SUFFIX]`` in memory, ``layers[STD_LAYER]`` in a file.
+STD_LAYER = STD_SUFFIX.lstrip("_")
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, bool | int | float | str) and not isinstance(value, np.generic)
+
+
+def result_metadata(
+    *,
+    measured_genes: list[str],
+    imputed_genes: list[str],
+    output_space: str,
+    params: dict[str, Any],
+    train_time_s: float,
+    impute_time_s: float,
+    out: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """The metadata dictionary of one imputation result (``uns[key]``), the same in memory and in a file.
+
+    ``params`` keeps only values that ``.h5ad`` files store as they are (``None`` values and objects such as a
+    Lightning strategy are left out, so that the in-memory and the written metadata are equal).
+    """
+    meta: dict[str, Any] = {
+        "params": {k: v for k, v in params.items() if _scalar(v)},
+        "measured_genes": list(measured_genes),
+        "imputed_genes": list(imputed_genes),
+        "output_space": output_space,
+        "train_time_s": float(train_time_s),
+        "impute_time_s": float(impute_time_s),
+    }
+    if out is not None:
+        meta["out"] = str(out)
+    return meta
+
+
+def imputed_frame(adata: AnnData, key: str, what: str = "imputed values") -> pd.DataFrame:
+    """``adata.obsm[key]`` as a DataFrame (cells x genes); ``KeyError`` naming ``key`` when it is missing.
+
+    An array in ``obsm`` gets its gene names from ``adata.uns[key]["imputed_genes"]`` (for ``key + "_std"``, from
+    the metadata of ``key``).
+    """
+    if key not in adata.obsm:
+        raise KeyError(
+            f"{what}: key {key!r} not found in adata.obsm (available: {list(adata.obsm.keys())}); run "
+            "sp.tl.spalstf_impute first or pass the `key` it wrote (key_added)."
+        )
+    value = adata.obsm[key]
+    if isinstance(value, pd.DataFrame):
+        return value
+    base = key[: -len(STD_SUFFIX)] if key.endswith(STD_SUFFIX) else key
+    genes = adata.uns.get(base, {}).get("imputed_genes") if isinstance(adata.uns.get(base), dict) else None
+    value = np.asarray(value)
+    if genes is None or len(genes) != value.shape[1]:
+        raise KeyError(
+            f"adata.obsm[{key!r}] is an array without gene names and adata.uns[{base!r}]['imputed_genes'] does not "
+            "name its columns; store it as a DataFrame (as sp.tl.spalstf_impute does)."
+        )
+    return pd.DataFrame(value, index=adata.obs_names, columns=list(genes))
