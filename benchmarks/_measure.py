@@ -1,7 +1,7 @@
 """Shared helpers of the scaling benchmarks: peak memory of this process, fresh worker processes, result tables.
 
-Peak memory is the kernel's high-water mark of the resident set (``VmHWM`` in ``/proc/self/status``), which
-:func:`reset_peak` resets (``/proc/self/clear_refs``), so a phase's own peak can be read after it. Linux only.
+Peak memory is measured with the package's one meter, :class:`spalstf._memory.PeakMemory` (the kernel's high-water
+mark of the resident set, reset at the start of each measured phase).
 """
 
 from __future__ import annotations
@@ -16,31 +16,7 @@ from pathlib import Path
 
 import torch
 
-GB = 1e9
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status (these benchmarks need Linux).")
-
-
-def rss_gb() -> float:
-    """Current resident set size of this process, GB."""
-    return _status_kb("VmRSS") * 1e3 / GB
-
-
-def peak_gb() -> float:
-    """Peak resident set size since the process started or since the last :func:`reset_peak`, GB."""
-    return _status_kb("VmHWM") * 1e3 / GB
-
-
-def reset_peak() -> None:
-    """Reset the peak resident set size to the current one."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
+from spalstf._memory import GB, PeakMemory, rss_bytes  # noqa: F401 (re-exported to the scripts)
 
 
 def run_worker(script: str, args: list[str], threads: int) -> dict:

@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import GB, machine, markdown_table, peak_gb, reset_peak, rss_gb, run_worker, save
+from _measure import GB, PeakMemory, machine, markdown_table, run_worker, save
 
 N_TYPES = 10
 
@@ -104,14 +104,13 @@ def worker(args) -> None:
     if args.device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    before = rss_gb()
-    reset_peak()
-    t0 = time.perf_counter()
-    result = model.impute(adata, out=out, overwrite=True, **kwargs)
-    if args.device == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    peak = peak_gb()
+    with PeakMemory() as memory:
+        t0 = time.perf_counter()
+        result = model.impute(adata, out=out, overwrite=True, **kwargs)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+    before, peak = memory.baseline_bytes / GB, memory.peak_bytes / GB
     n_imputed = len(model.imputed_genes)
     output_gb = adata.n_obs * n_imputed * 4 * (1 if args.n_samples == 1 else 2) / GB if out is None else 0.0
     row = {

@@ -31,7 +31,7 @@ import torch
 from scipy import sparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import GB, machine, markdown_table, peak_gb, reset_peak, rss_gb, run_worker, save
+from _measure import GB, PeakMemory, machine, markdown_table, rss_bytes, run_worker, save
 
 
 def synthetic_pair(n_genes: int, n_measured: int, n_ref: int, n_st: int) -> tuple[ad.AnnData, ad.AnnData]:
@@ -55,20 +55,23 @@ def pipeline_worker(args) -> dict:
     n_measured = round(args.size * args.measured_fraction)
     adata_st, adata_sc = synthetic_pair(args.size, n_measured, args.ref_cells, args.st_cells)
     SpaLSTF.setup_anndata(adata_sc)
-    row = {"genes": args.size, "measured": n_measured, "imputed": args.size - n_measured, "data_gb": rss_gb()}
+    row = {"genes": args.size, "measured": n_measured, "imputed": args.size - n_measured, "data_gb": rss_bytes() / GB}
     phases = {}
-    reset_peak()
-    t0 = time.perf_counter()
-    model = SpaLSTF(adata_sc, adata_st, n_top_genes=args.size)
-    phases["init"] = time.perf_counter() - t0, peak_gb()
-    reset_peak()
-    t0 = time.perf_counter()
-    model.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False)
-    phases["train_epoch"] = time.perf_counter() - t0, peak_gb()
-    reset_peak()
-    t0 = time.perf_counter()
-    model.impute(adata_st, progress_bar=False)
-    phases["impute"] = time.perf_counter() - t0, peak_gb()
+
+    def phase(name, run):
+        with PeakMemory() as memory:
+            t0 = time.perf_counter()
+            result = run()
+            seconds = time.perf_counter() - t0
+        phases[name] = seconds, memory.peak_bytes / GB
+        return result
+
+    model = phase("init", lambda: SpaLSTF(adata_sc, adata_st, n_top_genes=args.size))
+    phase(
+        "train_epoch",
+        lambda: model.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False),
+    )
+    phase("impute", lambda: model.impute(adata_st, progress_bar=False))
     row.update({f"{name}_s": seconds for name, (seconds, _) in phases.items()})
     row.update({f"{name}_peak_gb": peak for name, (_, peak) in phases.items()})
     row["peak_gb"] = max(p for _, p in phases.values())
@@ -76,7 +79,7 @@ def pipeline_worker(args) -> dict:
 
 
 def denoiser_worker(args) -> dict:
-    from spalstf.model._model import PRESETS
+    from spalstf.model._defaults import PRESETS
     from spalstf.model._network import Denoiser
 
     cpu = PRESETS["cpu"]
@@ -86,15 +89,14 @@ def denoiser_worker(args) -> dict:
     mask = (torch.arange(args.size) < args.size // 2).float()
     t, cond = torch.randint(1, 1000, (args.batch,)), torch.randn(args.batch, 256)
     net(x[:2], mask, t[:2], cond[:2]).sum().backward()  # allocate gradients and warm up
-    before = rss_gb()
-    reset_peak()
-    t0 = time.perf_counter()
-    net(x, mask, t, cond).square().mean().backward()
-    seconds = time.perf_counter() - t0
+    with PeakMemory() as memory:
+        t0 = time.perf_counter()
+        net(x, mask, t, cond).square().mean().backward()
+        seconds = time.perf_counter() - t0
     return {
         "denoiser_params": sum(p.numel() for p in net.parameters()),
         "denoiser_fwd_bwd_s": seconds,
-        "denoiser_fwd_bwd_mb": (peak_gb() - before) * GB / 1e6,
+        "denoiser_fwd_bwd_mb": memory.increase_bytes / 1e6,
     }
 
 

@@ -21,7 +21,7 @@ import torch
 
 import spalstf as sp
 from spalstf._cli import _quiet
-from spalstf.model._model import PRESETS
+from spalstf.model._defaults import PRESETS
 from spalstf.tl._folds import gene_folds
 
 

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from spalstf.model import SpaLSTF
-from spalstf.model._module import autocast
+from spalstf.model import SpaLSTF, autocast
 
 EPOCHS = 5
 

@@ -13,7 +13,7 @@ from sklearn.metrics import (
     normalized_mutual_info_score,
 )
 
-from ._validation import validate_pair
+from .._validation import validate_pair
 
 #: Keys of the dictionary returned by :func:`clustering_metrics`, in order.
 CLUSTERING_METRICS = ("ARI", "AMI", "NMI", "Homogeneity")

@@ -11,7 +11,7 @@ from scipy.special import rel_entr
 from scipy.stats import rankdata
 
 from .._expression import constant_columns, zscore
-from ._validation import _format_names, check_nonnegative, validate_pair
+from .._validation import check_nonnegative, format_names, validate_pair
 
 #: Constants of the global SSIM: C1 = (K1 * L)^2, C2 = (K2 * L)^2 with L = 1 (genes are scaled to a maximum of 1).
 _SSIM_K1, _SSIM_K2, _SSIM_L = 0.01, 0.03, 1.0
@@ -288,7 +288,7 @@ def gene_metrics(
     canonical = {name.upper(): name for name in _GENE_METRICS}
     unknown = [m for m in requested if str(m).upper() not in canonical]
     if unknown:
-        raise ValueError(f"Unknown metric(s) {_format_names(unknown)}; choose from {list(_GENE_METRICS)}.")
+        raise ValueError(f"Unknown metric(s) {format_names(unknown)}; choose from {list(_GENE_METRICS)}.")
     names = list(dict.fromkeys(canonical[str(m).upper()] for m in requested))
     if not names:
         raise ValueError(f"No metric requested; choose from {list(_GENE_METRICS)}.")

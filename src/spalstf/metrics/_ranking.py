@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ._validation import _format_names
+from .._validation import format_names
 
 #: Direction of every metric of :mod:`spalstf.metrics`: ``True`` if a higher value is better.
 HIGHER_IS_BETTER: dict[str, bool] = {
@@ -101,20 +101,20 @@ def accuracy_score(
         metric_cols = [metric_cols] if isinstance(metric_cols, str) else list(metric_cols)
         missing = [c for c in metric_cols if c not in frame.columns]
         if missing:
-            raise KeyError(f"metric column(s) {_format_names(missing)} not in scores; columns: {list(scores.columns)}.")
+            raise KeyError(f"metric column(s) {format_names(missing)} not in scores; columns: {list(scores.columns)}.")
     if not metric_cols:
         raise ValueError("No metric column to rank on; pass metric_cols.")
     directions = {**HIGHER_IS_BETTER, **(higher_is_better or {})}
     unknown = [c for c in metric_cols if c not in directions]
     if unknown:
         raise ValueError(
-            f"No direction known for metric(s) {_format_names(unknown)}; pass higher_is_better={{name: True/False}}."
+            f"No direction known for metric(s) {format_names(unknown)}; pass higher_is_better={{name: True/False}}."
         )
     values = frame[metric_cols].apply(pd.to_numeric, errors="raise").astype(float)
     if values.isna().to_numpy().any():
         rows, cols = np.nonzero(values.isna().to_numpy())
         where = [f"{frame[method_col].iloc[r]}/{metric_cols[c]}" for r, c in zip(rows, cols, strict=True)]
-        raise ValueError(f"Missing metric value(s) for method/metric {_format_names(where)}; AS needs every value.")
+        raise ValueError(f"Missing metric value(s) for method/metric {format_names(where)}; AS needs every value.")
 
     groups = frame[dataset_col] if dataset_col is not None else pd.Series(0, index=frame.index)
     methods = frame[method_col]
@@ -124,7 +124,7 @@ def accuracy_score(
         if group_methods.duplicated().any():
             dup = group_methods[group_methods.duplicated()].unique()
             where = "" if dataset_col is None else f" in dataset {frame.loc[idx[0], dataset_col]!r}"
-            raise ValueError(f"Method(s) {_format_names(dup)} appear more than once{where}; give one row per method.")
+            raise ValueError(f"Method(s) {format_names(dup)} appear more than once{where}; give one row per method.")
         ranks = pd.DataFrame(
             {c: values.loc[idx, c].rank(method="average", ascending=bool(directions[c])) for c in metric_cols}
         )

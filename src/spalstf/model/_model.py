@@ -27,12 +27,12 @@ from .._constants import IMPUTED_KEY, INDICES_OBS_KEY
 from .._expression import log1p_normalize
 from .._genes import GenePlan, plan_genes
 from .._outputs import STD_LAYER, result_metadata
+from .._streaming import H5adChunkWriter, check_out_path, iter_row_chunks, rows_per_chunk
 from .._validation import check_nonempty, check_values, get_matrix
 from . import _preprocessing as prep
 from ._defaults import MODULE_OPTIONS, PRESETS, Preset, check_preset, presets_table, resolve
 from ._module import Sampler, SpaLSTFModule
 from ._noise import cell_keys
-from ._streaming import H5adChunkWriter, check_out_path, iter_row_chunks, rows_per_chunk
 from ._training_plan import SpaLSTFTrainingPlan
 
 logger = logging.getLogger(__name__)

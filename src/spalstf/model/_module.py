@@ -34,6 +34,19 @@ def autocast(device: torch.device | str, precision: str | int = "32") -> Iterato
     ``precision`` takes Lightning's names: ``"bf16-mixed"`` and ``"16-mixed"`` run the networks' matrix products in
     bfloat16 / float16 under :func:`torch.autocast`; ``"32"`` / ``"32-true"`` are a no-op. The module keeps its
     precision-sensitive parts in float32 by itself (see :func:`full_precision`), so its outputs are float32 either way.
+
+    Parameters
+    ----------
+    device
+        The device the module runs on (``"cuda"``, ``"cpu"``, a :class:`torch.device`).
+    precision
+        Lightning's precision name.
+
+    Examples
+    --------
+    >>> import spalstf as sp
+    >>> with sp.model.autocast("cuda", "bf16-mixed"):  # doctest: +SKIP
+    ...     mean, std = model.impute(adata_st, n_samples=8)
     """
     precision = str(precision)
     if precision not in _AUTOCAST_DTYPES:

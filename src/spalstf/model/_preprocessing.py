@@ -47,20 +47,13 @@ def condition_values(X_measured, target_sum: float, cell_scaling: bool) -> np.nd
     return cell_maxabs_scale(L) if cell_scaling else L
 
 
-def gene_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-gene mean and standard deviation (ddof 0); a constant gene gets std 1 so it standardises to 0."""
-    mean = values.mean(axis=0)
-    std = values.std(axis=0)
-    std = np.where(std > _EPS, std, 1.0)
-    return mean.astype(np.float32), std.astype(np.float32)
-
-
 class RunningGeneStats:
     """Per-gene mean and standard deviation (ddof 0) accumulated over row chunks, in float64.
 
     Chunks are merged with the pairwise update of Chan et al. (per-chunk mean and sum of squared deviations), which
     gives the statistics of the whole matrix to float tolerance without holding it, and without the cancellation of
-    a plain sum-of-squares formula. :meth:`result` applies the same constant-gene rule as :func:`gene_stats`.
+    a plain sum-of-squares formula. :meth:`result` gives a constant gene the standard deviation 1 (it standardises
+    to 0).
 
     Parameters
     ----------

@@ -1,38 +1,27 @@
-"""`alignment_umap`: the reference, the measured and the imputed spatial cells in one UMAP."""
+"""`alignment_umap`: draws the joint UMAP of :func:`spalstf.tl.alignment_umap`."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 
-import anndata as ad
 import numpy as np
-import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .._constants import IMPUTED_KEY
-from .._expression import TARGET_SUM, log1p_normalize, to_dense, zscore
-from .._validation import get_matrix
+from .._expression import TARGET_SUM
+from ..tl._alignment import alignment_umap as tl_alignment_umap
 from ._docs import show_save_doc
-from ._spatial import imputed_frame
-from ._utils import SavePath, check_ax, finish, format_names, new_figure
+from ._utils import SavePath, check_ax, finish, new_figure
 
-SOURCES = ("reference", "measured ST", "imputed ST")
 _COLORS = {"reference": "#7f7f7f", "measured ST": "#1f77b4", "imputed ST": "#ff7f0e"}
-
-
-def _rows(n: int, max_cells: int | None, rng: np.random.Generator) -> np.ndarray:
-    if max_cells is None or n <= max_cells:
-        return np.arange(n)
-    return np.sort(rng.choice(n, max_cells, replace=False))
 
 
 @show_save_doc
 def alignment_umap(
     adata_st: AnnData,
-    adata_sc: AnnData,
+    adata_sc: AnnData | None = None,
     key: str = IMPUTED_KEY,
     *,
     genes: Sequence[str] | None = None,
@@ -53,39 +42,21 @@ def alignment_umap(
 ) -> Figure | Axes | None:
     """UMAP of the reference cells, the measured spatial cells and the imputed spatial cells in one space.
 
-    A joint space is built on genes all plotted sources have, in a new AnnData (the inputs are not modified):
-    reference counts are library-normalised to ``target_sum`` and log1p-transformed, measured spatial values are
-    log1p-transformed, imputed values (already log1p) are used as they are; every gene is then z-scored within each
-    source (which removes the difference of units between the modalities), the cells are stacked, and PCA, a
-    k-nearest-neighbour graph and UMAP are computed with scanpy. Cells are coloured by source and drawn in random
-    order, so no source hides another. Imputed cells that fall among the reference cells (and among the measured
-    cells) show an imputation consistent with both.
+    Draws the joint embedding of :func:`spalstf.tl.alignment_umap` (pass its result as ``adata_st``, without
+    ``adata_sc``), or computes it first from the imputed spatial data and the reference (with the options below).
+    Cells are coloured by source and drawn in random order, so no source hides another.
 
     Parameters
     ----------
     adata_st
-        Spatial data imputed by :func:`spalstf.tl.spalstf_impute`.
+        The joint embedding returned by :func:`spalstf.tl.alignment_umap`, or spatial data imputed by
+        :func:`spalstf.tl.spalstf_impute` (then ``adata_sc`` is needed).
     adata_sc
-        The reference scRNA-seq data (counts).
-    key
-        Key the imputation was written under.
-    genes
-        Genes of the joint space. Default: the imputed genes that the reference has and, when ``adata_st`` measured
-        some of them (cross-validation, where the imputed genes were held out), only those, so the measured spatial
-        cells can be placed too. When ``adata_st`` measured none of the genes, the measured source is left out
-        (with a warning) and the plot shows reference vs imputed cells.
-    layer_st, layer_sc
-        Layers holding the measured spatial values and the reference counts (``None``: ``.X``).
-    target_sum
-        Library size of the reference's normalisation (that of the imputation's output space).
-    max_cells
-        Cells drawn at random per source at most (``None``: all), to keep the UMAP fast.
-    n_pcs
-        Principal components (fewer when there are fewer genes; no PCA when genes <= ``n_pcs``).
-    n_neighbors
-        Neighbours of the kNN graph.
+        The reference scRNA-seq data (counts), to compute the embedding; ``None`` when ``adata_st`` is one.
+    key, genes, layer_st, layer_sc, target_sum, max_cells, n_pcs, n_neighbors
+        Options of :func:`spalstf.tl.alignment_umap` when the embedding is computed here.
     random_state
-        Seed of the subsampling, the PCA, the graph and UMAP.
+        Seed of the drawing order (and of the embedding when it is computed here).
     palette
         Colour per source (keys among ``"reference"``, ``"measured ST"``, ``"imputed ST"``).
     size
@@ -104,11 +75,6 @@ def alignment_umap(
         If ``key`` or a layer is missing, or a gene of ``genes`` was not imputed or is not in the reference (the
         error names them).
 
-    Notes
-    -----
-    Reads ``adata_st.obsm[key]``, ``adata_st.X`` (or ``layers[layer_st]``) and ``adata_sc.X`` (or
-    ``layers[layer_sc]``).
-
     Examples
     --------
     >>> import spalstf as sp
@@ -118,77 +84,34 @@ def alignment_umap(
     >>> st_fold = adata_st[:, 20:].copy()
     >>> sp.tl.spalstf_impute(st_fold, adata_sc, genes=held_out)  # doctest: +SKIP
     >>> adata_st.obsm["spalstf_imputed"] = st_fold.obsm["spalstf_imputed"]  # doctest: +SKIP
-    >>> sp.pl.alignment_umap(adata_st, adata_sc)  # doctest: +SKIP
+    >>> joint = sp.tl.alignment_umap(adata_st, adata_sc)  # doctest: +SKIP
+    >>> sp.pl.alignment_umap(joint)  # doctest: +SKIP
     """
-    import scanpy as sc
-
     check_ax(ax, 1, "alignment_umap")
-    imputed = imputed_frame(adata_st, key)
-    X_st = get_matrix(adata_st, layer_st, "adata_st")
-    X_sc = get_matrix(adata_sc, layer_sc, "adata_sc")
-    if genes is None:
-        genes = [g for g in imputed.columns if g in adata_sc.var_names]
-        if not genes:
-            raise KeyError(
-                f"None of the imputed genes in adata_st.obsm[{key!r}] is in adata_sc.var_names; pass the reference "
-                "the imputation used."
+    if adata_sc is None:
+        if "source" not in adata_st.obs or "X_umap" not in adata_st.obsm:
+            raise ValueError(
+                "Without adata_sc, pass the joint embedding of sp.tl.alignment_umap(adata_st, adata_sc); or pass "
+                "the imputed spatial data and the reference, alignment_umap(adata_st, adata_sc)."
             )
-        measured = [g for g in genes if g in adata_st.var_names]
-        if measured:
-            genes = measured
+        joint = adata_st
     else:
-        genes = [genes] if isinstance(genes, str) else list(genes)
-        for where, names in (("adata_st.obsm[" + repr(key) + "]", imputed.columns), ("adata_sc", adata_sc.var_names)):
-            missing = [g for g in genes if g not in names]
-            if missing:
-                raise KeyError(f"Gene(s) {format_names(missing)} not in {where}.")
-    with_measured = all(g in adata_st.var_names for g in genes)
-    if not with_measured:
-        warnings.warn(
-            "adata_st did not measure the genes of the joint space, so the measured spatial cells are left out; "
-            "impute held-out (measured) genes to compare all three sources.",
-            stacklevel=2,
+        joint = tl_alignment_umap(
+            adata_st,
+            adata_sc,
+            key,
+            genes=genes,
+            layer_st=layer_st,
+            layer_sc=layer_sc,
+            target_sum=target_sum,
+            max_cells=max_cells,
+            n_pcs=n_pcs,
+            n_neighbors=n_neighbors,
+            random_state=random_state,
         )
-
+    blocks = list(joint.obs["source"].cat.categories)
+    genes = list(joint.var_names)
     rng = np.random.default_rng(random_state)
-    blocks: dict[str, np.ndarray] = {}
-    rows_sc = _rows(adata_sc.n_obs, max_cells, rng)
-    counts = X_sc[rows_sc]
-    library = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
-    blocks["reference"] = log1p_normalize(counts[:, adata_sc.var_names.get_indexer(genes)], target_sum, library)
-    rows_st = _rows(adata_st.n_obs, max_cells, rng)
-    if with_measured:
-        blocks["measured ST"] = np.log1p(
-            np.clip(to_dense(X_st[rows_st][:, adata_st.var_names.get_indexer(genes)]), 0, None)
-        )
-    blocks["imputed ST"] = imputed[genes].to_numpy(dtype=np.float64)[rows_st]
-
-    joint = ad.AnnData(
-        X=np.concatenate([np.clip(np.nan_to_num(zscore(b, ignore_nan=True)), -10, 10) for b in blocks.values()]).astype(
-            np.float32
-        ),
-        obs=pd.DataFrame(
-            {
-                "source": pd.Categorical(
-                    np.repeat(list(blocks), [len(b) for b in blocks.values()]), categories=list(blocks)
-                )
-            },
-            index=[f"{s}-{i}" for s, b in blocks.items() for i in range(len(b))],
-        ),
-        var=pd.DataFrame(index=list(genes)),
-    )
-    n_comps = min(n_pcs, joint.n_vars - 1, joint.n_obs - 1)
-    if joint.n_vars > n_pcs and n_comps >= 2:
-        sc.pp.pca(joint, n_comps=n_comps, random_state=random_state)
-        use_rep = "X_pca"
-    else:
-        use_rep = "X"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # numba / umap-learn chatter about threads and seeds
-        sc.pp.neighbors(
-            joint, n_neighbors=min(n_neighbors, joint.n_obs - 1), use_rep=use_rep, random_state=random_state
-        )
-        sc.tl.umap(joint, random_state=random_state)
     emb = joint.obsm["X_umap"]
 
     colors = {**_COLORS, **(palette or {})}

@@ -12,9 +12,10 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .._validation import format_names
 from ..metrics import HIGHER_IS_BETTER, accuracy_score
 from ._docs import show_save_doc
-from ._utils import SavePath, check_ax, finish, format_names, new_figure
+from ._utils import SavePath, check_ax, finish, new_figure
 
 _SCORE_COLUMNS = ("method", "metric", "value")
 

@@ -11,8 +11,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from .._validation import format_names
 from ._docs import show_save_doc
-from ._utils import SavePath, check_ax, finish, format_names, new_figure
+from ._utils import SavePath, check_ax, finish, new_figure
 
 #: Titles of the terms the training plan logs (``train_<term>`` / ``validation_<term>`` in ``model.history``).
 TERM_TITLES = {

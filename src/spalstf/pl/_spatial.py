@@ -26,9 +26,10 @@ from matplotlib.figure import Figure, SubFigure
 from scipy import sparse
 
 from .._constants import IMPUTED_KEY, SPATIAL_KEY, STD_SUFFIX
-from .._validation import get_matrix
+from .._outputs import imputed_frame
+from .._validation import format_names, get_matrix
 from ._docs import show_save_doc
-from ._utils import SavePath, check_ax, finish, format_names, root_figure
+from ._utils import SavePath, check_ax, finish, root_figure
 
 Scale = Literal["minmax", "rank", "none"]
 Projection = Literal["2d", "3d"]
@@ -39,27 +40,6 @@ _SCALE_LABELS = {
     "none": "expression",
 }
 _AXIS_NAMES = "xyz"
-
-
-def imputed_frame(adata: AnnData, key: str, what: str = "imputed values") -> pd.DataFrame:
-    """``adata.obsm[key]`` as a DataFrame (cells x genes); ``KeyError`` naming ``key`` when it is missing."""
-    if key not in adata.obsm:
-        raise KeyError(
-            f"{what}: key {key!r} not found in adata.obsm (available: {list(adata.obsm.keys())}); run "
-            "sp.tl.spalstf_impute first or pass the `key` it wrote (key_added)."
-        )
-    value = adata.obsm[key]
-    if isinstance(value, pd.DataFrame):
-        return value
-    base = key[: -len(STD_SUFFIX)] if key.endswith(STD_SUFFIX) else key
-    genes = adata.uns.get(base, {}).get("imputed_genes") if isinstance(adata.uns.get(base), dict) else None
-    value = np.asarray(value)
-    if genes is None or len(genes) != value.shape[1]:
-        raise KeyError(
-            f"adata.obsm[{key!r}] is an array without gene names and adata.uns[{base!r}]['imputed_genes'] does not "
-            "name its columns; store it as a DataFrame (as sp.tl.spalstf_impute does)."
-        )
-    return pd.DataFrame(value, index=adata.obs_names, columns=list(genes))
 
 
 def _measured_values(adata: AnnData, gene: str, layer: str | None) -> np.ndarray:

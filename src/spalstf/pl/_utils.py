@@ -81,11 +81,3 @@ def finish(
     if isinstance(axes, Axes):
         return axes
     return list(np.ravel(axes))
-
-
-def format_names(names: Sequence[str], limit: int = 10) -> str:
-    """``['a', 'b', ...]`` with at most ``limit`` names and the count of the rest."""
-    names = [str(n) for n in names]
-    shown = ", ".join(repr(n) for n in names[:limit])
-    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
-    return f"[{shown}{more}]"

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import logging
-import os
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +17,7 @@ from scipy import sparse
 
 from .._constants import SPATIAL_KEY
 from .._expression import to_dense
+from .._memory import PeakMemory
 from .._validation import check_nonempty, check_unique_names, check_values, get_matrix
 from ..metrics import accuracy_score, clustering_metrics, gene_metrics
 from . import _peers
@@ -39,94 +37,6 @@ CLUSTERING_COLUMNS = ["method", "metric", "value"]
 RESOURCES_COLUMNS = ["method", "fold", "time_s", "peak_memory_mb", "error"]
 #: Prefix of ``resources.error`` for a method that could not run at all (e.g. its package is missing).
 SKIPPED_PREFIX = "skipped: "
-
-
-# peak memory -----------------------------------------------------------------------------------------------------
-def _rss_reader() -> Callable[[], float]:
-    """A function returning the process's resident set size in bytes (NaN when it cannot be read)."""
-    try:
-        import psutil
-
-        process = psutil.Process()
-        return lambda: float(process.memory_info().rss)
-    except ImportError:  # pragma: no cover - psutil is a dependency of scanpy's stack here
-        page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-        def read() -> float:
-            try:
-                with open("/proc/self/statm") as fh:
-                    return float(fh.read().split()[1]) * page
-            except OSError:
-                return float("nan")
-
-        return read
-
-
-def _release_freed_memory() -> None:
-    """Collect garbage and ask glibc to return freed heap pages to the OS (no-op elsewhere)."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
-
-
-class PeakMemory:
-    """Context manager measuring the peak increase of the process's resident memory during a block.
-
-    A background thread samples the resident set size (RSS; ``psutil``, else ``/proc/self/statm``) every
-    ``interval`` seconds, plus once on entry and once on exit. :attr:`peak_mb` is ``max(samples) - RSS on entry`` in
-    MiB. RSS counts everything the process holds in RAM (Python objects, NumPy and torch buffers, native
-    libraries), which ``tracemalloc`` misses. Freed memory that the allocator keeps and reuses does not show up as an
-    increase, so garbage is collected and glibc's free pages are released on entry (before the baseline is read); a
-    spike shorter than ``interval`` can be missed. The memory of other threads of the process counts too.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> with PeakMemory() as mem:
-    ...     x = np.ones(50_000_000)  # 400 MB
-    ...     del x
-    >>> mem.peak_mb > 300
-    True
-    """
-
-    def __init__(self, interval: float = 0.05):
-        self.interval = interval
-        self._read = _rss_reader()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.baseline = float("nan")
-        self.peak = float("nan")
-
-    def _sample(self) -> None:
-        value = self._read()
-        if not np.isnan(value) and (np.isnan(self.peak) or value > self.peak):
-            self.peak = value
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._sample()
-
-    def __enter__(self) -> PeakMemory:
-        _release_freed_memory()
-        self.baseline = self._read()
-        self.peak = self.baseline
-        self._thread = threading.Thread(target=self._run, name="spalstf-peak-memory", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._sample()
-
-    @property
-    def peak_mb(self) -> float:
-        """Peak RSS increase over the value on entry, in MiB (0 or more; NaN if RSS cannot be read)."""
-        increase = (self.peak - self.baseline) / 2**20
-        return float("nan") if np.isnan(increase) else max(0.0, increase)
 
 
 # result ----------------------------------------------------------------------------------------------------------

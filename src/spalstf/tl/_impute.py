@@ -14,11 +14,11 @@ import torch
 from anndata import AnnData
 
 from .._constants import IMPUTED_KEY, SPATIAL_KEY, STD_SUFFIX
+from .._streaming import check_out_path
 from .._validation import check_nonempty, get_matrix
 from ..model import SpaLSTF
 from ..model._model import check_impute_options
 from ..model._module import Sampler
-from ..model._streaming import check_out_path
 
 #: Arguments of ``SpaLSTF.__init__`` that ``spalstf_impute`` sets itself (the rest are model options).
 _MODEL_ARGS_SET_HERE = frozenset({"self", "adata", "adata_st", "genes", "st_layer", "gene_plan"})
