@@ -5,9 +5,13 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import inspect
 import io
+import pickle
+import pydoc
 import threading
 import tomllib
+import typing
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
@@ -380,6 +384,81 @@ def test_registry_validation_names_the_bad_entry(patch, message):
     with pytest.raises(ValueError, match=message) as err:
         _registry.parse_registry(data)
     assert "pairs.osmfish.sources[0]" in str(err.value)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the pair loaders, made from the registry
+
+
+def _count(n: int) -> str:  # how the docstrings write a number of cells or genes
+    return f"{n:,}" if n >= 10_000 else str(n)
+
+
+def _shape_text(shape: tuple[int, int]) -> str:
+    return f"{_count(shape[0])} x {_count(shape[1])}"
+
+
+def test_pair_loaders_are_exactly_the_registry_pairs():
+    assert list(_loaders.PAIR_LOADERS) == list(_registry.registry().pairs) == PAIR_NAMES
+    for name, loader in _loaders.PAIR_LOADERS.items():
+        assert name in sp.datasets.__all__
+        assert getattr(sp.datasets, name) is loader
+        assert loader.__name__ == loader.__qualname__ == name
+        assert loader.__module__ == "spalstf.datasets._loaders"
+        assert getattr(_loaders, name) is loader  # found where __module__ and __qualname__ say: pickles by name
+        assert pickle.loads(pickle.dumps(loader)) is loader
+
+
+@pytest.mark.parametrize("name", PAIR_NAMES)
+def test_pair_loader_signature_is_that_of_load_without_the_name(name):
+    loader = getattr(sp.datasets, name)
+    sig, load_sig = inspect.signature(loader), inspect.signature(sp.datasets.load)
+    assert list(sig.parameters) == ["source", "archive", "data_dir", "progressbar", "check_shapes"]
+    assert list(sig.parameters.values()) == list(load_sig.parameters.values())[1:]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in sig.parameters.values())
+    assert sig.return_annotation == load_sig.return_annotation
+    assert typing.get_type_hints(loader) == {
+        k: v for k, v in typing.get_type_hints(sp.datasets.load).items() if k != "name"
+    }  # what sphinx-autodoc-typehints reads
+    shown = pydoc.render_doc(loader, renderer=pydoc.plaintext)  # what help() prints
+    assert f"{name}{sig}" in shown
+    with pytest.raises(TypeError):
+        loader("spatialbenchmarking")  # keyword-only, as before
+
+
+@pytest.mark.parametrize("name", PAIR_NAMES)
+def test_pair_loader_docstring_is_made_from_its_registry_entry(name):
+    pair = _registry.registry().pair(name)
+    doc = inspect.getdoc(getattr(sp.datasets, name))
+    flat = " ".join(doc.split())  # the long lines are wrapped
+    summary = doc.splitlines()[0]
+    assert pair.technology in summary and pair.tissue in summary and f"``{pair.table_name}``" in summary
+    assert pair.spatial_citation in flat and pair.reference_citation in flat
+    assert (
+        f"spatial {_shape_text(pair.table_spatial_shape)}, reference {_shape_text(pair.table_reference_shape)}" in flat
+    )
+    for src in pair.sources:
+        shapes = (
+            f"spatial {_shape_text(src.expected_spatial_shape)}, reference {_shape_text(src.expected_reference_shape)}"
+        )
+        assert f'``"{src.name}"``' in flat and shapes in flat
+        assert src.folder is None or f"``{src.folder}``" in flat
+        assert all(f"``{f.fname}``" in flat for f in src.files)
+    assert " ".join(pair.notes.split()) in flat
+    default = pair.default_source
+    assert f"({default.expected_spatial_shape}, {default.expected_reference_shape})" in doc  # the example's output
+    assert f">>> mdata = sp.datasets.{name}(" in doc
+    # one copy of the shared sections, the same text in load()
+    for shared in (_loaders._PARAMS_DOC, _loaders._RETURNS_DOC, _loaders._RAISES_DOC):
+        assert shared in doc and shared in inspect.getdoc(sp.datasets.load)
+    for section in ("Parameters", "Returns", "Raises", "Examples"):
+        assert f"\n{section}\n{'-' * len(section)}\n" in doc
+
+
+def test_load_docstring_lists_the_registry_names():
+    flat = " ".join(inspect.getdoc(sp.datasets.load).split())
+    assert ", ".join(f"``{name}``" for name in PAIR_NAMES) + "." in flat
+    assert "{" not in inspect.getdoc(sp.datasets.load).split("Examples")[0]  # no placeholder left
 
 
 # --------------------------------------------------------------------------------------------------------------------
