@@ -40,10 +40,13 @@ check_shapes
     Check the shapes of the loaded data against those registered for the source and raise a
     :class:`ValueError` giving the expected and found shapes when they differ."""
 
+#: the Returns section shared by :func:`load` and the pair loaders: a type line, then the indented description (numpydoc
+#: reads every unindented line of the section as a new return value)
 _RETURNS_DOC = """\
-:class:`mudata.MuData` with modalities ``"spatial"`` (values as the source gives them, coordinates in
-``obsm["spatial"]``) and ``"rna"`` (the reference counts), and in ``uns``: ``"name"``, ``"table_name"``,
-``"citation"``, ``"spatial_citation"``, ``"reference_citation"`` and ``"source"`` (where the files came from)."""
+mudata.MuData
+    Modalities ``"spatial"`` (values as the source gives them, coordinates in ``obsm["spatial"]``) and ``"rna"``
+    (the reference counts); ``uns`` holds ``"name"``, ``"table_name"``, ``"citation"``, ``"spatial_citation"``,
+    ``"reference_citation"`` and ``"source"`` (where the files came from)."""
 
 #: the errors shared by :func:`load` and the pair loaders (numpydoc items, no section header)
 _RAISES_DOC = """\
