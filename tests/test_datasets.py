@@ -5,9 +5,13 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import inspect
 import io
+import pickle
+import pydoc
 import threading
 import tomllib
+import typing
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
@@ -23,7 +27,9 @@ import scanpy as sc
 import spalstf as sp
 from spalstf.datasets import _fetch, _loaders, _parsers, _registry
 
-SHARED_DROSOPHILA = Path(__file__).resolve().parents[2] / "shared" / "data" / "drosophila_embryo"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the repository, as in CI
+SHARED_DROSOPHILA = SHARED_DATA / "drosophila_embryo"
+SHARED_OSMFISH = SHARED_DATA / "osmfish"
 
 # Table 1 of the SpaLSTF paper (typos of the paper corrected: oscFISH -> osmFISH, BARISTAseg -> BARISTAseq)
 TABLE_1 = [
@@ -383,6 +389,81 @@ def test_registry_validation_names_the_bad_entry(patch, message):
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# the pair loaders, made from the registry
+
+
+def _count(n: int) -> str:  # how the docstrings write a number of cells or genes
+    return f"{n:,}" if n >= 10_000 else str(n)
+
+
+def _shape_text(shape: tuple[int, int]) -> str:
+    return f"{_count(shape[0])} x {_count(shape[1])}"
+
+
+def test_pair_loaders_are_exactly_the_registry_pairs():
+    assert list(_loaders.PAIR_LOADERS) == list(_registry.registry().pairs) == PAIR_NAMES
+    for name, loader in _loaders.PAIR_LOADERS.items():
+        assert name in sp.datasets.__all__
+        assert getattr(sp.datasets, name) is loader
+        assert loader.__name__ == loader.__qualname__ == name
+        assert loader.__module__ == "spalstf.datasets._loaders"
+        assert getattr(_loaders, name) is loader  # found where __module__ and __qualname__ say: pickles by name
+        assert pickle.loads(pickle.dumps(loader)) is loader
+
+
+@pytest.mark.parametrize("name", PAIR_NAMES)
+def test_pair_loader_signature_is_that_of_load_without_the_name(name):
+    loader = getattr(sp.datasets, name)
+    sig, load_sig = inspect.signature(loader), inspect.signature(sp.datasets.load)
+    assert list(sig.parameters) == ["source", "archive", "data_dir", "progressbar", "check_shapes"]
+    assert list(sig.parameters.values()) == list(load_sig.parameters.values())[1:]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in sig.parameters.values())
+    assert sig.return_annotation == load_sig.return_annotation
+    assert typing.get_type_hints(loader) == {
+        k: v for k, v in typing.get_type_hints(sp.datasets.load).items() if k != "name"
+    }  # what sphinx-autodoc-typehints reads
+    shown = pydoc.render_doc(loader, renderer=pydoc.plaintext)  # what help() prints
+    assert f"{name}{sig}" in shown
+    with pytest.raises(TypeError):
+        loader("spatialbenchmarking")  # keyword-only, as before
+
+
+@pytest.mark.parametrize("name", PAIR_NAMES)
+def test_pair_loader_docstring_is_made_from_its_registry_entry(name):
+    pair = _registry.registry().pair(name)
+    doc = inspect.getdoc(getattr(sp.datasets, name))
+    flat = " ".join(doc.split())  # the long lines are wrapped
+    summary = doc.splitlines()[0]
+    assert pair.technology in summary and pair.tissue in summary and f"``{pair.table_name}``" in summary
+    assert pair.spatial_citation in flat and pair.reference_citation in flat
+    assert (
+        f"spatial {_shape_text(pair.table_spatial_shape)}, reference {_shape_text(pair.table_reference_shape)}" in flat
+    )
+    for src in pair.sources:
+        shapes = (
+            f"spatial {_shape_text(src.expected_spatial_shape)}, reference {_shape_text(src.expected_reference_shape)}"
+        )
+        assert f'``"{src.name}"``' in flat and shapes in flat
+        assert src.folder is None or f"``{src.folder}``" in flat
+        assert all(f"``{f.fname}``" in flat for f in src.files)
+    assert " ".join(pair.notes.split()) in flat
+    default = pair.default_source
+    assert f"({default.expected_spatial_shape}, {default.expected_reference_shape})" in doc  # the example's output
+    assert f">>> mdata = sp.datasets.{name}(" in doc
+    # one copy of the shared sections, the same text in load()
+    for shared in (_loaders._PARAMS_DOC, _loaders._RETURNS_DOC, _loaders._RAISES_DOC):
+        assert shared in doc and shared in inspect.getdoc(sp.datasets.load)
+    for section in ("Parameters", "Returns", "Raises", "Examples"):
+        assert f"\n{section}\n{'-' * len(section)}\n" in doc
+
+
+def test_load_docstring_lists_the_registry_names():
+    flat = " ".join(inspect.getdoc(sp.datasets.load).split())
+    assert ", ".join(f"``{name}``" for name in PAIR_NAMES) + "." in flat
+    assert "{" not in inspect.getdoc(sp.datasets.load).split("Examples")[0]  # no placeholder left
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # the download path of every loader, against the local server
 
 
@@ -477,6 +558,67 @@ def test_real_drosophila_files_with_the_pinned_hashes(datasets_http_server, data
     np.testing.assert_allclose(mdata["spatial"].obsm["spatial"], bundled["spatial"].obsm["spatial"])
     genes = list(bundled["rna"].var_names[:50])
     np.testing.assert_array_equal(mdata["rna"][:, genes].X.toarray(), bundled["rna"][:, genes].X.toarray())
+
+
+@pytest.mark.skipif(
+    not all((SHARED_OSMFISH / f).is_file() for f in ("dataset1_spatial_33.h5ad", "dataset1_seq_33.h5ad")),
+    reason=f"real osmFISH files not present in {SHARED_OSMFISH}",
+)
+@pytest.mark.filterwarnings("ignore::anndata.OldFormatWarning")  # the files predate anndata's encoding metadata
+def test_real_osmfish_files_with_the_pinned_hashes(datasets_http_server, datasets_env, monkeypatch):
+    """The registry entry as shipped (only the host rewritten) against the real files: hash, shapes, coordinates."""
+    server = datasets_http_server
+    reg = _registry.registry()
+    pair = reg.pair("osmfish")
+    src = pair.default_source
+    assert src.name == "spalstf" and src.format == "h5ad"
+    files_by_role = {f.role: f for f in src.files}
+    remote = []
+    for f in src.files:
+        data = (SHARED_OSMFISH / f.fname).read_bytes()
+        assert sha256(data) == f.sha256, f"{SHARED_OSMFISH / f.fname} is not the pinned file"
+        remote.append(dataclasses.replace(f, urls=(server.add(f"/SpaLSTF/{f.fname}", data),)))
+    new_pair = dataclasses.replace(pair, sources=(dataclasses.replace(src, files=tuple(remote)), *pair.sources[1:]))
+    monkeypatch.setattr(
+        _registry, "registry", lambda: dataclasses.replace(reg, pairs={**reg.pairs, pair.name: new_pair})
+    )
+    cached = datasets_env / "spalstf" / "osmfish"
+
+    # one flipped byte on the wire fails the pinned sha256 and leaves nothing in the cache
+    bad = files_by_role["spatial"]
+    server.modes[f"/SpaLSTF/{bad.fname}"] = "corrupt"
+    with pytest.raises(sp.datasets.DatasetChecksumError, match=f"expected: {bad.sha256}"):
+        sp.datasets.osmfish(progressbar=False)
+    assert not (cached / bad.fname).exists()
+    server.modes.clear()
+
+    mdata = sp.datasets.osmfish(progressbar=False)
+    for f in src.files:
+        assert sha256((cached / f.fname).read_bytes()) == f.sha256
+    assert mdata.uns["source"]["sha256"] == [f.sha256 for f in src.files]
+    spatial, rna = mdata["spatial"], mdata["rna"]
+    assert spatial.shape == (3405, 33) and rna.shape == (5613, 33)
+
+    # against the files read directly: coordinates from obs, counts, cells and genes unchanged
+    raw_spatial = ad.read_h5ad(SHARED_OSMFISH / files_by_role["spatial"].fname)
+    raw_rna = ad.read_h5ad(SHARED_OSMFISH / files_by_role["rna"].fname)
+    assert "spatial" not in raw_spatial.obsm  # the file keeps its coordinates in obs only
+    np.testing.assert_array_equal(spatial.obsm["spatial"], raw_spatial.obs[["x_coord", "y_coord"]].to_numpy(np.float64))
+    assert spatial.uns["spatial_coordinate_columns"] == ["x_coord", "y_coord"]
+    for loaded, raw in ((spatial, raw_spatial), (rna, raw_rna)):
+        assert loaded.X.dtype == raw.X.dtype
+        np.testing.assert_array_equal(_dense(loaded.X), _dense(raw.X))
+        assert list(loaded.obs_names) == list(raw.obs_names) and list(loaded.var_names) == list(raw.var_names)
+    counts = _dense(spatial.X)
+    assert counts.min() >= 0 and np.array_equal(counts, np.round(counts))  # molecule counts
+
+    # load() by name or by Table 1 name reads the verified cache: no new request
+    n = len(server.requests)
+    for name in ("osmfish", "Dataset1_osmFISH"):
+        again = sp.datasets.load(name, progressbar=False)
+        np.testing.assert_array_equal(_dense(again["rna"].X), _dense(rna.X))
+        np.testing.assert_array_equal(again["spatial"].obsm["spatial"], spatial.obsm["spatial"])
+    assert len(server.requests) == n
 
 
 def test_bundled_drosophila_embryo_is_unchanged():
