@@ -1,6 +1,12 @@
-"""Fixtures of the model, imputation and gene-plan tests (small synthetic reference / spatial pairs)."""
+"""Fixtures of the model, imputation and gene-plan tests (small synthetic reference / spatial pairs).
+
+Each fixture name has one meaning in every test module: ``pair`` is a fresh ``(adata_st, adata_sc)``, ``trained`` a
+:class:`Trained` ``(model, adata_sc, adata_st)``.
+"""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import anndata as ad
 import numpy as np
@@ -89,7 +95,7 @@ def tiny_train() -> dict:
 
 @pytest.fixture(scope="module")
 def train_tiny(make_pair, tiny_model, tiny_train):
-    """Factory: ``train_tiny(**train_overrides) -> (model, adata_sc, adata_st)``, a tiny model trained from seed 0."""
+    """Factory: ``train_tiny(**train_overrides) -> Trained``, a tiny model trained from seed 0."""
     from spalstf.model import SpaLSTF
 
     def train(**train_overrides):
@@ -98,6 +104,20 @@ def train_tiny(make_pair, tiny_model, tiny_train):
         torch.manual_seed(0)
         model = SpaLSTF(adata_sc, adata_st, **tiny_model)
         model.train(**{**tiny_train, **train_overrides})
-        return model, adata_sc, adata_st
+        return Trained(model, adata_sc, adata_st)
 
     return train
+
+
+class Trained(NamedTuple):
+    """A trained tiny model, its registered reference and the spatial data it was built with."""
+
+    model: object
+    adata_sc: ad.AnnData
+    adata_st: ad.AnnData
+
+
+@pytest.fixture(scope="module")
+def trained(train_tiny) -> Trained:
+    """A tiny model trained for 3 epochs from seed 0 (one per test module)."""
+    return train_tiny(max_epochs=3)

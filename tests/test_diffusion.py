@@ -1,8 +1,9 @@
 import math
 
+import pytest
 import torch
 
-from spalstf.model._diffusion import Schedule
+from spalstf.model._diffusion import Schedule, cosine_alpha_bar
 
 
 def _oracle_eps(schedule, x_t, x0, i):
@@ -32,3 +33,31 @@ def test_ddpm_step_equals_equation_3_without_clipping():
     equation_3 = (x_t - (1 - a) / math.sqrt(1 - ab) * eps) / math.sqrt(a) + sigma * noise
     x0 = schedule.predict_x0(x_t, eps, i)
     torch.testing.assert_close(schedule.ddpm_step(x_t, x0, i, noise), equation_3, atol=1e-4, rtol=1e-4)
+
+
+# schedule --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n_steps", [2, 50, 1000, 1500])
+def test_cosine_alpha_bar_decreasing(n_steps):
+    ab = cosine_alpha_bar(n_steps)
+    assert ab.dtype == torch.float64 and ab.shape == (n_steps,)
+    assert (ab > 0).all() and (ab <= 1).all()
+    assert (ab[1:] < ab[:-1]).all()
+    assert ab[-1] < 0.01  # almost pure noise at the last step
+    if n_steps >= 50:
+        assert ab[0] > 0.99  # almost no noise at the first step
+
+
+@pytest.mark.parametrize("n_steps", [50, 1000])
+@pytest.mark.parametrize("n_sampling", [2, 3, 25, 49, 50, 333, 999, 5000])
+def test_ddim_timesteps(n_steps, n_sampling):
+    steps = Schedule(n_steps).ddim_timesteps(n_sampling)
+    assert steps[0] == n_steps - 1
+    assert steps[-1] == 0
+    assert all(a > b for a, b in zip(steps[:-1], steps[1:], strict=True))
+    assert len(steps) == min(n_sampling, n_steps)
+    assert all(isinstance(s, int) for s in steps)
+
+
+def test_schedule_rejects_single_step():
+    with pytest.raises(ValueError, match="at least 2"):
+        Schedule(1)

@@ -45,11 +45,6 @@ def _run(adata_st, adata_sc, tiny_model, tiny_train, **kwargs):
     return sp.tl.spalstf_impute(adata_st, adata_sc, progress_bar=False, **{**tiny_model, **tiny_train, **kwargs})
 
 
-@pytest.fixture(scope="module")
-def trained_model(train_tiny):
-    return train_tiny()[0]
-
-
 # outputs ---------------------------------------------------------------------------------------------------------
 def test_writes_documented_keys_only(pair, tiny_model, tiny_train):
     adata_st, adata_sc = pair
@@ -118,7 +113,8 @@ def test_samples_std_and_key_added(pair, tiny_model, tiny_train):
     assert set(adata_st.obsm) == {"spatial", "imp"}
 
 
-def test_reuse_model(pair, trained_model):
+def test_reuse_model(pair, trained):
+    trained_model = trained.model
     adata_st, adata_sc = pair
     sc_before = _snapshot(adata_sc)
     sp.tl.spalstf_impute(adata_st, adata_sc, model=trained_model, progress_bar=False, n_samples=2, random_state=4)

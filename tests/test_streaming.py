@@ -9,31 +9,20 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from scipy import sparse
 
 import spalstf as sp
 import spalstf._streaming as streaming
 import spalstf.model._model as model_mod
-from spalstf._expression import log1p_normalize
-from spalstf.model import SpaLSTF
-from spalstf.model import _preprocessing as prep
-from spalstf.model._module import ridge_weight
 
 ATOL = 1e-5
 DDIM = {"n_samples": 2, "sampler": "ddim", "n_sampling_steps": 3, "random_state": 1}
 
 
 @pytest.fixture(scope="module")
-def trained(train_tiny):
-    model, _, adata_st = train_tiny()
-    return model, adata_st
-
-
-@pytest.fixture(scope="module")
 def reference(trained):
     """In-memory results (one chunk holds every cell)."""
-    model, adata_st = trained
+    model, _, adata_st = trained
     return {
         "mean": model.impute(adata_st, progress_bar=False, batch_size=10_000)[0],
         "ddim": model.impute(adata_st, progress_bar=False, batch_size=10_000, **DDIM),
@@ -49,65 +38,11 @@ def _sha(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-# statistics ------------------------------------------------------------------------------------------------------
-def _whole_matrix_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-gene mean and standard deviation (ddof 0) of the whole matrix; a constant gene gets std 1."""
-    std = values.std(axis=0)
-    return values.mean(axis=0).astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
-
-
-@pytest.mark.parametrize("chunk", [1, 7, 50, 1000])
-def test_running_gene_stats_equal_full(chunk):
-    rng = np.random.default_rng(0)
-    values = (rng.normal(3.0, 2.0, size=(123, 9)) * rng.uniform(0.1, 5, size=9)).astype(np.float32)
-    values[:, 4] = 2.5  # constant gene -> std 1
-    stats = prep.RunningGeneStats(9)
-    for start in range(0, len(values), chunk):
-        stats.update(values[start : start + chunk])
-    mean, std = stats.result()
-    full_mean, full_std = _whole_matrix_stats(values)
-    np.testing.assert_allclose(mean, full_mean, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(std, full_std, rtol=1e-5)
-    assert std[4] == 1.0
-    with pytest.raises(ValueError, match="zero cells"):
-        prep.RunningGeneStats(3).result()
-
-
-def test_model_statistics_chunked_equal_full(make_pair, tiny_model, monkeypatch):
-    """ST and reference statistics from many small chunks equal the whole-matrix formulas."""
-    adata_st, adata_sc = make_pair()
-    adata_sc.X = sparse.csr_matrix(adata_sc.X)
-    SpaLSTF.setup_anndata(adata_sc)
-    monkeypatch.setattr(streaming, "CHUNK_ELEMENTS", 7 * 30)  # 7 rows per chunk
-    model = SpaLSTF(adata_sc, adata_st, **tiny_model)
-    st_values = prep.condition_values(adata_st.X, model.target_sum, model.cell_scaling)
-    st_mean, st_std = _whole_matrix_stats(st_values)
-    np.testing.assert_allclose(model.module.st_mean.numpy(), st_mean, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(model.module.st_std.numpy(), st_std, rtol=1e-5)
-
-    X = adata_sc[:, model.measured_genes + model.imputed_genes].X
-    cond = prep.condition_values(X[:, :20], model.target_sum, model.cell_scaling)
-    target = log1p_normalize(X, model.target_sum).astype(np.float32)[:, 20:]
-    expected = np.concatenate(
-        [prep.standardize(cond, *_whole_matrix_stats(cond)), prep.standardize(target, *_whole_matrix_stats(target))], 1
-    )
-    np.testing.assert_allclose(model.module.ref_profiles.numpy(), expected, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("n_cells", [40, 8])  # more cells than genes (primal) and fewer (dual form)
-def test_ridge_weight_primal_and_dual_agree(n_cells):
-    rng = np.random.default_rng(0)
-    C = torch.from_numpy(rng.normal(size=(n_cells, 12)))
-    X = torch.from_numpy(rng.normal(size=(n_cells, 3)))
-    expected = np.linalg.solve(C.numpy().T @ C.numpy() + 10.0 * np.eye(12), C.numpy().T @ X.numpy())
-    np.testing.assert_allclose(ridge_weight(C, X, 10.0).numpy(), expected, rtol=1e-5, atol=1e-6)
-
-
 # streaming equals in-memory ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("batch_size", [1, 7, 60, 10_000])
 @pytest.mark.parametrize("kind", ["dense", "csr", "csc", "backed_dense", "backed_csr", "layer"])
 def test_streaming_equals_in_memory(trained, reference, kind, batch_size, tmp_path):
-    model, adata_st = trained
+    model, _, adata_st = trained
     X = adata_st.X
     kwargs = {}
     if kind == "csr":
@@ -134,7 +69,7 @@ def test_streaming_equals_in_memory(trained, reference, kind, batch_size, tmp_pa
 
 def test_reader_reads_at_most_batch_size_rows(trained, reference, monkeypatch):
     """Imputation only ever indexes the expression matrix with row slices of <= batch_size rows."""
-    model, adata_st = trained
+    model, _, adata_st = trained
     keys = []
 
     class Recorder:
@@ -158,7 +93,7 @@ def test_reader_reads_at_most_batch_size_rows(trained, reference, monkeypatch):
 
 # output file -----------------------------------------------------------------------------------------------------
 def test_out_file(trained, reference, tmp_path):
-    model, adata_st = trained
+    model, _, adata_st = trained
     path = tmp_path / "imputed.h5ad"
     result = model.impute(adata_st, progress_bar=False, batch_size=7, out=path, **DDIM)
     assert result.isbacked and result.shape == (adata_st.n_obs, len(model.imputed_genes))
@@ -182,7 +117,7 @@ def test_out_file(trained, reference, tmp_path):
 
 
 def test_out_from_backed_input_leaves_input_unchanged(trained, reference, tmp_path):
-    model, adata_st = trained
+    model, _, adata_st = trained
     src = tmp_path / "st.h5ad"
     backed = _backed(adata_st, src, sparse.csr_matrix(adata_st.X))
     before = _sha(src)
@@ -194,7 +129,7 @@ def test_out_from_backed_input_leaves_input_unchanged(trained, reference, tmp_pa
 
 
 def test_out_errors(trained, tmp_path):
-    model, adata_st = trained
+    model, _, adata_st = trained
     with pytest.raises(ValueError, match="ending in '.h5ad'"):
         model.impute(adata_st, progress_bar=False, out=tmp_path / "imputed.csv")
     with pytest.raises(FileNotFoundError, match="does not exist"):
@@ -212,7 +147,7 @@ def test_out_errors(trained, tmp_path):
 
 
 def test_failed_write_leaves_no_file(trained, tmp_path, monkeypatch):
-    model, adata_st = trained
+    model, _, adata_st = trained
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
@@ -266,17 +201,3 @@ def test_tl_backed_equals_in_memory(pair, tiny_model, tiny_train, tmp_path):
     with pytest.raises(FileExistsError, match="already exists"):  # raised before training
         sp.tl.spalstf_impute(backed, adata_sc, out=out, **kwargs)
     backed.file.close()
-
-
-def test_indexed_context_equals_token_context():
-    """The context encoder's gathered projection equals the projection of the full (cells, sequence, genes) tokens."""
-    from spalstf.model._network import ContextEncoder
-
-    torch.manual_seed(0)
-    enc = ContextEncoder(12 + 2, n_hidden=8, n_layers=2, n_input_proj=16)
-    table, query = torch.randn(30, 12), torch.randn(5, 7)
-    neighbors, distances = torch.randint(0, 30, (5, 4)), torch.rand(5, 4)
-    tokens = torch.zeros(5, 5, 14)
-    tokens[:, 0, :7], tokens[:, 0, -2] = query, 1.0
-    tokens[:, 1:, :12], tokens[:, 1:, -1] = table[neighbors], distances
-    torch.testing.assert_close(enc.forward_indexed(query, table, neighbors, distances), enc(tokens))
