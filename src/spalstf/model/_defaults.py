@@ -72,6 +72,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+#: Defaults of imputation (:meth:`~spalstf.model.SpaLSTF.impute` and :func:`~spalstf.tl.spalstf_impute`).
+SAMPLING_STEPS = 25
+IMPUTE_BATCH_SIZE = 1024
+
 #: Options of the module (network, diffusion, loss), of the preprocessing and of training.
 MODULE_OPTIONS = (
     "n_neighbors",

@@ -30,7 +30,16 @@ from .._outputs import STD_LAYER, result_metadata
 from .._streaming import H5adChunkWriter, check_out_path, iter_row_chunks, rows_per_chunk
 from .._validation import check_nonempty, check_values, get_matrix
 from . import _preprocessing as prep
-from ._defaults import MODULE_OPTIONS, PRESETS, Preset, check_preset, presets_table, resolve
+from ._defaults import (
+    IMPUTE_BATCH_SIZE,
+    MODULE_OPTIONS,
+    PRESETS,
+    SAMPLING_STEPS,
+    Preset,
+    check_preset,
+    presets_table,
+    resolve,
+)
 from ._module import Sampler, SpaLSTFModule
 from ._noise import cell_keys
 from ._training_plan import SpaLSTFTrainingPlan
@@ -481,8 +490,8 @@ class SpaLSTF(BaseModelClass):
         layer: str | None = None,
         n_samples: int = 1,
         sampler: Sampler = "ddim",
-        n_sampling_steps: int = 25,
-        batch_size: int = 1024,
+        n_sampling_steps: int = SAMPLING_STEPS,
+        batch_size: int = IMPUTE_BATCH_SIZE,
         random_state: int = 0,
         progress_bar: bool = True,
         out: str | os.PathLike | None = None,

@@ -71,19 +71,13 @@ def alignment_umap(
 
     Raises
     ------
-    KeyError
-        If ``key`` or a layer is missing, or a gene of ``genes`` was not imputed or is not in the reference (the
-        error names them).
+    ValueError
+        Without ``adata_sc``, if ``adata_st`` is not a joint embedding (the errors of
+        :func:`spalstf.tl.alignment_umap` otherwise).
 
     Examples
     --------
     >>> import spalstf as sp
-    >>> mdata = sp.datasets.drosophila_embryo()
-    >>> adata_st, adata_sc = mdata["spatial"], mdata["rna"]
-    >>> held_out = list(adata_st.var_names[:20])
-    >>> st_fold = adata_st[:, 20:].copy()
-    >>> sp.tl.spalstf_impute(st_fold, adata_sc, genes=held_out)  # doctest: +SKIP
-    >>> adata_st.obsm["spalstf_imputed"] = st_fold.obsm["spalstf_imputed"]  # doctest: +SKIP
     >>> joint = sp.tl.alignment_umap(adata_st, adata_sc)  # doctest: +SKIP
     >>> sp.pl.alignment_umap(joint)  # doctest: +SKIP
     """

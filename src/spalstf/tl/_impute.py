@@ -17,6 +17,7 @@ from .._constants import IMPUTED_KEY, SPATIAL_KEY, STD_SUFFIX
 from .._streaming import check_out_path
 from .._validation import check_nonempty, get_matrix
 from ..model import SpaLSTF
+from ..model._defaults import IMPUTE_BATCH_SIZE, SAMPLING_STEPS
 from ..model._model import check_impute_options
 from ..model._module import Sampler
 
@@ -76,9 +77,9 @@ def spalstf_impute(
     layer_sc: str | None = None,
     n_samples: int = 1,
     sampler: Sampler = "ddim",
-    n_sampling_steps: int = 25,
+    n_sampling_steps: int = SAMPLING_STEPS,
     random_state: int = 0,
-    impute_batch_size: int = 1024,
+    impute_batch_size: int = IMPUTE_BATCH_SIZE,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     model: SpaLSTF | None = None,
