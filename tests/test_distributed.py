@@ -157,10 +157,10 @@ def test_buffer_check_catches_ranks_with_other_data(pair, tiny_model):
 
     fake(plan, other)
     SpaLSTFTrainingPlan.on_fit_start(plan)  # same buffers: passes
-    changed = model.module.st_mean.clone()
+    changed = model.module.st_knots.clone()
     changed[0] += 1e-3
-    fake(plan, {**other, "st_mean": _fingerprint(changed)})
-    with pytest.raises(RuntimeError, match="st_mean"):
+    fake(plan, {**other, "st_knots": _fingerprint(changed)})
+    with pytest.raises(RuntimeError, match="st_knots"):
         SpaLSTFTrainingPlan.on_fit_start(plan)
 
 

@@ -274,9 +274,9 @@ def test_unknown_option_is_named_with_the_closest_valid_one_before_any_work(pair
 
 def test_options_go_to_the_model_the_training_and_the_trainer(pair, tiny_model, tiny_train):
     adata_st, adata_sc = pair
-    _run(adata_st, adata_sc, tiny_model, tiny_train, ridge_alpha=3.0, lr=5e-4, gradient_clip_val=0.5)
+    _run(adata_st, adata_sc, tiny_model, tiny_train, perturbation_std=0.3, lr=5e-4, gradient_clip_val=0.5)
     params = adata_st.uns[KEY]["params"]
-    assert params["ridge_alpha"] == 3.0 and params["lr"] == 5e-4 and params["gradient_clip_val"] == 0.5
+    assert params["perturbation_std"] == 0.3 and params["lr"] == 5e-4 and params["gradient_clip_val"] == 0.5
     assert params["n_blocks"] == tiny_model["n_blocks"] and params["n_diffusion_steps"] == 50
     assert params["batch_size"] == 256  # resolved from the preset, not left out as "default"
 

@@ -178,9 +178,10 @@ def test_save_load_round_trip(trained, tmp_path, make_pair):
     assert loaded.imputed_genes == model.imputed_genes
     assert loaded.measured_genes == model.measured_genes
     assert loaded.gene_plan == model.gene_plan
-    assert not torch.allclose(model.module.st_mean, torch.zeros_like(model.module.st_mean))
-    torch.testing.assert_close(loaded.module.st_mean, model.module.st_mean, rtol=0, atol=0)
-    torch.testing.assert_close(loaded.module.st_std, model.module.st_std, rtol=0, atol=0)
+    # the fitted spatial alignment, the normalisation choice and the calibration are restored exactly
+    assert not torch.allclose(model.module.st_knots, torch.zeros_like(model.module.st_knots))
+    for name in ("st_knots", "ref_knots", "st_normalized", "calibration_scale", "network_scale"):
+        torch.testing.assert_close(getattr(loaded.module, name), getattr(model.module, name), rtol=0, atol=0)
     for kwargs in ({}, {"n_samples": 2, "sampler": "ddim", "random_state": 3}):
         a_mean, a_std = _impute(model, adata_st, **kwargs)
         b_mean, b_std = _impute(loaded, adata_st, **kwargs)
@@ -189,3 +190,39 @@ def test_save_load_round_trip(trained, tmp_path, make_pair):
             assert b_std is None
         else:
             pd.testing.assert_frame_equal(a_std, b_std, check_exact=True)
+
+
+# training budget, cells without signal ----------------------------------------------------------------------------
+def test_step_budget_does_not_grow_with_the_reference(make_pair, tiny_model, tiny_train):
+    """The cpu preset trains a number of optimiser steps, not epochs: a 10x larger reference takes the same steps."""
+    steps = {}
+    for n_copies in (1, 10):
+        adata_st, adata_sc = make_pair()
+        big = ad.concat([adata_sc] * n_copies, index_unique="-")
+        SpaLSTF.setup_anndata(big)
+        model = SpaLSTF(big, adata_st, **tiny_model)
+        model.train(**{**tiny_train, "max_epochs": None, "max_steps": 7, "batch_size": 32})
+        steps[n_copies] = model.trainer.global_step
+    assert steps == {1: 7, 10: 7}
+
+
+def test_cells_without_signal_are_left_out_of_the_spatial_statistics(make_pair, tiny_model):
+    adata_st, adata_sc = make_pair()
+    SpaLSTF.setup_anndata(adata_sc)
+    torch.manual_seed(0)
+    reference = SpaLSTF(adata_sc, adata_st, **tiny_model)
+    with_empty = adata_st.copy()
+    with_empty.X[:5] = 0
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="5 of 60 spatial cells have no signal"):
+        model = SpaLSTF(adata_sc, with_empty, **tiny_model)
+    expected = SpaLSTF(adata_sc, adata_st[5:].copy(), **tiny_model)
+    torch.testing.assert_close(model.module.st_knots, expected.module.st_knots, rtol=0, atol=0)
+    assert not torch.equal(model.module.st_knots, reference.module.st_knots)
+
+
+def test_too_few_spatial_cells_with_signal_raise(make_pair, tiny_model):
+    adata_st, adata_sc = make_pair()
+    SpaLSTF.setup_anndata(adata_sc)
+    with pytest.raises(ValueError, match="at least 10"):
+        SpaLSTF(adata_sc, adata_st[:9].copy(), **tiny_model)

@@ -65,7 +65,7 @@ def test_float32_parts_under_autocast(runs):
         with autocast("cpu", "bf16-mixed"):
             idx_h, dist_h = module.find_neighbors(cond)
             y_h = module.encode(cond, idx_h, dist_h)
-            mu_h = module.point_estimate(cond, y_h)
+            mu_h = module.estimate(cond, idx_h, y_h)
             t = torch.full((40,), 10)
             eps_h = module.predict_noise(torch.zeros(40, module.n_imputed), cond, y_h, t)
             assert torch.mm(cond, cond.T).dtype == torch.bfloat16  # autocast is on here
@@ -73,10 +73,14 @@ def test_float32_parts_under_autocast(runs):
     torch.testing.assert_close(dist_h, dist, rtol=0, atol=0)
     assert y_h.dtype == mu_h.dtype == eps_h.dtype == torch.float32
     torch.testing.assert_close(mu_h, mu, rtol=0, atol=0.05)
-    # the ridge part alone is exact
+    # the closed-form parts alone are exact
     with autocast("cpu", "bf16-mixed"):
-        ridge_h = module.point_estimate(cond, y) - module.mean_head(torch.cat([y, cond], 1)).float()
+        ridge_h = module._part("ridge", cond, idx, y)
+        neighbours_h = module._part("neighbours", cond, idx, y)
     torch.testing.assert_close(ridge_h, cond @ module.ridge_weight, rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        neighbours_h, module.ref_profiles[idx][:, :, module.n_measured :].mean(1), rtol=0, atol=0
+    )
 
     module.train()
     with autocast("cpu", "bf16-mixed"):

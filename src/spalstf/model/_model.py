@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import anndata
 import numpy as np
@@ -24,7 +25,7 @@ from scvi.train import TrainRunner
 from tqdm.auto import tqdm
 
 from .._constants import IMPUTED_KEY, INDICES_OBS_KEY
-from .._expression import log1p_normalize
+from .._expression import log1p_normalize, to_dense
 from .._genes import GenePlan, plan_genes
 from .._outputs import STD_LAYER, result_metadata
 from .._streaming import H5adChunkWriter, check_out_path, iter_row_chunks, rows_per_chunk
@@ -40,8 +41,9 @@ from ._defaults import (
     presets_table,
     resolve,
 )
-from ._module import Sampler, SpaLSTFModule
+from ._module import Attention, Context, Sampler, SpaLSTFModule
 from ._noise import cell_keys
+from ._preprocessing import Alignment
 from ._training_plan import SpaLSTFTrainingPlan
 
 logger = logging.getLogger(__name__)
@@ -122,8 +124,27 @@ class SpaLSTF(BaseModelClass):
         alpha of the loss (by default a rule on the number of model genes, see the table).
     perturbation_std
         Gaussian perturbation of the reference condition during training (standardised units); 0 disables it.
-    ridge_alpha
-        L2 penalty of the ridge part of the point estimate.
+    ridge_alphas
+        Penalties of the ridge part of the estimate, as fractions of the number of reference cells; the fits are
+        averaged after standardisation.
+    context
+        ``"bilstm"``: the condition embedding is the bidirectional LSTM over the cell and its nearest reference
+        cells; ``"none"``: an MLP of the cell alone (the paper's ablation "without BiLSTM").
+    attention
+        ``"xca"``: cross-covariance attention in the denoiser's blocks; ``"softmax"``: standard self-attention over
+        the same gene tokens (the ablation "without XCA").
+    blend
+        Parts of the point estimate, averaged after per-gene standardisation and calibrated on the reference:
+        ``"ridge"`` (ridge regressions from the condition), ``"neighbours"`` (mean of the nearest reference cells)
+        and ``"network"`` (the learned head on the BiLSTM embedding). See ``docs/method.md``.
+    alignment
+        Per-gene alignment of each modality's condition: ``"quantile"`` (each gene through its own empirical
+        quantiles onto normal scores) or ``"zscore"`` (mean and standard deviation). Fitted on the reference cells
+        and on the spatial cells ``adata_st`` with signal (at least 10), and stored.
+    normalize_st
+        Library-normalise the spatial values over the measured genes (``True``), use them as given (``False``;
+        e.g. in situ intensities that are not proportional to molecule counts), or ``"auto"``: normalise when they
+        are non-negative integers (counts).
     cell_scaling
         Per-cell max-abs scaling of the measured genes into [-1, 1] before standardisation (the paper's scaling).
     target_sum
@@ -176,7 +197,12 @@ class SpaLSTF(BaseModelClass):
         n_diffusion_steps: int | None = None,
         kl_weight: float | None = None,
         perturbation_std: float | None = None,
-        ridge_alpha: float | None = None,
+        ridge_alphas: Sequence[float] | None = None,
+        context: Context | None = None,
+        attention: Attention | None = None,
+        blend: Sequence[str] | None = None,
+        alignment: Alignment | None = None,
+        normalize_st: bool | Literal["auto"] | None = None,
         cell_scaling: bool | None = None,
         target_sum: float | None = None,
         gene_plan: dict[str, list[str]] | None = None,
@@ -205,10 +231,19 @@ class SpaLSTF(BaseModelClass):
         options = dict(locals())
         given = {k: v for k, v in options.items() if k in PRESETS[preset]}
         self.settings = resolve(preset, len(plan.measured) + len(plan.imputed), given)
+        self.settings["ridge_alphas"] = tuple(float(a) for a in self.settings["ridge_alphas"])
+        self.settings["blend"] = tuple(self.settings["blend"])
         self.target_sum = self.settings["target_sum"]
         self.cell_scaling = self.settings["cell_scaling"]
+        self.alignment = self.settings["alignment"]
         self.st_layer = st_layer
 
+        # the spatial alignment first: its errors (too few cells with signal) come before the reference work
+        if adata_st is not None:
+            st_alignment, st_normalized = self._fit_st_alignment(adata_st, st_layer, self.settings["normalize_st"])
+        else:  # restored by load_state_dict
+            st_alignment = prep.alignment_placeholders(self.alignment, len(plan.measured))
+            st_normalized = True
         ref_profiles, stats = self._reference_profiles(adata, plan)
         self.module = self._module_cls(
             torch.from_numpy(ref_profiles),
@@ -217,12 +252,10 @@ class SpaLSTF(BaseModelClass):
         )
         for name, value in stats.items():
             self.module.register_buffer(name, torch.from_numpy(value))
-        if adata_st is not None:
-            st_mean, st_std = self._st_stats(adata_st, st_layer)
-        else:  # restored by load_state_dict
-            st_mean, st_std = np.zeros(len(plan.measured), np.float32), np.ones(len(plan.measured), np.float32)
-        self.module.register_buffer("st_mean", torch.from_numpy(st_mean))
-        self.module.register_buffer("st_std", torch.from_numpy(st_std))
+        for name, value in st_alignment.items():
+            self.module.register_buffer(f"st_{name}", torch.from_numpy(value))
+        # whether the spatial values are library-normalised (counts) or used as given; a buffer, so load restores it
+        self.module.register_buffer("st_normalized", torch.tensor(st_normalized))
 
         self._model_summary_string = (
             f"SpaLSTF: {len(plan.measured)} measured genes -> {len(plan.imputed)} imputed genes, "
@@ -277,28 +310,43 @@ class SpaLSTF(BaseModelClass):
 
     # preprocessing -----------------------------------------------------------------------------------------------
     def _reference_profiles(self, adata: AnnData, plan: GenePlan) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Standardised ``[condition, target]`` profiles of the reference cells and their per-gene statistics.
+        """``[condition, target]`` profiles of the reference cells (aligned, standardised) and the fitted statistics.
 
-        One chunked pass over the reference rows (values + running statistics), then in-place standardisation, so
-        besides the returned float32 profiles only one chunk is ever dense.
+        One chunked pass over the reference rows (condition values, targets with the library over the measured
+        genes, running target statistics), then the condition's alignment fitted on the cells with signal and
+        applied in place, and the targets standardised in place: besides the returned float32 profiles only one
+        chunk is ever dense.
         """
         X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         pos = adata.var_names.get_indexer(list(plan.measured) + list(plan.imputed))
         n_m, n_genes = len(plan.measured), len(pos)
         profiles = np.empty((adata.n_obs, n_genes), dtype=np.float32)
-        cond_stats, target_stats = prep.RunningGeneStats(n_m), prep.RunningGeneStats(n_genes - n_m)
+        has_signal = np.zeros(adata.n_obs, dtype=bool)
+        target_stats = prep.RunningGeneStats(n_genes - n_m)
         for start, stop, rows in iter_row_chunks(X, rows_per_chunk(X.shape[1]), pos):
-            cond = prep.condition_values(rows[:, :n_m], self.target_sum, self.cell_scaling)
-            target = log1p_normalize(rows, self.target_sum).astype(np.float32)[:, n_m:]
-            cond_stats.update(cond)
+            rows = to_dense(rows)
+            library = rows[:, :n_m].sum(axis=1)
+            has_signal[start:stop] = library > 0
+            target = log1p_normalize(rows[:, n_m:], self.target_sum, library=library).astype(np.float32)
             target_stats.update(target)
-            profiles[start:stop, :n_m] = cond
+            profiles[start:stop, :n_m] = prep.condition_values(rows[:, :n_m], self.target_sum, self.cell_scaling)
             profiles[start:stop, n_m:] = target
-        cond_mean, cond_std = cond_stats.result()
+        fit_rows = prep.quantile_sample_rows(adata.n_obs)
+        fit_rows = fit_rows[has_signal[fit_rows]]
+        if len(fit_rows) < prep.MIN_FIT_CELLS:
+            raise ValueError(
+                f"Only {int(has_signal.sum())} reference cell(s) have counts on the measured genes; the model needs at "
+                f"least {prep.MIN_FIT_CELLS}. Check that adata_sc holds raw counts of the panel's genes."
+            )
+        alignment = prep.fit_alignment(self.alignment, profiles[fit_rows, :n_m])
+        for start in range(0, adata.n_obs, rows_per_chunk(n_m)):
+            stop = min(start + rows_per_chunk(n_m), adata.n_obs)
+            profiles[start:stop, :n_m] = prep.apply_alignment(self.alignment, alignment, profiles[start:stop, :n_m])
         target_mean, target_std = target_stats.result()
-        profiles -= np.concatenate([cond_mean, target_mean])  # in place: no second copy of the reference
-        profiles /= np.concatenate([cond_std, target_std])
-        stats = {"ref_mean": cond_mean, "ref_std": cond_std, "target_mean": target_mean, "target_std": target_std}
+        profiles[:, n_m:] -= target_mean  # in place: no second copy of the reference
+        profiles[:, n_m:] /= target_std
+        stats = {f"ref_{k}": v for k, v in alignment.items()}
+        stats.update({"target_mean": target_mean, "target_std": target_std})
         return profiles, stats
 
     def _st_columns(self, adata_st: AnnData) -> np.ndarray:
@@ -315,28 +363,70 @@ class SpaLSTF(BaseModelClass):
     def _st_condition_chunks(
         self, adata_st: AnnData, layer: str | None, chunk_size: int
     ) -> Iterator[tuple[int, int, np.ndarray]]:
-        """Yield ``(start, stop, values)``: the unstandardised condition of ``adata_st`` rows, one chunk at a time.
+        """Yield ``(start, stop, condition)``: the aligned condition of ``adata_st`` rows, one chunk at a time.
 
-        Works for in-memory (dense or sparse) and backed AnnData; only ``chunk_size`` rows are read at once.
+        Works for in-memory (dense or sparse) and backed AnnData; only ``chunk_size`` rows are read at once. Each row
+        is mapped by the stored alignment alone, so a cell's condition does not depend on the other cells.
         """
         pos = self._st_columns(adata_st)
         X = get_matrix(adata_st, layer, "adata_st")
         names = list(self.gene_plan.measured_st)
+        normalize = bool(self.module.st_normalized)
+        params = {
+            name: getattr(self.module, f"st_{name}").cpu().numpy()
+            for name in prep.alignment_placeholders(self.alignment, 1)
+        }
         for start, stop, rows in iter_row_chunks(X, chunk_size, pos):
             check_values(rows, "adata_st", names)
-            yield start, stop, prep.condition_values(rows, self.target_sum, self.cell_scaling)
+            values = prep.condition_values(rows, self.target_sum, self.cell_scaling, normalize=normalize)
+            yield start, stop, prep.apply_alignment(self.alignment, params, values)
 
-    def _st_stats(self, adata_st: AnnData, layer: str | None) -> tuple[np.ndarray, np.ndarray]:
-        """Per-gene mean and std of the ST condition, from one chunked pass (float64 accumulation)."""
-        stats = prep.RunningGeneStats(len(self.gene_plan.measured))
-        for _, _, values in self._st_condition_chunks(adata_st, layer, rows_per_chunk(adata_st.n_vars)):
-            stats.update(values)
-        return stats.result()
+    def _fit_st_alignment(
+        self, adata_st: AnnData, layer: str | None, normalize_st: bool | str
+    ) -> tuple[dict[str, np.ndarray], bool]:
+        """Fit the spatial condition's per-gene alignment on the cells with signal; returns it and the normalisation.
+
+        One chunked pass: cells whose measured genes are all zero are counted (and excluded, with a warning), the
+        values of at most :data:`~spalstf.model._preprocessing.MAX_QUANTILE_CELLS` evenly spaced cells with signal
+        are kept, and whether the values are counts decides the library normalisation when ``normalize_st`` is
+        ``"auto"``.
+        """
+        pos = self._st_columns(adata_st)
+        X = get_matrix(adata_st, layer, "adata_st")
+        names = list(self.gene_plan.measured_st)
+        sample = prep.quantile_sample_rows(adata_st.n_obs)
+        kept, n_empty, counts = [], 0, True
+        for start, stop, rows in iter_row_chunks(X, rows_per_chunk(len(pos)), pos):
+            check_values(rows, "adata_st", names)
+            rows = to_dense(rows)
+            empty = rows.sum(axis=1) == 0
+            n_empty += int(empty.sum())
+            counts = counts and prep.is_count_matrix(rows)
+            in_sample = np.isin(np.arange(start, stop), sample) & ~empty
+            kept.append(rows[in_sample])
+        values = np.concatenate(kept)
+        if len(values) < prep.MIN_FIT_CELLS:
+            raise ValueError(
+                f"adata_st has {adata_st.n_obs - n_empty} cell(s) with signal on the measured genes; fitting the "
+                f"spatial alignment needs at least {prep.MIN_FIT_CELLS}. Build the model with more spatial cells (it "
+                "can then impute any number of cells, one alone included)."
+            )
+        if n_empty:
+            warnings.warn(
+                f"{n_empty} of {adata_st.n_obs} spatial cells have no signal (all measured genes are 0); they are left "
+                "out of the statistics fitted on the spatial data, and their imputation reflects no measurement.",
+                UserWarning,
+                stacklevel=3,
+            )
+        normalize = counts if normalize_st == "auto" else bool(normalize_st)
+        values = prep.condition_values(values, self.target_sum, self.cell_scaling, normalize=normalize)
+        return prep.fit_alignment(self.alignment, values), normalize
 
     # training ----------------------------------------------------------------------------------------------------
     def train(
         self,
         max_epochs: int | None = None,
+        max_steps: int | None = None,
         batch_size: int | None = None,
         lr: float | None = None,
         accelerator: str = "auto",
@@ -356,8 +446,11 @@ class SpaLSTF(BaseModelClass):
 
         Parameters
         ----------
-        max_epochs
-            Passes over the reference; default from the preset (cpu: 60, paper: 1200).
+        max_epochs, max_steps
+            The training budget: passes over the reference, or optimiser steps (then as many epochs as the steps
+            take). Default from the preset: the ``"cpu"`` preset trains a fixed number of steps, so its time does not
+            grow with the number of reference cells; ``"paper"`` trains 1200 epochs. With both given, training stops
+            at whichever comes first.
         batch_size
             Cells per mini-batch; default from the preset. Under DDP this is the batch **per process**: the
             optimiser step averages the gradients of ``devices`` such batches.
@@ -411,8 +504,14 @@ class SpaLSTF(BaseModelClass):
 
         >>> model.train(accelerator="cpu", devices=2, strategy="ddp")  # doctest: +SKIP
         """
-        max_epochs = max_epochs or self.settings["max_epochs"]
         batch_size = batch_size or self.settings["batch_size"]
+        if max_epochs is None and max_steps is None:
+            max_epochs, max_steps = self.settings["max_epochs"], self.settings["max_steps"]
+        if max_epochs is None:  # a budget of optimiser steps: as many epochs as it takes, then stop at the step
+            steps_per_epoch = max(1, int(np.ceil(self.adata.n_obs * train_size / min(batch_size, self.adata.n_obs))))
+            max_epochs = int(np.ceil(max_steps / steps_per_epoch))
+        if max_steps is not None:
+            trainer_kwargs["max_steps"] = max_steps
         plan_kwargs = {
             "lr": lr or self.settings["lr"],
             "weight_decay": self.settings["weight_decay"],
@@ -458,9 +557,11 @@ class SpaLSTF(BaseModelClass):
         )
         start = time.perf_counter()
         result = runner()
+        self.module.calibrate()  # the network part's statistics and the blend's calibration, on the reference
         self.train_time_s_ = time.perf_counter() - start
         self.train_params_ = {
             "max_epochs": max_epochs,
+            "max_steps": max_steps,
             "batch_size": batch_size,
             **plan_kwargs,
             "accelerator": accelerator,
@@ -678,7 +779,6 @@ class SpaLSTF(BaseModelClass):
         n_steps: int,
     ) -> None:
         """Read, condition, impute and ``write(start, stop, mean, std)`` each chunk of ``batch_size`` cells."""
-        st_mean, st_std = self.module.st_mean.cpu().numpy(), self.module.st_std.cpu().numpy()
         device = self.device
         self.module.eval()
         with tqdm(
@@ -687,7 +787,7 @@ class SpaLSTF(BaseModelClass):
             disable=not progress_bar,
         ) as bar:
             for start, stop, values in self._st_condition_chunks(adata_st, layer, batch_size):
-                cond = torch.from_numpy(prep.standardize(values, st_mean, st_std)).to(device)
+                cond = torch.from_numpy(values).to(device)
                 if n_samples == 1:
                     draws = self.module.posterior_mean(cond)[None]
                     bar.update(1)

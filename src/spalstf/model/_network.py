@@ -1,4 +1,4 @@
-"""Networks of SpaLSTF: the BiLSTM condition encoder and the XCiT-style denoiser.
+"""Networks of SpaLSTF: the BiLSTM condition encoder and the XCiT-style denoiser (and their ablation variants).
 
 Everything here works on one cell at a time (a batch is only a stack of independent cells): the BiLSTM runs over a
 cell's own context sequence and the attention runs over the gene tokens of that cell, never across cells.
@@ -16,7 +16,7 @@ from torch import nn
 class ContextEncoder(nn.Module):
     """Bidirectional LSTM over a cell's context sequence (the cell, then its nearest reference cells).
 
-    Each token is a profile over all model genes plus two scalars (``is_query`` flag and distance to the query);
+    Each token is a cell's profile over some genes plus two scalars (``is_query`` flag and distance to the query);
     tokens are projected to ``n_input_proj`` features, read by a ``n_layers``-layer BiLSTM, and the last layer's final
     forward and backward states are concatenated (``2 * n_hidden`` features).
     """
@@ -63,6 +63,25 @@ class ContextEncoder(nn.Module):
         return torch.cat([h[-2], h[-1]], dim=-1)
 
 
+class ConditionEncoder(nn.Module):
+    """The condition embedding without a context sequence (the ablation "without BiLSTM"): an MLP of the cell alone.
+
+    Same output size as :class:`ContextEncoder` (``2 * n_hidden``) and the same :meth:`forward_indexed` signature,
+    so the rest of the module does not change; the neighbours are ignored.
+    """
+
+    def __init__(self, n_measured: int, n_hidden: int = 128, n_input_proj: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_measured, n_input_proj), nn.SiLU(), nn.Linear(n_input_proj, 2 * n_hidden))
+        self.n_out = 2 * n_hidden
+
+    def forward_indexed(
+        self, query: torch.Tensor, table: torch.Tensor, neighbors: torch.Tensor, distances: torch.Tensor
+    ) -> torch.Tensor:
+        """(cells, q) query values -> (cells, 2 * n_hidden); ``table``, ``neighbors`` and ``distances`` are unused."""
+        return self.net(query)
+
+
 def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of (integer or fractional) diffusion steps, shape (cells, dim)."""
     half = dim // 2
@@ -102,6 +121,34 @@ class CrossCovarianceAttention(nn.Module):
         return self.proj(out)
 
 
+class SoftmaxSelfAttention(nn.Module):
+    """Standard multi-head softmax self-attention between a cell's gene tokens (the ablation of XCA).
+
+    The attention map per head is ``tokens x tokens``; with the same projections as
+    :class:`CrossCovarianceAttention`, it differs only in what attends to what.
+    """
+
+    def __init__(self, dim: int, n_heads: int):
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"n_hidden ({dim}) must be divisible by n_heads ({n_heads}).")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: (cells, tokens, dim)."""
+        b, n, d = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # (cells, heads, tokens, d_head)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
+        return self.proj(out)
+
+
+#: Attention of the denoiser's blocks: ``"xca"`` (the paper's) or ``"softmax"`` (the ablation).
+ATTENTIONS = {"xca": CrossCovarianceAttention, "softmax": SoftmaxSelfAttention}
+
+
 class LocalPatchInteraction(nn.Module):
     """LPI: depthwise convolution over neighbouring gene tokens (explicit token-to-token communication)."""
 
@@ -121,12 +168,17 @@ def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torc
 
 
 class XCiTBlock(nn.Module):
-    """XCA -> LPI -> FFN, each pre-normed and modulated by the time + condition embedding (adaLN-Zero)."""
+    """XCA -> LPI -> FFN, each pre-normed and modulated by the time + condition embedding (adaLN-Zero).
 
-    def __init__(self, dim: int, n_heads: int, mlp_ratio: float = 4.0):
+    ``attention="softmax"`` puts :class:`SoftmaxSelfAttention` where XCA is (the ablation "without XCA").
+    """
+
+    def __init__(self, dim: int, n_heads: int, mlp_ratio: float = 4.0, attention: str = "xca"):
         super().__init__()
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {list(ATTENTIONS)}, got {attention!r}.")
         self.norms = nn.ModuleList([nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6) for _ in range(3)])
-        self.xca = CrossCovarianceAttention(dim, n_heads)
+        self.xca = ATTENTIONS[attention](dim, n_heads)
         self.lpi = LocalPatchInteraction(dim)
         hidden = int(dim * mlp_ratio)
         self.ffn = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
@@ -159,6 +211,7 @@ class Denoiser(nn.Module):
         n_blocks: int = 4,
         n_heads: int = 8,
         n_tokens: int = 8,
+        attention: str = "xca",
     ):
         super().__init__()
         self.n_genes = n_genes
@@ -170,7 +223,7 @@ class Denoiser(nn.Module):
         nn.init.normal_(self.pos, std=0.02)
         self.time_mlp = nn.Sequential(nn.Linear(256, n_hidden), nn.SiLU(), nn.Linear(n_hidden, n_hidden))
         self.cond_mlp = nn.Sequential(nn.Linear(n_condition, n_hidden), nn.SiLU(), nn.Linear(n_hidden, n_hidden))
-        self.blocks = nn.ModuleList([XCiTBlock(n_hidden, n_heads) for _ in range(n_blocks)])
+        self.blocks = nn.ModuleList([XCiTBlock(n_hidden, n_heads, attention=attention) for _ in range(n_blocks)])
         self.norm_out = nn.LayerNorm(n_hidden, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(n_hidden, 2 * n_hidden))
         self.out = nn.Linear(n_hidden, self.patch)

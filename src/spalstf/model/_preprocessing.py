@@ -3,27 +3,40 @@
 The model sees two kinds of values, both per cell and free of the genes being imputed on the ST side:
 
 *condition* (measured genes, both modalities)
-    1. library-size normalisation to ``target_sum`` over the **measured genes only** and ``log1p``;
+    1. library-size normalisation to ``target_sum`` over the **measured genes only** and ``log1p`` (for spatial
+       values that are not counts, e.g. in situ intensities, ``log1p`` of the values as given, see
+       :func:`is_count_matrix`);
     2. optional per-cell max-abs scaling into [-1, 1] (``x / max(x) * 2 - 1``; the paper's scaling), again from the
        measured genes only;
-    3. per-gene standardisation with the mean and standard deviation of *that modality's* cells, which removes
-       gene-wise platform effects (in situ intensities vs. UMI counts).
+    3. per-gene alignment of each modality on its own, which removes gene-wise platform effects (detection
+       efficiency, saturation, dropout rates of in situ vs. UMI data): ``"quantile"`` maps every gene through its
+       own empirical quantiles onto normal scores (:class:`GeneQuantiles`), ``"zscore"`` standardises it with its
+       mean and standard deviation (:class:`RunningGeneStats`). Both are fitted once, on the cells the model is
+       built with, and stored, so a cell imputed later is mapped by the same function whatever other cells are
+       passed with it.
 
 *target* (imputed genes, reference only)
-    ``log1p`` of counts normalised to ``target_sum`` over all genes of the model (measured + imputed), standardised
+    ``log1p(counts / library * target_sum)`` with the library over the **measured genes** of the reference cell (the
+    same genes as the condition's library, i.e. the units of a spatial cell normalised over its panel), standardised
     per gene with the reference's mean and standard deviation. The model's outputs are mapped back with those
-    statistics, so imputed values are **log1p-normalised expression in the reference's units**
-    (``log1p(counts / library * target_sum)``).
+    statistics.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Literal
+
 import numpy as np
+import torch
+from scipy import sparse
 
 from .._expression import log1p_normalize, output_space
 
+Alignment = Literal["quantile", "zscore"]
+
 #: Which genes form a cell's library in the model's targets and outputs (see :func:`spalstf._expression.output_space`).
-TARGET_LIBRARY = "the model's genes (measured + imputed) in the reference"
+TARGET_LIBRARY = "the measured (panel) genes of the cell"
 
 
 def model_output_space(target_sum: float) -> str:
@@ -32,6 +45,19 @@ def model_output_space(target_sum: float) -> str:
 
 
 _EPS = 1e-8
+#: Quantile knots kept per gene by :class:`GeneQuantiles` (the resolution of its mid-ranks).
+N_QUANTILE_KNOTS = 1001
+#: Cells at most used to fit the quantiles (an evenly spaced subset of larger data).
+MAX_QUANTILE_CELLS = 50_000
+
+
+def is_count_matrix(X) -> bool:
+    """Whether the values are non-negative integers (counts), judged from the stored (non-zero) values."""
+    data = X.data if sparse.issparse(X) else np.asarray(X)
+    data = np.asarray(data).ravel()
+    if data.size > 1_000_000:
+        data = data[:: data.size // 1_000_000]
+    return bool(np.all(data == np.round(data)))
 
 
 def cell_maxabs_scale(L: np.ndarray) -> np.ndarray:
@@ -41,10 +67,100 @@ def cell_maxabs_scale(L: np.ndarray) -> np.ndarray:
     return scaled * 2.0 - 1.0
 
 
-def condition_values(X_measured, target_sum: float, cell_scaling: bool) -> np.ndarray:
-    """Steps 1-2 of the condition (before per-gene standardisation) from measured-gene values only."""
-    L = log1p_normalize(X_measured, target_sum).astype(np.float32)
+def condition_values(X_measured, target_sum: float, cell_scaling: bool, normalize: bool = True) -> np.ndarray:
+    """Steps 1-2 of the condition (before the per-gene alignment) from measured-gene values only, float32.
+
+    ``normalize=False`` skips the library normalisation (``log1p`` of the values as given).
+    """
+    if normalize:
+        L = log1p_normalize(X_measured, target_sum).astype(np.float32)
+    else:
+        X = X_measured.toarray() if sparse.issparse(X_measured) else np.asarray(X_measured)
+        L = np.log1p(X.astype(np.float64)).astype(np.float32)
     return cell_maxabs_scale(L) if cell_scaling else L
+
+
+def quantile_sample_rows(n_cells: int, max_cells: int = MAX_QUANTILE_CELLS) -> np.ndarray:
+    """Rows used to fit the quantiles: all of them, or ``max_cells`` evenly spaced ones."""
+    if n_cells <= max_cells:
+        return np.arange(n_cells)
+    return np.unique(np.linspace(0, n_cells - 1, max_cells).round().astype(np.int64))
+
+
+#: Fewest cells with signal that the spatial alignment is fitted on (fewer raise a ValueError naming the fix).
+MIN_FIT_CELLS = 10
+
+
+def fit_alignment(kind: Alignment, values: np.ndarray) -> dict[str, np.ndarray]:
+    """The per-gene alignment of one modality fitted on ``values`` (cells x genes): its parameters by name.
+
+    ``"quantile"``: ``{"knots"}`` of :class:`GeneQuantiles`; ``"zscore"``: ``{"mean", "std"}`` (ddof 0, a constant
+    gene gets std 1).
+    """
+    if kind == "quantile":
+        return {"knots": GeneQuantiles.fit(values).knots}
+    if kind == "zscore":
+        stats = RunningGeneStats(values.shape[1])
+        stats.update(values)
+        mean, std = stats.result()
+        return {"mean": mean, "std": std}
+    raise ValueError(f"alignment must be 'quantile' or 'zscore', got {kind!r}.")
+
+
+def apply_alignment(kind: Alignment, params: dict[str, np.ndarray], values: np.ndarray) -> np.ndarray:
+    """Map ``values`` (cells x genes) with a fitted alignment (float32)."""
+    if kind == "quantile":
+        return GeneQuantiles(params["knots"]).transform(values)
+    return standardize(values, params["mean"], params["std"])
+
+
+def alignment_placeholders(kind: Alignment, n_genes: int) -> dict[str, np.ndarray]:
+    """Parameters of the right shapes for a model whose alignment a saved state will restore."""
+    if kind == "quantile":
+        return {"knots": np.zeros((n_genes, N_QUANTILE_KNOTS), np.float32)}
+    return {"mean": np.zeros(n_genes, np.float32), "std": np.ones(n_genes, np.float32)}
+
+
+class GeneQuantiles:
+    """Per-gene empirical quantiles of one modality, mapping values to normal scores by their mid-rank.
+
+    A value ``x`` of gene ``g`` gets ``Phi^-1(p)`` with ``p`` the mid-rank of ``x`` among the fitted cells' values of
+    that gene, ``(#{v < x} + #{v <= x}) / 2n`` (ties, such as the zeros of a sparse gene, share one score), read
+    from :data:`N_QUANTILE_KNOTS` quantiles and clipped to ``[0.5 / K, 1 - 0.5 / K]``. The map is monotone in each
+    gene, so it keeps the order of the cells, and it is stored, so it does not depend on which cells are mapped.
+
+    Parameters
+    ----------
+    knots
+        (genes, K) sorted quantiles of each gene.
+    """
+
+    def __init__(self, knots: np.ndarray):
+        self.knots = np.ascontiguousarray(knots, dtype=np.float32)
+
+    @classmethod
+    def fit(cls, values: np.ndarray, n_knots: int = N_QUANTILE_KNOTS) -> GeneQuantiles:
+        """Quantiles of the columns of ``values`` (cells x genes); at least one cell."""
+        if values.shape[0] == 0:
+            raise ValueError("No cells to fit the per-gene quantiles on.")
+        probs = np.linspace(0.0, 1.0, n_knots)
+        return cls(np.quantile(np.asarray(values, dtype=np.float64), probs, axis=0, method="inverted_cdf").T)
+
+    @classmethod
+    def fit_chunks(cls, chunks: Iterable[np.ndarray], n_knots: int = N_QUANTILE_KNOTS) -> GeneQuantiles:
+        """:meth:`fit` on the rows of several chunks (stacked)."""
+        parts = [np.asarray(c, dtype=np.float32) for c in chunks]
+        return cls.fit(np.concatenate(parts) if parts else np.empty((0, 0), np.float32), n_knots)
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        """Normal scores of ``values`` (cells x genes), float32."""
+        knots = torch.from_numpy(self.knots)
+        v = torch.from_numpy(np.ascontiguousarray(np.asarray(values, dtype=np.float32).T))
+        lo = torch.searchsorted(knots, v, right=False)
+        hi = torch.searchsorted(knots, v, right=True)
+        k = knots.shape[1]
+        p = ((lo + hi).double() / (2 * k)).clamp(0.5 / k, 1 - 0.5 / k)
+        return torch.special.ndtri(p).T.float().numpy()
 
 
 class RunningGeneStats:
