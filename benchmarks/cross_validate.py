@@ -2,14 +2,23 @@
 
 Runs ``sp.tl.cross_validate`` (KFold over the shared genes; held-out genes removed from the ST data before any method
 sees it) on the bundled Drosophila pair, on any pair of ``sp.datasets`` by name, or on a local ``.h5mu`` with
-modalities ``"spatial"`` and ``"rna"``. Writes ``<out>/<dataset>_scores.csv`` (tidy per-gene scores),
-``_clustering.csv``, ``_resources.csv`` (time and peak memory per method and fold, errors), ``_summary.csv`` (median
-per metric per method, clustering metrics, AS, total time, peak memory) and ``_info.json`` (machine and settings),
-and prints the summary with the machine.
+modalities ``"spatial"`` and ``"rna"``. A pair whose pinned files lie in ``--shared-data/<name>`` (the project's
+``../shared/data``, e.g. ``osmfish``) is read from there through the real loader (the files are put in a temporary
+cache, where the loader checks their sha256), so no download is needed. Ground truth: ``--truth auto`` (default),
+i.e. ``log1p(CP10k)`` over the whole panel for count data (osmFISH), the values as given otherwise (Drosophila).
+
+With ``--seeds 0,1,2`` the benchmark runs once per method seed on the same folds (``split_random_state`` fixed to
+``--random-state``) and the summary gives each method's mean and spread (min-max) over the seeds.
+
+Writes ``<out>/<dataset>_scores.csv`` (tidy per-gene scores, with a ``seed`` column), ``_clustering.csv``,
+``_resources.csv`` (time and peak memory per method and fold, errors), ``_summary.csv`` (median per metric per
+method and seed, clustering metrics, AS, total time, peak memory), ``_spread.csv`` (mean, min and max over the
+seeds) and ``_info.json`` (machine and settings), and prints the summary with the machine.
 
 Usage::
 
     python benchmarks/cross_validate.py                                  # bundled Drosophila pair, all methods
+    python benchmarks/cross_validate.py --dataset osmfish --seeds 0,1,2 --threads 1
     python benchmarks/cross_validate.py --dataset osmfish --methods spalstf,spage,knn,ridge
     python benchmarks/cross_validate.py --local pair.h5mu --spalstf-max-epochs 30 --gimvi-max-epochs 50
     python benchmarks/cross_validate.py --spalstf-opt n_samples=8 --spalstf-opt sampler=\\"ddim\\"
@@ -23,7 +32,9 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -53,14 +64,26 @@ def _quiet() -> None:
     cv_logger.propagate = False
 
 
-def _load(dataset: str, local: Path | None):
+def _load(dataset: str, local: Path | None, shared: Path):
     if local is not None:
         import mudata as md
 
         return local.stem, md.read_h5mu(local)
     if dataset == "drosophila_embryo":
         return dataset, sp.datasets.drosophila_embryo()
-    return dataset, sp.datasets.load(dataset)
+    from spalstf.datasets import _registry
+
+    pair = _registry.registry().pair(dataset)
+    source = pair.source(None)
+    copies = {f.fname: shared / pair.name / f.fname for f in source.files}
+    if copies and all(p.exists() for p in copies.values()):
+        cache = Path(tempfile.mkdtemp(prefix="spalstf-bench-"))
+        (cache / "spalstf" / pair.name).mkdir(parents=True)
+        for fname, path in copies.items():
+            shutil.copy(path, cache / "spalstf" / pair.name / fname)
+        print(f"reading {pair.name} from {shared / pair.name} (sha256 checked by the loader)", flush=True)
+        return pair.name, sp.datasets.load(pair.name, data_dir=cache, progressbar=False)
+    return pair.name, sp.datasets.load(pair.name)
 
 
 def _parse_opt(text: str) -> tuple[str, Any]:
@@ -105,7 +128,15 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated method names")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     parser.add_argument("--n-folds", type=int, default=5)
-    parser.add_argument("--random-state", type=int, default=0)
+    parser.add_argument("--random-state", type=int, default=0, help="seed of the fold split (and of the methods)")
+    parser.add_argument("--seeds", default=None, help="comma-separated method seeds, run on the same folds")
+    parser.add_argument("--truth", default="auto", choices=["auto", "as_given", "log1p_cp10k"])
+    parser.add_argument(
+        "--shared-data",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared" / "data",
+        help="folder with local copies of pinned pair files (default: ../shared/data beside the repository)",
+    )
     parser.add_argument("--spalstf-preset", default=None, choices=["cpu", "paper"])
     parser.add_argument("--spalstf-max-epochs", type=int, default=None)
     parser.add_argument("--spalstf-n-samples", type=int, default=None)
@@ -133,7 +164,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         torch.set_num_threads(args.threads)
         threadpool_limits(args.threads)
 
-    name, mdata = _load(args.dataset, args.local)
+    name, mdata = _load(args.dataset, args.local, args.shared_data)
     adata_st, adata_sc = mdata["spatial"], mdata["rna"]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     spalstf_kwargs = dict(args.spalstf_opt)
@@ -160,31 +191,49 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         flush=True,
     )
     print("machine: " + json.dumps(info), flush=True)
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.random_state]
     start = time.perf_counter()
-    result = sp.tl.cross_validate(
-        adata_st,
-        adata_sc,
-        methods=methods,
-        n_folds=args.n_folds,
-        random_state=args.random_state,
-        method_kwargs=method_kwargs,
-    )
+    results = {}
+    for seed in seeds:
+        results[seed] = sp.tl.cross_validate(
+            adata_st,
+            adata_sc,
+            methods=methods,
+            n_folds=args.n_folds,
+            random_state=seed,
+            split_random_state=args.random_state,
+            method_kwargs=method_kwargs,
+            truth=args.truth,
+        )
+        print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", flush=True)
     wall = time.perf_counter() - start
+    result = results[seeds[0]]
 
     args.out.mkdir(parents=True, exist_ok=True)
     prefix = args.out / name
-    summary = result.summary()
-    result.scores.to_csv(f"{prefix}_scores.csv", index=False)
-    result.clustering.to_csv(f"{prefix}_clustering.csv", index=False)
-    result.resources.to_csv(f"{prefix}_resources.csv", index=False)
-    summary.to_csv(f"{prefix}_summary.csv")
+
+    def stacked(frames):
+        return pd.concat([f.assign(seed=seed) for seed, f in frames.items()], ignore_index=True)
+
+    summaries = {seed: r.summary().reset_index() for seed, r in results.items()}
+    summary_all = stacked(summaries)
+    stacked({s: r.scores for s, r in results.items()}).to_csv(f"{prefix}_scores.csv", index=False)
+    stacked({s: r.clustering for s, r in results.items()}).to_csv(f"{prefix}_clustering.csv", index=False)
+    stacked({s: r.resources for s, r in results.items()}).to_csv(f"{prefix}_resources.csv", index=False)
+    summary_all.to_csv(f"{prefix}_summary.csv", index=False)
+    numeric = summary_all.drop(columns="seed").groupby("method", sort=False)
+    spread = pd.concat({"mean": numeric.mean(), "min": numeric.min(), "max": numeric.max()}, axis=1)
+    spread.to_csv(f"{prefix}_spread.csv")
+    summary = summaries[seeds[0]].set_index("method")
     run = {
         "dataset": name,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "methods": methods,
         "method_kwargs": method_kwargs,
         "n_folds": args.n_folds,
-        "random_state": args.random_state,
+        "split_random_state": args.random_state,
+        "seeds": seeds,
+        "truth": result.truth,
         "n_shared_genes": sum(len(h) for _, h in result.folds),
         "wall_time_s": wall,
         "machine": info,
@@ -199,6 +248,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         "time = sum over folds, memory = max over folds (RSS increase)"
     )
     print(summary.round(3).to_string())
+    if len(seeds) > 1:
+        cols = ["SPCC", "AS", "time_s"]
+        table = pd.concat({stat: spread[stat][cols] for stat in ("mean", "min", "max")}, axis=1).round(3)
+        print(f"\nover seeds {seeds} (same folds): mean, min and max")
+        print(table.to_string())
     if len(errors):
         print("\nerrors:")
         for row in errors.itertuples():
@@ -207,7 +261,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         f"\nwall time {wall:.0f} s; machine: {info['cpu_count']} CPUs ({info['cpu_affinity']} usable), "
         f"{info['torch_threads']} torch threads, GPU {info['gpu']}, torch {info['torch']}, python {info['python']}"
     )
-    print(f"wrote {prefix}_scores.csv, _clustering.csv, _resources.csv, _summary.csv, _info.json")
+    print(f"ground truth: {result.truth}")
+    print(f"wrote {prefix}_scores.csv, _clustering.csv, _resources.csv, _summary.csv, _spread.csv, _info.json")
     return summary
 
 

@@ -377,3 +377,25 @@ def test_importing_tangram_leaves_the_root_logger_alone(monkeypatch):
     monkeypatch.setattr(importlib, "import_module", fake_import)
     assert _peers._import_tangram().__name__ == "tangram"
     assert (root.level, list(root.handlers)) == before
+
+
+def test_truth_log1p_for_counts_and_split_seed(make_pair):
+    adata_st, adata_sc = make_pair()
+    res = sp.tl.cross_validate(
+        adata_st, adata_sc, methods=("ridge",), truth="auto", random_state=3, split_random_state=0
+    )
+    assert res.truth == "log1p_cp10k"  # Poisson counts
+    X = adata_st.X.astype(float)
+    expected = pd.DataFrame(
+        np.log1p(X / X.sum(1, keepdims=True) * 1e4), index=adata_st.obs_names, columns=adata_st.var_names
+    )
+    direct = sp.metrics.gene_metrics(expected, res.predictions["ridge"], metrics="SPCC")["SPCC"]
+    tidy = res.scores.query("metric == 'SPCC'").set_index("gene")["value"]
+    np.testing.assert_allclose(tidy.loc[direct.index], direct)
+    # the folds follow split_random_state, not the methods' seed
+    assert res.folds == sp.tl.cross_validate(adata_st, adata_sc, methods=("ridge",), random_state=0).folds
+    intensities = adata_st.copy()
+    intensities.X = intensities.X / 3.0
+    assert sp.tl.cross_validate(intensities, adata_sc, methods=("ridge",), truth="auto").truth == "as_given"
+    with pytest.raises(ValueError, match="truth must be one of"):
+        sp.tl.cross_validate(adata_st, adata_sc, methods=("ridge",), truth="counts")

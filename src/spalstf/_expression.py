@@ -38,6 +38,15 @@ def log1p_normalize(X: Any, target_sum: float = TARGET_SUM, library: np.ndarray 
     return np.log1p(X * scale[:, None])
 
 
+def is_count_matrix(X) -> bool:
+    """Whether the values are non-negative integers (counts), judged from the stored (non-zero) values."""
+    data = X.data if sparse.issparse(X) else np.asarray(X)
+    data = np.asarray(data).ravel()
+    if data.size > 1_000_000:
+        data = data[:: data.size // 1_000_000]
+    return bool(np.all(data == np.round(data)))
+
+
 def output_space(target_sum: float, library: str) -> str:
     """The ``output_space`` string of a result: the normalisation and which genes form the library.
 

@@ -65,7 +65,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "alignment": "quantile",
         "cell_scaling": False,
         "max_epochs": None,
-        "max_steps": 1000,
+        "max_steps": 600,
         "batch_size": 256,
         "lr": 1e-3,
     },

@@ -25,7 +25,7 @@ from scvi.train import TrainRunner
 from tqdm.auto import tqdm
 
 from .._constants import IMPUTED_KEY, INDICES_OBS_KEY
-from .._expression import log1p_normalize, to_dense
+from .._expression import is_count_matrix, log1p_normalize, to_dense
 from .._genes import GenePlan, plan_genes
 from .._outputs import STD_LAYER, result_metadata
 from .._streaming import H5adChunkWriter, check_out_path, iter_row_chunks, rows_per_chunk
@@ -401,7 +401,7 @@ class SpaLSTF(BaseModelClass):
             rows = to_dense(rows)
             empty = rows.sum(axis=1) == 0
             n_empty += int(empty.sum())
-            counts = counts and prep.is_count_matrix(rows)
+            counts = counts and is_count_matrix(rows)
             in_sample = np.isin(np.arange(start, stop), sample) & ~empty
             kept.append(rows[in_sample])
         values = np.concatenate(kept)

@@ -5,7 +5,7 @@ The model sees two kinds of values, both per cell and free of the genes being im
 *condition* (measured genes, both modalities)
     1. library-size normalisation to ``target_sum`` over the **measured genes only** and ``log1p`` (for spatial
        values that are not counts, e.g. in situ intensities, ``log1p`` of the values as given, see
-       :func:`is_count_matrix`);
+:func:`spalstf._expression.is_count_matrix`);
     2. optional per-cell max-abs scaling into [-1, 1] (``x / max(x) * 2 - 1``; the paper's scaling), again from the
        measured genes only;
     3. per-gene alignment of each modality on its own, which removes gene-wise platform effects (detection
@@ -49,15 +49,6 @@ _EPS = 1e-8
 N_QUANTILE_KNOTS = 1001
 #: Cells at most used to fit the quantiles (an evenly spaced subset of larger data).
 MAX_QUANTILE_CELLS = 50_000
-
-
-def is_count_matrix(X) -> bool:
-    """Whether the values are non-negative integers (counts), judged from the stored (non-zero) values."""
-    data = X.data if sparse.issparse(X) else np.asarray(X)
-    data = np.asarray(data).ravel()
-    if data.size > 1_000_000:
-        data = data[:: data.size // 1_000_000]
-    return bool(np.all(data == np.round(data)))
 
 
 def cell_maxabs_scale(L: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import anndata as ad
 import numpy as np
@@ -16,7 +16,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._constants import SPATIAL_KEY
-from .._expression import to_dense
+from .._expression import TARGET_SUM, is_count_matrix, log1p_normalize, to_dense
 from .._memory import PeakMemory
 from .._validation import check_nonempty, check_unique_names, check_values, get_matrix
 from ..metrics import accuracy_score, clustering_metrics, gene_metrics
@@ -37,6 +37,9 @@ CLUSTERING_COLUMNS = ["method", "metric", "value"]
 RESOURCES_COLUMNS = ["method", "fold", "time_s", "peak_memory_mb", "error"]
 #: Prefix of ``resources.error`` for a method that could not run at all (e.g. its package is missing).
 SKIPPED_PREFIX = "skipped: "
+#: Ground truths of :func:`cross_validate`.
+TRUTHS = ("auto", "as_given", "log1p_cp10k")
+Truth = Literal["auto", "as_given", "log1p_cp10k"]
 
 
 # result ----------------------------------------------------------------------------------------------------------
@@ -65,6 +68,8 @@ class CrossValidationResult:
         method's own output units.
     folds
         The ``(kept, held_out)`` gene lists of each fold.
+    truth
+        The ground truth the scores use: ``"as_given"`` or ``"log1p_cp10k"`` (see :func:`cross_validate`).
 
     Examples
     --------
@@ -83,6 +88,7 @@ class CrossValidationResult:
     resources: pd.DataFrame
     predictions: dict[str, pd.DataFrame]
     folds: list[tuple[list[str], list[str]]] = field(default_factory=list)
+    truth: str = "as_given"
 
     @property
     def methods(self) -> list[str]:
@@ -193,9 +199,9 @@ def _score_method(method: str, truth: pd.DataFrame, pred: pd.DataFrame, fold_of:
     return tidy[SCORES_COLUMNS]
 
 
-def _fold_data(truth: pd.DataFrame, kept: list[str], obs: pd.DataFrame, coords: Any) -> AnnData:
+def _fold_data(values: pd.DataFrame, kept: list[str], obs: pd.DataFrame, coords: Any) -> AnnData:
     """The spatial data a method sees in a fold: the kept genes only, the cells' obs and coordinates, nothing else."""
-    st = ad.AnnData(X=truth[kept].to_numpy(dtype=np.float64, copy=True), obs=obs.copy(), var=pd.DataFrame(index=kept))
+    st = ad.AnnData(X=values[kept].to_numpy(dtype=np.float64, copy=True), obs=obs.copy(), var=pd.DataFrame(index=kept))
     if coords is not None:
         st.obsm[SPATIAL_KEY] = np.array(coords, copy=True)
     return st
@@ -205,7 +211,7 @@ def _run_methods(
     names: list[str],
     method_kwargs: Mapping[str, Mapping[str, Any]],
     folds: list[tuple[list[str], list[str]]],
-    truth: pd.DataFrame,
+    spatial: pd.DataFrame,
     obs: pd.DataFrame,
     coords: Any,
     reference: AnnData,
@@ -213,20 +219,20 @@ def _run_methods(
 ) -> tuple[dict[str, pd.DataFrame], list[dict[str, Any]]]:
     """Run every method on every fold; return the predictions and one resources row per method and fold."""
     n_folds = len(folds)
-    shared = list(truth.columns)
+    shared = list(spatial.columns)
     predictions: dict[str, pd.DataFrame] = {}
     resources: list[dict[str, Any]] = []
     for method in names:
         func = _peers.PEERS[method]
         kwargs = method_kwargs.get(method, {})
-        pred = pd.DataFrame(np.nan, index=truth.index, columns=shared)
+        pred = pd.DataFrame(np.nan, index=spatial.index, columns=shared)
         unavailable: str | None = None
         for f, (kept, held) in enumerate(folds):
             row: dict[str, Any] = {"method": method, "fold": f, "time_s": np.nan, "peak_memory_mb": np.nan}
             if unavailable is not None:
                 resources.append({**row, "error": unavailable})
                 continue
-            st_fold = _fold_data(truth, kept, obs, coords)
+            st_fold = _fold_data(spatial, kept, obs, coords)
             error = ""
             monitor = PeakMemory()
             clock = [np.nan, np.nan]
@@ -238,7 +244,7 @@ def _run_methods(
                     finally:
                         clock[1] = time.perf_counter()
                 row["time_s"], row["peak_memory_mb"] = clock[1] - clock[0], monitor.peak_mb
-                values, error = _check_prediction(out, truth.index, list(held))
+                values, error = _check_prediction(out, spatial.index, list(held))
                 pred[held] = values.to_numpy()
             except _peers.MethodUnavailableError as err:
                 unavailable = SKIPPED_PREFIX + str(err)
@@ -275,6 +281,8 @@ def cross_validate(
     method_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
     layer_st: str | None = None,
     layer_sc: str | None = None,
+    truth: Truth = "as_given",
+    split_random_state: int | None = None,
     clustering_kwargs: Mapping[str, Any] | None = None,
 ) -> CrossValidationResult:
     r"""Cross-validate imputation methods over the genes shared by a spatial panel and a scRNA-seq reference.
@@ -298,8 +306,10 @@ def cross_validate(
 
     stDiff cannot run here (see ``docs/benchmarks.md``); asking for it raises a :class:`ValueError` saying why.
 
-    Scoring: every method is scored against the same ground truth, the spatial values of ``adata_st`` as given, with
-    :func:`spalstf.metrics.gene_metrics` per gene (SPCC, SSIM and RMSE on the predictions as returned; JS on the
+    Scoring: every method is scored against the same ground truth (``truth``): the spatial values of ``adata_st`` as
+    given, or, for counts, the field's ``log1p(counts / library * 1e4)`` with the library over the whole spatial
+    panel (the truth may use every gene; a method's inputs are only the kept ones). Per gene,
+    :func:`spalstf.metrics.gene_metrics` (SPCC, SSIM and RMSE on the predictions as returned; JS on the
     predictions clipped at 0, since JS turns each gene into a distribution over cells). All four are invariant to a
     positive rescaling of a gene, so methods whose outputs are in different units (log1p(CP10k), gimVI's proportions)
     are compared fairly. Clustering: :func:`spalstf.metrics.clustering_metrics` between the measured spatial matrix
@@ -327,13 +337,22 @@ def cross_validate(
     n_folds
         Number of gene folds (between 2 and the number of shared genes).
     random_state
-        Seed of the fold split and of every method.
+        Seed of every method, and of the fold split unless ``split_random_state`` is given.
     method_kwargs
         Per-method options, e.g. ``{"spalstf": {"max_epochs": 30}, "gimvi": {"max_epochs": 50},
         "tangram": {"num_epochs": 500}, "knn": {"n_neighbors": 10}}``; passed to the method's function in
         the module ``spalstf.tl._peers`` (for ``"spalstf"``, to :func:`~spalstf.tl.spalstf_impute`).
     layer_st, layer_sc
         Layers holding the spatial values and the reference counts (``None``: ``.X``).
+    truth
+        The ground truth: ``"as_given"`` (default; the spatial values), ``"log1p_cp10k"`` (``log1p(x / library *
+        1e4)``, library = the cell's total over all genes of ``adata_st``; the field's choice for counts) or
+        ``"auto"``: ``"log1p_cp10k"`` when the spatial values are non-negative integers, else ``"as_given"`` (what
+        ``benchmarks/cross_validate.py`` uses).
+        :attr:`CrossValidationResult.truth` records which was used.
+    split_random_state
+        Seed of the fold split (default: ``random_state``). Fix it to repeat a benchmark over method seeds on the
+        same folds.
     clustering_kwargs
         Options of :func:`~spalstf.metrics.clustering_metrics` (default: the field's ``n_neighbors=30``,
         ``n_pcs=30``, resolution 1; ``random_state`` defaults to ``random_state``).
@@ -381,11 +400,23 @@ def cross_validate(
             f"adata_st and adata_sc share {len(shared)} gene name(s); cross-validation with n_folds={n_folds} needs "
             "at least that many (gene names are matched exactly)."
         )
-    folds = gene_folds(shared, n_folds=n_folds, random_state=random_state)
+    if truth not in TRUTHS:
+        raise ValueError(f"truth must be one of {list(TRUTHS)}, got {truth!r}.")
+    split_seed = random_state if split_random_state is None else split_random_state
+    folds = gene_folds(shared, n_folds=n_folds, random_state=split_seed)
     fold_of = {g: f for f, (_, held) in enumerate(folds) for g in held}
 
     pos = adata_st.var_names.get_indexer(shared)
-    truth = pd.DataFrame(to_dense(X_st[:, pos]), index=adata_st.obs_names.copy(), columns=shared)
+    values = pd.DataFrame(to_dense(X_st[:, pos]), index=adata_st.obs_names.copy(), columns=shared)
+    if truth == "auto":
+        truth = "log1p_cp10k" if is_count_matrix(X_st) else "as_given"
+    if truth == "log1p_cp10k":
+        library = np.asarray(X_st.sum(axis=1), dtype=np.float64).ravel()  # over the whole panel
+        scored = pd.DataFrame(
+            log1p_normalize(values.to_numpy(), TARGET_SUM, library=library), index=values.index, columns=shared
+        )
+    else:
+        scored = values
     obs = adata_st.obs.copy()
     coords = adata_st.obsm[SPATIAL_KEY] if SPATIAL_KEY in adata_st.obsm else None
     reference = ad.AnnData(
@@ -400,7 +431,7 @@ def cross_validate(
         gc.collect()
         gc.freeze()
     try:
-        predictions, resources = _run_methods(names, method_kwargs, folds, truth, obs, coords, reference, random_state)
+        predictions, resources = _run_methods(names, method_kwargs, folds, values, obs, coords, reference, random_state)
     finally:
         if freeze:
             gc.unfreeze()
@@ -408,10 +439,10 @@ def cross_validate(
     scores, clustering = [], []
     clus_kwargs = {"random_state": random_state, **(clustering_kwargs or {})}
     for method, pred in predictions.items():
-        scores.append(_score_method(method, truth, pred, fold_of))
+        scores.append(_score_method(method, scored, pred, fold_of))
         if np.isfinite(pred.to_numpy()).all():
-            values = clustering_metrics(truth, pred, **clus_kwargs)
-            clustering.extend({"method": method, "metric": k, "value": v} for k, v in values.items())
+            metrics = clustering_metrics(scored, pred, **clus_kwargs)
+            clustering.extend({"method": method, "metric": k, "value": v} for k, v in metrics.items())
     scores_df = pd.concat([s for s in scores if len(s)], ignore_index=True) if any(len(s) for s in scores) else None
     return CrossValidationResult(
         scores=scores_df if scores_df is not None else pd.DataFrame(columns=SCORES_COLUMNS),
@@ -419,4 +450,5 @@ def cross_validate(
         resources=pd.DataFrame(resources, columns=RESOURCES_COLUMNS),
         predictions=predictions,
         folds=[(list(k), list(h)) for k, h in folds],
+        truth=truth,
     )

@@ -30,7 +30,7 @@ import torch
 from anndata import AnnData
 from scipy import sparse
 
-from .._expression import TARGET_SUM, log1p_normalize, to_dense, zscore
+from .._expression import TARGET_SUM, is_count_matrix, log1p_normalize, to_dense, zscore
 from ._spage import spage_impute
 
 PeerFunction = Callable[..., pd.DataFrame]
@@ -276,10 +276,6 @@ def _scvi_seed(seed: int):
             scvi.settings.seed = previous  # re-seeds when not None; the generators are restored just after
 
 
-def _is_integer_valued(x: np.ndarray) -> bool:
-    return bool(np.all(np.isclose(x, np.round(x))))
-
-
 def gimvi_spatial_counts(st: np.ndarray, ref_kept_counts: np.ndarray) -> tuple[np.ndarray, float]:
     """Make the spatial values count-like for gimVI's negative binomial likelihood.
 
@@ -306,7 +302,7 @@ def gimvi_spatial_counts(st: np.ndarray, ref_kept_counts: np.ndarray) -> tuple[n
     >>> s, counts.tolist()
     (15.0, [[8.0, 8.0], [15.0, 0.0]])
     """
-    if _is_integer_valued(st):
+    if is_count_matrix(st):
         return st.copy(), 1.0
     lib_st, lib_ref = st.sum(axis=1), ref_kept_counts.sum(axis=1)
     med_st = np.median(lib_st[lib_st > 0]) if (lib_st > 0).any() else 1.0
