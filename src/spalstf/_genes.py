@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from ._validation import check_unique_names
+from ._validation import check_unique_names, format_names
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,17 @@ def plan_genes(
     gene_ranking
         Score per reference gene (higher first), e.g. normalised dispersion, used to pick the default genes.
     """
+    if n_top_genes is not None and (
+        isinstance(n_top_genes, bool) or not isinstance(n_top_genes, int | np.integer) or n_top_genes < 1
+    ):
+        raise ValueError(f"n_top_genes must be an integer >= 1 or None, got {n_top_genes!r}.")
+    for names, which in ((st_genes, "adata_st"), (sc_genes, "adata_sc")):
+        bad = [g for g in names if not isinstance(g, str)]
+        if bad:
+            raise TypeError(
+                f"{which}.var_names must be gene names (strings), got {type(bad[0]).__name__} values such as "
+                f"{bad[0]!r}; set them with `{which}.var_names = {which}.var_names.astype(str)` or to the gene symbols."
+            )
     check_unique_names(st_genes, "adata_st")
     check_unique_names(sc_genes, "adata_sc")
     st_keys = pd.Index([_match_key(g, case_sensitive) for g in st_genes])
@@ -74,6 +86,21 @@ def plan_genes(
                     "would collide. Rename them or use case_sensitive=True."
                 )
     shared_mask = sc_keys.isin(st_keys)
+    if case_sensitive:
+        # spatial genes without an exact match that would find one ignoring case (a reference may hold both 'D'
+        # and 'd', which are different genes: those are not counted)
+        exact = set(sc_genes)
+        folded = {g.upper() for g in sc_genes}
+        n_more = sum(1 for g in st_genes if g not in exact and g.upper() in folded)
+        if n_more and shared_mask.any():
+            n_exact = int(pd.Index(st_genes).isin(sc_genes).sum())
+            warnings.warn(
+                f"{n_more} gene(s) of adata_st match a reference gene only when case is ignored (e.g. 'Sox2' vs "
+                f"'SOX2'); the model conditions on the {n_exact} exact matches only. Pass case_sensitive=False to "
+                "match names ignoring case.",
+                UserWarning,
+                stacklevel=3,
+            )
     if not shared_mask.any():
         hint = ""
         if case_sensitive and pd.Index([g.upper() for g in sc_genes]).isin([g.upper() for g in st_genes]).any():
@@ -100,7 +127,14 @@ def plan_genes(
         if isinstance(genes, str):
             genes = [genes]
         requested = pd.Index(list(genes))
-        check_unique_names(requested, "genes")
+        if len(requested) == 0:
+            raise ValueError(
+                "`genes` is empty: pass the genes to impute, or genes=None to impute the reference genes the spatial "
+                "panel lacks."
+            )
+        if requested.has_duplicates:
+            dup = requested[requested.duplicated()].unique().tolist()
+            raise ValueError(f"`genes` has duplicated entries ({format_names(dup)}); pass each gene once.")
         req_keys = pd.Index([_match_key(g, case_sensitive) for g in requested])
         missing = requested[~req_keys.isin(sc_keys)]
         if len(missing):

@@ -14,8 +14,10 @@ metadata                      ``adata_st.uns[key]``                  ``uns[key]`
 ``key`` is ``key_added`` (default :data:`~spalstf._constants.IMPUTED_KEY`). The metadata, built by
 :func:`result_metadata` for both layouts, holds ``params`` (every setting the model was built, trained and sampled
 with, as resolved, not as typed), ``measured_genes`` (the condition, in the spatial data's spelling),
-``imputed_genes``, ``output_space``, ``train_time_s``, ``impute_time_s`` and, for a result written to a file,
-``out`` (its path; in the in-memory metadata of a call with ``out=``).
+``imputed_genes``, ``output_space``, ``train_time_s``, ``impute_time_s``, ``n_cells_without_signal`` and
+``cells_without_signal`` (the names of the imputed cells whose measured genes are all zero: their values reflect no
+measurement, only the reference) and, for a result written to a file, ``out`` (its path; in the in-memory metadata
+of a call with ``out=``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,16 @@ def _scalar(value: Any) -> bool:
     return isinstance(value, bool | int | float | str) and not isinstance(value, np.generic)
 
 
+def _storable(value: Any) -> Any:
+    """``value`` as ``.h5ad`` stores it unchanged (a scalar, or a list of scalars of one type); else ``None``."""
+    if _scalar(value):
+        return value
+    if isinstance(value, list | tuple) and value and all(_scalar(v) for v in value):
+        if len({type(v) for v in value}) == 1:
+            return list(value)
+    return None
+
+
 def result_metadata(
     *,
     measured_genes: list[str],
@@ -45,20 +57,24 @@ def result_metadata(
     params: dict[str, Any],
     train_time_s: float,
     impute_time_s: float,
+    cells_without_signal: list[str] = (),
     out: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """The metadata dictionary of one imputation result (``uns[key]``), the same in memory and in a file.
 
-    ``params`` keeps only values that ``.h5ad`` files store as they are (``None`` values and objects such as a
-    Lightning strategy are left out, so that the in-memory and the written metadata are equal).
+    ``params`` keeps only values that ``.h5ad`` files store as they are: scalars and lists of scalars of one type
+    (``None`` values and objects such as a Lightning strategy are left out, so that the in-memory and the written
+    metadata hold the same settings).
     """
     meta: dict[str, Any] = {
-        "params": {k: v for k, v in params.items() if _scalar(v)},
+        "params": {k: _storable(v) for k, v in params.items() if _storable(v) is not None},
         "measured_genes": list(measured_genes),
         "imputed_genes": list(imputed_genes),
         "output_space": output_space,
         "train_time_s": float(train_time_s),
         "impute_time_s": float(impute_time_s),
+        "n_cells_without_signal": len(cells_without_signal),
+        "cells_without_signal": [str(c) for c in cells_without_signal],
     }
     if out is not None:
         meta["out"] = str(out)

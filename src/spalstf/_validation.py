@@ -41,20 +41,53 @@ def check_unique_names(names: pd.Index, name: str, axis: str = "var") -> None:
         raise ValueError(f"`{name}` has duplicated {axis}_names, e.g. {dup}; make them unique first ({fix}).")
 
 
-def get_matrix(adata: AnnData, layer: str | None, name: str):
-    """Return ``adata.X`` or ``adata.layers[layer]``, raising a `KeyError` that lists the layers if missing."""
+def get_matrix(adata: AnnData, layer: str | None, name: str, argument: str = "layer"):
+    """Return ``adata.X`` or ``adata.layers[layer]``, raising a `KeyError` that lists the layers if missing.
+
+    ``argument`` is the name of the caller's layer argument (e.g. ``"layer_sc"``), which the messages name.
+    """
     if layer is None:
         X = adata.X
         if X is None:
-            raise ValueError(f"`{name}.X` is None; pass `layer=` naming the layer that holds the expression values.")
+            raise ValueError(
+                f"`{name}.X` is None; pass `{argument}=` naming the layer that holds the expression values."
+            )
         return X
     if layer not in adata.layers:
-        raise KeyError(f"Layer {layer!r} not found in `{name}.layers` (available: {list(adata.layers.keys())}).")
+        raise KeyError(
+            f"Layer {layer!r} (`{argument}`) not found in `{name}.layers` (available: {list(adata.layers.keys())})."
+        )
     return adata.layers[layer]
 
 
-def check_values(X, name: str, var_names: Sequence[str]) -> None:
-    """Raise if the expression matrix holds NaN/inf or negative values, naming up to five offending genes."""
+def check_in_memory(adata: AnnData, name: str) -> None:
+    """Raise a `ValueError` when ``adata`` is backed (read with ``backed="r"``), saying how to load it."""
+    if adata.isbacked:
+        raise ValueError(
+            f"`{name}` is backed (read with backed='r'); the reference is read whole to fit the model. Load it with "
+            f"`{name} = {name}.to_memory()` (only the spatial data may stay on disk)."
+        )
+
+
+def check_counts(X, name: str, where: str) -> None:
+    """Raise a `ValueError` when ``X`` does not hold raw counts (integers), saying ``where`` to pass them."""
+    data = X.data if sparse.issparse(X) else np.asarray(X)
+    data = np.asarray(data).ravel()
+    sample = data[:: max(1, data.size // 1_000_000)]
+    if sample.size and not np.all(sample == np.round(sample)):
+        fractional = sample[sample != np.round(sample)][:3].tolist()
+        raise ValueError(
+            f"`{name}` does not hold raw counts: it has non-integer values such as {fractional} (log-normalised or "
+            f"scaled data?). Pass the raw counts ({where}), or require_counts=False if these values are meant as "
+            "counts."
+        )
+
+
+def check_values(X, name: str, var_names: Sequence[str], argument: str = "layer") -> None:
+    """Raise if the expression matrix holds NaN/inf or negative values, naming up to five offending genes.
+
+    ``argument`` is the caller's layer argument, named in the fix.
+    """
     data = X.data if sparse.issparse(X) else np.asarray(X)
     if data.size == 0:
         return
@@ -67,7 +100,7 @@ def check_values(X, name: str, var_names: Sequence[str]) -> None:
         bad = _offending_genes(X, lambda v: v < 0, var_names)
         raise ValueError(
             f"`{name}` contains negative values (genes {bad}); spalstf expects raw counts or non-negative "
-            "expression. If the values are scaled or centred, pass the raw data (e.g. `layer='counts'`)."
+            f"expression. If the values are scaled or centred, pass the raw data (e.g. `{argument}='counts'`)."
         )
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
+import numpy as np
+
 from .._expression import TARGET_SUM
 
 Preset = Literal["cpu", "paper"]
@@ -114,6 +116,86 @@ PREPROCESSING_OPTIONS = ("alignment", "normalize_st", "cell_scaling", "target_su
 TRAINING_OPTIONS = ("max_epochs", "max_steps", "batch_size", "lr", "weight_decay")
 
 
+# validation ------------------------------------------------------------------------------------------------------
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _is_real(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float | np.floating)) and np.isfinite(float(value))
+
+
+def _int_at_least(low: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: _is_int(v) and v >= low), f"an integer >= {low}"
+
+
+_POSITIVE_REAL = ((lambda v: _is_real(v) and v > 0), "a finite number > 0")
+_NONNEGATIVE_REAL = ((lambda v: _is_real(v) and v >= 0), "a finite number >= 0")
+
+
+def _choice(*options: Any) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, str) and v in options), "one of " + ", ".join(repr(o) for o in options)
+
+
+#: What every option accepts: a test and its description (the error message says it).
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "n_neighbors": _int_at_least(1),
+    "n_hidden": _int_at_least(1),
+    "n_blocks": _int_at_least(1),
+    "n_heads": _int_at_least(1),
+    "n_tokens": _int_at_least(1),
+    "n_lstm_hidden": _int_at_least(1),
+    "n_lstm_layers": _int_at_least(1),
+    "n_diffusion_steps": _int_at_least(2),
+    "kl_weight": _NONNEGATIVE_REAL,
+    "perturbation_std": _NONNEGATIVE_REAL,
+    "ridge_alphas": (
+        lambda v: isinstance(v, list | tuple) and len(v) > 0 and all(_is_real(a) and a > 0 for a in v),
+        "a non-empty list of finite numbers > 0",
+    ),
+    "context": _choice("bilstm", "none"),
+    "attention": _choice("xca", "softmax"),
+    "blend": (
+        lambda v: (
+            isinstance(v, list | tuple)
+            and len(v) > 0
+            and len(set(v)) == len(v)
+            and all(isinstance(b, str) and b in ("ridge", "neighbours", "network") for b in v)
+        ),
+        "a non-empty list of distinct parts among 'ridge', 'neighbours', 'network'",
+    ),
+    "alignment": _choice("quantile", "zscore"),
+    "normalize_st": ((lambda v: isinstance(v, bool | np.bool_) or v == "auto"), "True, False or 'auto'"),
+    "cell_scaling": ((lambda v: isinstance(v, bool | np.bool_)), "True or False"),
+    "target_sum": _POSITIVE_REAL,
+    "weight_decay": _NONNEGATIVE_REAL,
+    "max_epochs": _int_at_least(1),
+    "max_steps": _int_at_least(1),
+    "batch_size": _int_at_least(1),
+    "lr": _POSITIVE_REAL,
+    # imputation
+    "n_samples": _int_at_least(1),
+    "n_sampling_steps": _int_at_least(1),
+    "n_top_genes": _int_at_least(1),
+}
+
+
+def check_option(name: str, value: Any, argument: str | None = None) -> None:
+    """Raise a `ValueError` naming ``argument`` (default ``name``) and what it accepts when ``value`` breaks its rule.
+
+    Examples
+    --------
+    >>> check_option("n_hidden", 64)
+    >>> check_option("n_hidden", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: n_hidden must be an integer >= 1, got 0.
+    """
+    test, description = RULES[name]
+    if not test(value):
+        raise ValueError(f"{argument or name} must be {description}, got {value!r}.")
+
+
 def check_preset(preset: str) -> None:
     """Raise a `ValueError` listing the presets when ``preset`` is not one of them."""
     if preset not in PRESETS:
@@ -132,6 +214,7 @@ def resolve(preset: str, n_genes: int, given: Mapping[str, Any]) -> dict[str, An
     out = {}
     for name, value in PRESETS[preset].items():
         if given.get(name) is not None:
+            check_option(name, given[name])
             out[name] = given[name]
         else:
             out[name] = value(n_genes) if callable(value) else value

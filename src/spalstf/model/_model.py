@@ -7,6 +7,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import anndata
@@ -29,7 +30,15 @@ from .._expression import is_count_matrix, log1p_normalize, to_dense
 from .._genes import GenePlan, plan_genes
 from .._outputs import STD_LAYER, result_metadata
 from .._streaming import H5adChunkWriter, check_out_path, iter_row_chunks, rows_per_chunk
-from .._validation import check_nonempty, check_values, get_matrix
+from .._validation import (
+    check_counts,
+    check_in_memory,
+    check_nonempty,
+    check_unique_names,
+    check_values,
+    format_names,
+    get_matrix,
+)
 from . import _preprocessing as prep
 from ._defaults import (
     IMPUTE_BATCH_SIZE,
@@ -37,6 +46,7 @@ from ._defaults import (
     PRESETS,
     SAMPLING_STEPS,
     Preset,
+    check_option,
     check_preset,
     presets_table,
     resolve,
@@ -49,14 +59,51 @@ from ._training_plan import SpaLSTFTrainingPlan
 logger = logging.getLogger(__name__)
 
 
-def check_impute_options(*, n_samples: int, sampler: str, batch_size: int, batch_size_name: str = "batch_size") -> None:
-    """Raise a `ValueError` naming the argument when a sampling option is out of range (before any work is done)."""
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
+def check_impute_options(
+    *,
+    n_samples: int,
+    sampler: str,
+    n_sampling_steps: int,
+    batch_size: int,
+    n_diffusion_steps: int | None = None,
+    batch_size_name: str = "batch_size",
+) -> None:
+    """Raise a `ValueError` naming the argument when a sampling option is out of range (before any work is done).
+
+    When DDIM draws are made, ``n_sampling_steps`` may not exceed the model's ``n_diffusion_steps`` (when known): it
+    is used as given, never clamped.
+    """
+    check_option("n_samples", n_samples)
     if sampler not in ("ddim", "ddpm"):
         raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}.")
-    if batch_size < 1:
-        raise ValueError(f"{batch_size_name} must be >= 1, got {batch_size}.")
+    check_option("n_sampling_steps", n_sampling_steps)
+    if n_diffusion_steps is not None and n_samples > 1 and sampler == "ddim" and n_sampling_steps > n_diffusion_steps:
+        raise ValueError(
+            f"n_sampling_steps must be at most the model's n_diffusion_steps ({n_diffusion_steps}), got "
+            f"{n_sampling_steps}."
+        )
+    check_option("batch_size", batch_size, batch_size_name)
+
+
+def _check_reference_genes(adata: AnnData, var_names: pd.Index) -> None:
+    """Raise a `ValueError` when ``adata`` lacks the saved model's reference genes or has them in another order."""
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"`adata` must be the reference AnnData, got {type(adata).__name__}.")
+    given = pd.Index([str(g) for g in adata.var_names])
+    if given.equals(var_names):
+        return
+    missing = var_names.difference(given, sort=False)
+    extra = given.difference(var_names, sort=False)
+    if len(missing) or len(extra):
+        raise ValueError(
+            f"`adata` does not have the genes of the reference the model was trained on: {len(missing)} missing "
+            f"({format_names(list(missing))}), {len(extra)} not in the model ({format_names(list(extra))}). Pass "
+            "the reference the model was trained with."
+        )
+    raise ValueError(
+        "`adata` has the model's reference genes in another order; pass `adata[:, genes]` with the model's order "
+        "(the var_names saved with the model)."
+    )
 
 
 def _is_ddp(strategy) -> bool:
@@ -149,6 +196,9 @@ class SpaLSTF(BaseModelClass):
         Per-cell max-abs scaling of the measured genes into [-1, 1] before standardisation (the paper's scaling).
     target_sum
         Library size of the normalisation (counts per ``target_sum``).
+    require_counts
+        Refuse a reference that does not hold raw counts (non-integer values, e.g. log-normalised data) with a
+        `ValueError` saying where to pass the counts; ``False`` accepts such values as counts.
     gene_plan
         Set by :meth:`load` (the resolved gene lists); leave ``None``.
 
@@ -205,12 +255,20 @@ class SpaLSTF(BaseModelClass):
         normalize_st: bool | Literal["auto"] | None = None,
         cell_scaling: bool | None = None,
         target_sum: float | None = None,
+        require_counts: bool = True,
         gene_plan: dict[str, list[str]] | None = None,
     ):
         super().__init__(adata)
         check_preset(preset)
         ref_X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         check_values(ref_X, "adata (reference)", adata.var_names)
+        if require_counts:
+            check_counts(
+                ref_X,
+                "adata (reference)",
+                "layer_sc= of sp.tl.spalstf_impute or layer= of SpaLSTF.setup_anndata, naming the layer that holds "
+                "them, e.g. 'counts'",
+            )
 
         if gene_plan is not None:
             plan = GenePlan(tuple(gene_plan["measured"]), tuple(gene_plan["measured_st"]), tuple(gene_plan["imputed"]))
@@ -268,6 +326,87 @@ class SpaLSTF(BaseModelClass):
             "imputed": list(plan.imputed),
         }
 
+    # save / load -------------------------------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        dir_path: str | os.PathLike,
+        adata: AnnData | None = None,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+        prefix: str | None = None,
+        **kwargs: Any,
+    ) -> SpaLSTF:
+        """Load a model saved with :meth:`save`, with the reference it was trained on.
+
+        Checks what scvi-tools' loader would report obscurely, before it touches ``adata``: that ``dir_path`` holds
+        a saved model, that its ``model.pt`` can be read, and that ``adata`` has the model's reference genes in the
+        model's order. If loading fails anyway, ``adata`` is left as it was (scvi-tools registers it in place).
+
+        Parameters
+        ----------
+        dir_path
+            The folder given to :meth:`save`.
+        adata
+            The reference (raw counts, the genes the model was trained with, in the same order). Required unless
+            the model was saved with ``save_anndata=True``.
+        accelerator, device
+            Where to put the model (scvi-tools' options).
+        prefix
+            Prefix of the saved file names, as given to :meth:`save`.
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.load`.
+
+        Returns
+        -------
+        The trained model.
+
+        Examples
+        --------
+        >>> model.save("spalstf_model")  # doctest: +SKIP
+        >>> model = sp.model.SpaLSTF.load("spalstf_model", adata=adata_sc)  # doctest: +SKIP
+        """
+        path = Path(dir_path)
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"No saved SpaLSTF model at {str(dir_path)!r}: the folder does not exist. Pass the folder given to "
+                "model.save()."
+            )
+        model_file = path / f"{prefix or ''}model.pt"
+        if not model_file.is_file():
+            raise FileNotFoundError(
+                f"{str(dir_path)!r} holds no {model_file.name}; pass the folder given to model.save() (and its "
+                "prefix=, if one was used)."
+            )
+        saved_adata = path / f"{prefix or ''}adata.h5ad"
+        if adata is None and not saved_adata.exists():
+            raise ValueError(
+                "SpaLSTF.load needs the reference the model was trained on: pass adata=<the reference AnnData> (raw "
+                "counts, the same genes), or save the model with save_anndata=True."
+            )
+        try:
+            saved = torch.load(model_file, map_location="cpu", weights_only=False)
+            var_names = pd.Index([str(g) for g in saved["var_names"]])
+        except Exception as err:
+            raise ValueError(
+                f"{model_file} cannot be read as a saved SpaLSTF model ({type(err).__name__}: {err}). It is damaged or "
+                "was not written by model.save(); save the model again."
+            ) from err
+        if adata is not None:
+            _check_reference_genes(adata, var_names)
+            obs_columns, uns_keys = list(adata.obs.columns), set(adata.uns.keys())
+        try:
+            return super().load(
+                str(dir_path), adata=adata, accelerator=accelerator, device=device, prefix=prefix, **kwargs
+            )
+        except Exception:
+            if adata is not None:  # undo scvi-tools' in-place registration
+                for column in [c for c in adata.obs.columns if c not in obs_columns]:
+                    del adata.obs[column]
+                for key in [k for k in adata.uns.keys() if k not in uns_keys]:
+                    del adata.uns[key]
+            raise
+
     # registration ------------------------------------------------------------------------------------------------
     @classmethod
     def setup_anndata(cls, adata: AnnData, layer: str | None = None, **kwargs) -> None:
@@ -297,6 +436,7 @@ class SpaLSTF(BaseModelClass):
         True
         """
         check_nonempty(adata, "adata")
+        check_in_memory(adata, "adata")
         get_matrix(adata, layer, "adata")  # raises a KeyError naming the missing layer
         setup_method_args = cls._get_setup_method_args(**locals())
         adata.obs[INDICES_OBS_KEY] = np.arange(adata.n_obs)
@@ -352,6 +492,7 @@ class SpaLSTF(BaseModelClass):
     def _st_columns(self, adata_st: AnnData) -> np.ndarray:
         """Column positions of the model's measured genes in ``adata_st`` (model order); raises if any is missing."""
         check_nonempty(adata_st, "adata_st")
+        check_unique_names(adata_st.obs_names, "adata_st", "obs")  # per-cell noise and outputs are keyed by name
         missing = [g for g in self.gene_plan.measured_st if g not in adata_st.var_names]
         if missing:
             raise KeyError(
@@ -362,11 +503,12 @@ class SpaLSTF(BaseModelClass):
 
     def _st_condition_chunks(
         self, adata_st: AnnData, layer: str | None, chunk_size: int
-    ) -> Iterator[tuple[int, int, np.ndarray]]:
-        """Yield ``(start, stop, condition)``: the aligned condition of ``adata_st`` rows, one chunk at a time.
+    ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+        """Yield ``(start, stop, condition, empty)``: the aligned condition of ``adata_st`` rows, one chunk at a time.
 
-        Works for in-memory (dense or sparse) and backed AnnData; only ``chunk_size`` rows are read at once. Each row
-        is mapped by the stored alignment alone, so a cell's condition does not depend on the other cells.
+        ``empty`` flags the cells whose measured genes are all zero. Works for in-memory (dense or sparse) and backed
+        AnnData; only ``chunk_size`` rows are read at once. Each row is mapped by the stored alignment alone, so a
+        cell's condition does not depend on the other cells.
         """
         pos = self._st_columns(adata_st)
         X = get_matrix(adata_st, layer, "adata_st")
@@ -378,8 +520,9 @@ class SpaLSTF(BaseModelClass):
         }
         for start, stop, rows in iter_row_chunks(X, chunk_size, pos):
             check_values(rows, "adata_st", names)
+            empty = np.asarray(rows.sum(axis=1)).ravel() == 0
             values = prep.condition_values(rows, self.target_sum, self.cell_scaling, normalize=normalize)
-            yield start, stop, prep.apply_alignment(self.alignment, params, values)
+            yield start, stop, prep.apply_alignment(self.alignment, params, values), empty
 
     def _fit_st_alignment(
         self, adata_st: AnnData, layer: str | None, normalize_st: bool | str
@@ -504,7 +647,15 @@ class SpaLSTF(BaseModelClass):
 
         >>> model.train(accelerator="cpu", devices=2, strategy="ddp")  # doctest: +SKIP
         """
-        batch_size = batch_size or self.settings["batch_size"]
+        for name, value in (
+            ("max_epochs", max_epochs),
+            ("max_steps", max_steps),
+            ("batch_size", batch_size),
+            ("lr", lr),
+        ):
+            if value is not None:
+                check_option(name, value)
+        batch_size = self.settings["batch_size"] if batch_size is None else batch_size
         if max_epochs is None and max_steps is None:
             max_epochs, max_steps = self.settings["max_epochs"], self.settings["max_steps"]
         if max_epochs is None:  # a budget of optimiser steps: as many epochs as it takes, then stop at the step
@@ -513,7 +664,7 @@ class SpaLSTF(BaseModelClass):
         if max_steps is not None:
             trainer_kwargs["max_steps"] = max_steps
         plan_kwargs = {
-            "lr": lr or self.settings["lr"],
+            "lr": self.settings["lr"] if lr is None else lr,
             "weight_decay": self.settings["weight_decay"],
             **(plan_kwargs or {}),
         }
@@ -536,12 +687,15 @@ class SpaLSTF(BaseModelClass):
             "drop_last": False,
         }
         splitter = self._data_splitter_cls(self.adata_manager, **splitter_args, **split_kwargs)
-        if distributed and split_kwargs["shuffle_set_split"] and split_kwargs.get("external_indexing") is None:
-            # Every rank draws the split itself, and scvi-tools draws it unseeded unless scvi.settings.seed is set:
-            # the ranks would hold different validation cells, each training on the others'. Fix one split.
-            perm = np.random.RandomState(0 if scvi_settings.seed is None else scvi_settings.seed).permutation(
-                self.adata.n_obs
-            )
+        if split_kwargs["shuffle_set_split"] and split_kwargs.get("external_indexing") is None:
+            # scvi-tools draws the split unseeded unless scvi.settings.seed is set, so the same torch seed would not
+            # give the same model. Draw it here: from scvi.settings.seed when set, else from torch's seed (the
+            # random_state of spalstf_impute); under DDP every rank must agree, so 0 when scvi's seed is unset.
+            if scvi_settings.seed is not None:
+                seed = scvi_settings.seed
+            else:
+                seed = 0 if distributed else torch.initial_seed() % 2**32
+            perm = np.random.RandomState(seed).permutation(self.adata.n_obs)
             n_train, n_val = splitter.n_train, splitter.n_val
             split_kwargs["external_indexing"] = [perm[n_val : n_val + n_train], perm[:n_val], perm[n_val + n_train :]]
             splitter = self._data_splitter_cls(self.adata_manager, **splitter_args, **split_kwargs)
@@ -690,7 +844,13 @@ class SpaLSTF(BaseModelClass):
         """
         if not self.is_trained_:
             raise RuntimeError("The model is not trained yet; call `model.train()` first.")
-        check_impute_options(n_samples=n_samples, sampler=sampler, batch_size=batch_size)
+        check_impute_options(
+            n_samples=n_samples,
+            sampler=sampler,
+            n_sampling_steps=n_sampling_steps,
+            batch_size=batch_size,
+            n_diffusion_steps=self.module.schedule.n_steps,
+        )
         layer = layer if layer is not None else self.st_layer
         self._st_columns(adata_st)  # fail on missing genes before creating any file
         get_matrix(adata_st, layer, "adata_st")
@@ -711,8 +871,8 @@ class SpaLSTF(BaseModelClass):
         }
         start = time.perf_counter()
 
-        def run_chunks(write) -> None:
-            self._impute_chunks(
+        def run_chunks(write) -> list[str]:
+            return self._impute_chunks(
                 adata_st,
                 layer,
                 write,
@@ -734,10 +894,10 @@ class SpaLSTF(BaseModelClass):
                 if std is not None:
                     std_out[start:stop] = std
 
-            run_chunks(write)
+            empty = run_chunks(write)
             mean = pd.DataFrame(mean_out, index=obs_names, columns=columns, copy=False)
             std = pd.DataFrame(std_out, index=obs_names, columns=columns, copy=False) if n_samples > 1 else None
-            return (mean, std), self._result_metadata(sampling, time.perf_counter() - start)
+            return (mean, std), self._result_metadata(sampling, time.perf_counter() - start, empty)
 
         layers = [STD_LAYER] if n_samples > 1 else []
         with H5adChunkWriter(out_path, obs_names, columns, layers) as writer:
@@ -748,14 +908,17 @@ class SpaLSTF(BaseModelClass):
                 else:
                     writer.write(start, stop, mean, **{STD_LAYER: std})
 
-            run_chunks(write)
-            metadata = self._result_metadata(sampling, time.perf_counter() - start, out=out_path)
+            empty = run_chunks(write)
+            metadata = self._result_metadata(sampling, time.perf_counter() - start, empty, out=out_path)
             writer.close(uns={key_added: metadata})
         return anndata.read_h5ad(out_path, backed="r"), metadata
 
-    def _result_metadata(self, sampling: dict[str, Any], impute_time_s: float, out=None) -> dict[str, Any]:
+    def _result_metadata(
+        self, sampling: dict[str, Any], impute_time_s: float, without_signal: list[str], out=None
+    ) -> dict[str, Any]:
         """Metadata of a result: every setting as used (model, training, sampling), genes, output space, times."""
         return result_metadata(
+            cells_without_signal=without_signal,
             measured_genes=list(self.gene_plan.measured_st),
             imputed_genes=self.imputed_genes,
             output_space=prep.model_output_space(self.target_sum),
@@ -777,16 +940,21 @@ class SpaLSTF(BaseModelClass):
         random_state: int,
         progress_bar: bool,
         n_steps: int,
-    ) -> None:
-        """Read, condition, impute and ``write(start, stop, mean, std)`` each chunk of ``batch_size`` cells."""
+    ) -> list[str]:
+        """Read, condition, impute and ``write(start, stop, mean, std)`` each chunk of ``batch_size`` cells.
+
+        Returns the names of the cells without signal (all measured genes zero).
+        """
         device = self.device
+        without_signal: list[str] = []
         self.module.eval()
         with tqdm(
             total=n_steps * n_samples * int(np.ceil(adata_st.n_obs / batch_size)),
             desc=f"Sampling ({sampler})",
             disable=not progress_bar,
         ) as bar:
-            for start, stop, values in self._st_condition_chunks(adata_st, layer, batch_size):
+            for start, stop, values, empty in self._st_condition_chunks(adata_st, layer, batch_size):
+                without_signal.extend(str(n) for n in adata_st.obs_names[start:stop][empty])
                 cond = torch.from_numpy(values).to(device)
                 if n_samples == 1:
                     draws = self.module.posterior_mean(cond)[None]
@@ -803,3 +971,4 @@ class SpaLSTF(BaseModelClass):
                 draws = (draws * self.module.target_std + self.module.target_mean).clamp_min(0.0)
                 std = draws.std(0, unbiased=False).cpu().numpy() if n_samples > 1 else None
                 write(start, stop, draws.mean(0).cpu().numpy(), std)
+        return without_signal

@@ -101,8 +101,8 @@ def alignment_umap(
     import scanpy as sc
 
     imputed = imputed_frame(adata_st, key)
-    X_st = get_matrix(adata_st, layer_st, "adata_st")
-    X_sc = get_matrix(adata_sc, layer_sc, "adata_sc")
+    X_st = get_matrix(adata_st, layer_st, "adata_st", "layer_st")
+    X_sc = get_matrix(adata_sc, layer_sc, "adata_sc", "layer_sc")
     if genes is None:
         genes = [g for g in imputed.columns if g in adata_sc.var_names]
         if not genes:

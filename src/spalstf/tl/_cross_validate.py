@@ -388,10 +388,10 @@ def cross_validate(
     for adata, name in ((adata_st, "adata_st"), (adata_sc, "adata_sc")):
         check_unique_names(adata.var_names, name, "var")
         check_unique_names(adata.obs_names, name, "obs")
-    X_st = get_matrix(adata_st, layer_st, "adata_st")
-    X_sc = get_matrix(adata_sc, layer_sc, "adata_sc")
-    check_values(X_st, "adata_st", adata_st.var_names)
-    check_values(X_sc, "adata_sc", adata_sc.var_names)
+    X_st = get_matrix(adata_st, layer_st, "adata_st", "layer_st")
+    X_sc = get_matrix(adata_sc, layer_sc, "adata_sc", "layer_sc")
+    check_values(X_st, "adata_st", adata_st.var_names, "layer_st")
+    check_values(X_sc, "adata_sc", adata_sc.var_names, "layer_sc")
 
     ref_genes = set(adata_sc.var_names)
     shared = [g for g in adata_st.var_names if g in ref_genes]

@@ -10,12 +10,12 @@ from typing import Any
 
 import anndata as ad
 import pandas as pd
-import torch
 from anndata import AnnData
 
 from .._constants import IMPUTED_KEY, SPATIAL_KEY, STD_SUFFIX
+from .._seed import global_seed
 from .._streaming import check_out_path
-from .._validation import check_nonempty, get_matrix
+from .._validation import check_in_memory, check_nonempty, get_matrix
 from ..model import SpaLSTF
 from ..model._defaults import IMPUTE_BATCH_SIZE, SAMPLING_STEPS
 from ..model._model import check_impute_options
@@ -63,7 +63,8 @@ def _route_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
 
 def _registration_view(adata: AnnData, layer: str | None) -> AnnData:
     """A new AnnData sharing the reference's matrix, so registration never writes into the user's object."""
-    X = get_matrix(adata, layer, "adata_sc")
+    check_in_memory(adata, "adata_sc")
+    X = get_matrix(adata, layer, "adata_sc", "layer_sc")
     return ad.AnnData(X=X, obs=pd.DataFrame(index=adata.obs_names.copy()), var=adata.var.copy())
 
 
@@ -185,9 +186,13 @@ def spalstf_impute(
             f"adata_st.obsm[{SPATIAL_KEY!r}] is missing: store the cell coordinates there, or pass "
             "require_spatial=False to impute without them."
         )
-    get_matrix(adata_st, layer_st, "adata_st")
+    get_matrix(adata_st, layer_st, "adata_st", "layer_st")
     check_impute_options(
-        n_samples=n_samples, sampler=sampler, batch_size=impute_batch_size, batch_size_name="impute_batch_size"
+        n_samples=n_samples,
+        sampler=sampler,
+        n_sampling_steps=n_sampling_steps,
+        batch_size=impute_batch_size,
+        batch_size_name="impute_batch_size",
     )
     if copy and adata_st.isbacked:
         raise ValueError(
@@ -200,11 +205,12 @@ def spalstf_impute(
 
     if model is None:
         reference = _registration_view(adata_sc, layer_sc)
-        SpaLSTF.setup_anndata(reference)
-        torch.manual_seed(random_state)
-        model = SpaLSTF(reference, adata_st, genes=genes, st_layer=layer_st, **model_options)
-        train_options.setdefault("enable_progress_bar", progress_bar)
-        model.train(**train_options)
+        # seeded training; the caller's generators are restored afterwards (registration draws from numpy's too)
+        with global_seed(random_state):
+            SpaLSTF.setup_anndata(reference)
+            model = SpaLSTF(reference, adata_st, genes=genes, st_layer=layer_st, **model_options)
+            train_options.setdefault("enable_progress_bar", progress_bar)
+            model.train(**train_options)
     else:
         if options:
             raise ValueError(f"Options {sorted(options)} only apply when training; `model` is already trained.")

@@ -31,6 +31,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._expression import TARGET_SUM, is_count_matrix, log1p_normalize, to_dense, zscore
+from .._seed import global_seed
 from ._spage import spage_impute
 
 PeerFunction = Callable[..., pd.DataFrame]
@@ -63,26 +64,6 @@ def _kept_and_targets(adata_st: AnnData, adata_sc: AnnData, held_genes: Sequence
     ref_kept = _reference_log1p(adata_sc, kept)
     ref_held = _reference_log1p(adata_sc, held_genes)
     return st, ref_kept, ref_held
-
-
-@contextmanager
-def _global_seed(seed: int):
-    """Seed Python's, NumPy's and torch's global generators for a block, then restore their previous states.
-
-    For packages that draw from the global generators (Tangram's initial mapping, scvi-tools' ``seed_everything``).
-    """
-    import random
-
-    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
 
 
 # baselines -------------------------------------------------------------------------------------------------------
@@ -268,7 +249,7 @@ def _scvi_seed(seed: int):
     import scvi
 
     previous = scvi.settings.seed
-    with _global_seed(seed):
+    with global_seed(seed):
         scvi.settings.seed = seed  # also seeds the global generators (lightning's seed_everything)
         try:
             yield
@@ -478,7 +459,7 @@ def impute_tangram(
     )
     tg.pp_adatas(ref, spatial, genes=kept, gene_to_lowercase=False)
     device = device or ("cuda:0" if torch.cuda.is_available() else "cpu")
-    with _global_seed(random_state):
+    with global_seed(random_state):
         mapping = tg.map_cells_to_space(
             ref,
             spatial,
