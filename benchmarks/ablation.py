@@ -98,9 +98,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--draws", type=int, default=8, help="DDIM draws of the sampler variants")
     parser.add_argument("--paper-steps", type=int, default=150, help="optimiser steps of the 'paper' variant on CPU")
     parser.add_argument("--paper-batch-size", type=int, default=256)
-    parser.add_argument(
-        "--shared-data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
-    )
+    parser.add_argument("--shared-data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     _quiet()

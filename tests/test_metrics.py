@@ -427,3 +427,18 @@ def test_anndata_inputs_aligned_by_names(pair):
     out = gene_metrics(a_true, a_pred)
     assert list(out.index) == genes
     np.testing.assert_allclose(out.to_numpy(), gene_metrics(y_true, y_pred).to_numpy())
+
+
+def test_clustering_metrics_keep_torch_threads():
+    """scanpy's neighbours reset torch's thread count; a user's one-thread setting must survive the metrics."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rng = np.random.default_rng(0)
+        x = pd.DataFrame(rng.random((120, 12)))
+        sp.metrics.clustering_metrics(x, x + 0.1 * rng.random((120, 12)), n_neighbors=10, n_pcs=5)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(n)

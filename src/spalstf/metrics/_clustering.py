@@ -13,6 +13,7 @@ from sklearn.metrics import (
     normalized_mutual_info_score,
 )
 
+from .._state import keep_torch_threads
 from .._validation import validate_pair
 
 #: Keys of the dictionary returned by :func:`clustering_metrics`, in order.
@@ -30,7 +31,7 @@ def _leiden_labels(x: np.ndarray, *, n_neighbors: int, n_pcs: int, resolution: f
         return np.zeros(n_cells, dtype=int)
     adata = ad.AnnData(x)
     n_pcs_used = min(n_pcs, min(n_genes, n_cells) - 1)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), keep_torch_threads():  # scanpy's neighbours reset torch's thread count
         warnings.simplefilter("ignore", category=FutureWarning)
         if n_pcs_used >= 1:
             sc.pp.pca(adata, n_comps=n_pcs_used, random_state=random_state)

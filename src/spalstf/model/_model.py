@@ -134,11 +134,13 @@ class SpaLSTF(BaseModelClass):
     imputed genes given the measured (spatially profiled) genes. A cell's condition is its measured genes plus a
     context sequence of its nearest reference cells in measured-gene space, read by a bidirectional LSTM; the
     denoiser is a stack of XCiT blocks (cross-covariance attention over the cell's gene tokens, local patch
-    interaction, feed-forward) modulated by the diffusion step and the condition. Every computation is per cell, so a
-    cell's imputation does not depend on which cells share its batch.
+    interaction, feed-forward) modulated by the diffusion step and the condition. The imputed values are a blend of
+    ridge regressions, the mean of the nearest reference cells and the network's point head (``docs/method.md``);
+    diffusion draws (``n_samples > 1``) give their uncertainty. Every computation is per cell, so a cell's
+    imputation does not depend on which cells share its batch.
 
     Register the reference with :meth:`setup_anndata` first. The spatial data is passed as ``adata_st``; only its
-    measured genes are used, and its per-gene statistics are stored in the model.
+    measured genes are used, and its per-gene alignment (fitted on its cells with signal) is stored in the model.
 
     Parameters
     ----------
@@ -193,7 +195,7 @@ class SpaLSTF(BaseModelClass):
         e.g. in situ intensities that are not proportional to molecule counts), or ``"auto"``: normalise when they
         are non-negative integers (counts).
     cell_scaling
-        Per-cell max-abs scaling of the measured genes into [-1, 1] before standardisation (the paper's scaling).
+        Per-cell max-abs scaling of the measured genes into [-1, 1] before the alignment (the paper's scaling).
     target_sum
         Library size of the normalisation (counts per ``target_sum``).
     require_counts
@@ -204,8 +206,8 @@ class SpaLSTF(BaseModelClass):
 
     Notes
     -----
-    Defaults of each preset (:data:`spalstf.model._defaults.PRESETS`; ``max_epochs``, ``batch_size``, ``lr`` and
-    ``weight_decay`` are the defaults of :meth:`train`):
+    Defaults of each preset (:data:`spalstf.model._defaults.PRESETS`; ``max_epochs``, ``max_steps``,
+    ``batch_size``, ``lr`` and ``weight_decay`` are the defaults of :meth:`train`):
 
     {presets_table}
 
@@ -216,7 +218,7 @@ class SpaLSTF(BaseModelClass):
     >>> adata_st, adata_sc = mdata["spatial"], mdata["rna"]
     >>> sp.model.SpaLSTF.setup_anndata(adata_sc)
     >>> model = sp.model.SpaLSTF(adata_sc, adata_st, genes=["sna", "trn"])  # doctest: +SKIP
-    >>> model.train(max_epochs=50)  # doctest: +SKIP
+    >>> model.train()  # doctest: +SKIP
     >>> imputed = model.impute(adata_st)  # doctest: +SKIP
     """
 

@@ -312,8 +312,9 @@ class SpaLSTFModule(nn.Module):
         for name in ("neighbours", "network"):
             if name in parts:
                 raw = self._part(name, condition, neighbors, y)
-                getattr(self, f"{name.rstrip('s')}_shift").copy_(raw.mean(0))
-                getattr(self, f"{name.rstrip('s')}_scale").copy_(raw.std(0, unbiased=False).clamp_min(1e-6))
+                shift, scale = self._standardisation(name)
+                shift.copy_(raw.mean(0))
+                scale.copy_(raw.std(0, unbiased=False).clamp_min(1e-6))
         if parts:
             s = self._blend(condition, neighbors, y, parts)
             s_mean, t_mean = s.mean(0), targets.mean(0)

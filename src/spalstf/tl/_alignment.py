@@ -13,6 +13,7 @@ from anndata import AnnData
 from .._constants import IMPUTED_KEY
 from .._expression import TARGET_SUM, log1p_normalize, to_dense, zscore
 from .._outputs import imputed_frame
+from .._state import keep_torch_threads
 from .._validation import format_names, get_matrix
 
 #: Sources of the joint embedding, in order.
@@ -160,7 +161,7 @@ def alignment_umap(
         use_rep = "X_pca"
     else:
         use_rep = "X"
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), keep_torch_threads():  # scanpy's neighbours reset torch's thread count
         warnings.simplefilter("ignore")  # numba / umap-learn chatter about threads and seeds
         sc.pp.neighbors(
             joint, n_neighbors=min(n_neighbors, joint.n_obs - 1), use_rep=use_rep, random_state=random_state

@@ -18,6 +18,7 @@ from scipy import sparse
 from .._constants import SPATIAL_KEY
 from .._expression import TARGET_SUM, is_count_matrix, log1p_normalize, to_dense
 from .._memory import PeakMemory
+from .._state import keep_torch_threads
 from .._validation import check_nonempty, check_unique_names, check_values, get_matrix
 from ..metrics import accuracy_score, clustering_metrics, gene_metrics
 from . import _peers
@@ -237,7 +238,7 @@ def _run_methods(
             monitor = PeakMemory()
             clock = [np.nan, np.nan]
             try:
-                with monitor:
+                with monitor, keep_torch_threads():  # a method must not change the threads of the next one
                     clock[0] = time.perf_counter()
                     try:
                         out = func(st_fold, reference, list(held), random_state=random_state, **kwargs)

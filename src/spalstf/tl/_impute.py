@@ -13,7 +13,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._constants import IMPUTED_KEY, SPATIAL_KEY, STD_SUFFIX
-from .._seed import global_seed
+from .._state import global_seed
 from .._streaming import check_out_path
 from .._validation import check_in_memory, check_nonempty, get_matrix
 from ..model import SpaLSTF

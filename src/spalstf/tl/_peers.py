@@ -31,7 +31,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._expression import TARGET_SUM, is_count_matrix, log1p_normalize, to_dense, zscore
-from .._seed import global_seed
+from .._state import global_seed
 from ._spage import spage_impute
 
 PeerFunction = Callable[..., pd.DataFrame]

@@ -1,4 +1,4 @@
-"""Seeding the global random generators for a block without leaving them changed."""
+"""Global state that spalstf sets for a block and restores: the random generators, torch's thread count."""
 
 from __future__ import annotations
 
@@ -38,3 +38,27 @@ def global_seed(seed: int) -> Iterator[None]:
         random.setstate(states[0])
         np.random.set_state(states[1])
         torch.set_rng_state(states[2])
+
+
+@contextmanager
+def keep_torch_threads() -> Iterator[None]:
+    """Restore torch's intra-op thread count after a block whose libraries change it.
+
+    ``scanpy.pp.neighbors`` sets torch's thread count to the number of cores; a user who chose one thread (on a shared
+    machine, where more threads than free cores make every torch job many times slower) would silently lose it.
+
+    Examples
+    --------
+    >>> import torch
+    >>> n = torch.get_num_threads()
+    >>> with keep_torch_threads():
+    ...     torch.set_num_threads(1)
+    >>> torch.get_num_threads() == n
+    True
+    """
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
