@@ -89,7 +89,7 @@ def _combine(results: dict[str, CrossValidationResult]) -> CrossValidationResult
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="drosophila_embryo")
+    parser.add_argument("--dataset", "--pair", dest="dataset", default="drosophila_embryo")
     parser.add_argument("--local", type=Path, default=None, help="local .h5mu with modalities 'spatial' and 'rna'")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated variant names")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))

@@ -123,7 +123,13 @@ def machine_info() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="drosophila_embryo", help="bundled pair or a name for sp.datasets.load")
+    parser.add_argument(
+        "--dataset",
+        "--pair",
+        dest="dataset",
+        default="drosophila_embryo",
+        help="bundled pair or a name for sp.datasets.load",
+    )
     parser.add_argument("--local", type=Path, default=None, help="local .h5mu with modalities 'spatial' and 'rna'")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated method names")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
