@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from spalstf.model._module import ridge_weight
+from spalstf.model._module import ridge_ensemble_weights
+
+
+def ridge_weight(C, X, alpha):
+    return ridge_ensemble_weights(C, X, [alpha])[0]
 
 
 @pytest.mark.parametrize("n_cells", [40, 8])  # more cells than genes (primal) and fewer (dual form)

@@ -441,16 +441,6 @@ class SpaLSTFModule(nn.Module):
         return torch.stack(draws)
 
 
-def ridge_weight(condition: torch.Tensor, targets: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Closed-form ridge coefficients ``W = (C^T C + alpha I)^-1 C^T X`` (float64 solve, float32 result).
-
-    With more condition genes than cells the identical dual form ``W = C^T (C C^T + alpha I)^-1 X`` is solved
-    instead, so the Gram matrix is (cells x cells) rather than (genes x genes): with 18,000 measured genes and 3,000
-    reference cells, 72 MB instead of 2.6 GB (and its LU copy), and seconds instead of minutes.
-    """
-    return ridge_ensemble_weights(condition, targets, [alpha])[0].float()
-
-
 def ridge_ensemble_weights(condition: torch.Tensor, targets: torch.Tensor, alphas) -> list[torch.Tensor]:
     """Ridge coefficients for each penalty in ``alphas`` from one eigendecomposition (float64).
 
@@ -475,18 +465,16 @@ def ridge_ensemble(condition: torch.Tensor, targets: torch.Tensor, alphas) -> tu
     Each penalty's prediction ``C W_a`` is divided by its per-gene standard deviation over the reference cells (a
     strongly penalised fit predicts small values; its ranking of the cells is what it contributes), and the
     standardised predictions are averaged. The average of linear maps is linear: returns ``(W, shift)`` with
-    ``mean_a (C W_a - m_a) / s_a = C W - shift`` (float32). The spreads come from the condition's covariance, so
-    no (cells x genes) prediction is formed.
+    ``mean_a (C W_a - m_a) / s_a = C W - shift`` (float32). The spreads are those of the (cells x imputed genes)
+    predictions, the size of ``targets``: no (genes x genes) matrix is formed, whichever form the fits used.
     """
     C = condition.double()
     mean_c = C.mean(0)
-    cov = C.T @ C / C.shape[0] - torch.outer(mean_c, mean_c)
     total_w = torch.zeros(C.shape[1], targets.shape[1], dtype=torch.float64, device=C.device)
     total_shift = torch.zeros(targets.shape[1], dtype=torch.float64, device=C.device)
     weights = ridge_ensemble_weights(condition, targets, alphas)
     for W in weights:
-        var = ((cov @ W) * W).sum(0)
-        scale = var.clamp_min(1e-24).sqrt()
+        scale = (C @ W).var(0, unbiased=False).clamp_min(1e-24).sqrt()
         total_w += W / scale
         total_shift += (mean_c @ W) / scale
     return (total_w / len(weights)).float(), (total_shift / len(weights)).float()

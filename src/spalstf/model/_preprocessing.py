@@ -24,7 +24,6 @@ The model sees two kinds of values, both per cell and free of the genes being im
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Literal
 
 import numpy as np
@@ -136,12 +135,6 @@ class GeneQuantiles:
             raise ValueError("No cells to fit the per-gene quantiles on.")
         probs = np.linspace(0.0, 1.0, n_knots)
         return cls(np.quantile(np.asarray(values, dtype=np.float64), probs, axis=0, method="inverted_cdf").T)
-
-    @classmethod
-    def fit_chunks(cls, chunks: Iterable[np.ndarray], n_knots: int = N_QUANTILE_KNOTS) -> GeneQuantiles:
-        """:meth:`fit` on the rows of several chunks (stacked)."""
-        parts = [np.asarray(c, dtype=np.float32) for c in chunks]
-        return cls.fit(np.concatenate(parts) if parts else np.empty((0, 0), np.float32), n_knots)
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         """Normal scores of ``values`` (cells x genes), float32."""
