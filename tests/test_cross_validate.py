@@ -344,6 +344,23 @@ def test_peak_memory():
     assert 150 < mem.peak_mb < 400
 
 
+def test_gimvi_seed_leaves_scvi_settings_and_environment_as_found(monkeypatch):
+    import os
+
+    import scvi
+    import torch
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.setenv("PL_GLOBAL_SEED", "11")
+    before = (scvi.settings.seed, torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    for _ in range(2):
+        with _peers._scvi_seed(3):
+            assert scvi.settings.seed == 3
+    assert (scvi.settings.seed, torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == before
+    assert "XLA_FLAGS" not in os.environ  # scvi's setter appends to it on every call
+    assert os.environ["PL_GLOBAL_SEED"] == "11"
+
+
 @pytest.mark.skipif(not HAS_TANGRAM, reason="tangram-sc is not installed")
 def test_tangram_seeded_and_global_rng_restored(pair):
     adata_st, adata_sc = pair

@@ -15,7 +15,8 @@ def global_seed(seed: int) -> Iterator[None]:
     """Seed Python's, NumPy's and torch's global generators for a block, then restore their previous states.
 
     For code that draws from the global generators (Tangram's initial mapping, scvi-tools' ``seed_everything``,
-    SpaLSTF's training), so that a seeded call leaves the caller's random state as it found it.
+    SpaLSTF's training), so that a seeded call leaves the caller's random state as it found it. torch's generators
+    are those of the CPU and of every visible CUDA device (``torch.manual_seed`` seeds both).
 
     Examples
     --------
@@ -28,16 +29,16 @@ def global_seed(seed: int) -> Iterator[None]:
     >>> np.random.rand() == first  # the caller's sequence goes on as if nothing had drawn
     True
     """
-    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
+    states = (random.getstate(), np.random.get_state())
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):  # restores the CPU and the CUDA generators
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -245,16 +246,28 @@ def impute_spalstf(
 # gimVI -----------------------------------------------------------------------------------------------------------
 @contextmanager
 def _scvi_seed(seed: int):
-    """Set ``scvi.settings.seed`` (scvi-tools' data splits read it) for a block, then restore it and the generators."""
+    """Set ``scvi.settings.seed`` (scvi-tools' data splits read it) for a block, then restore all it changed.
+
+    Besides the seed and the global generators, scvi-tools' setter turns on cuDNN's deterministic mode and writes the
+    ``XLA_FLAGS`` and ``PL_GLOBAL_SEED`` environment variables; those are restored too.
+    """
     import scvi
 
     previous = scvi.settings.seed
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    environment = {name: os.environ.get(name) for name in ("XLA_FLAGS", "PL_GLOBAL_SEED")}
     with global_seed(seed):
         scvi.settings.seed = seed  # also seeds the global generators (lightning's seed_everything)
         try:
             yield
         finally:
             scvi.settings.seed = previous  # re-seeds when not None; the generators are restored just after
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+            for name, value in environment.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def gimvi_spatial_counts(st: np.ndarray, ref_kept_counts: np.ndarray) -> tuple[np.ndarray, float]:
