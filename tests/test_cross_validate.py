@@ -175,6 +175,7 @@ def test_held_genes_removed_before_method_sees_data(pair, monkeypatch):
     adata_st, adata_sc = pair
     adata_st.layers["counts"] = adata_st.X.copy()  # a layer with every gene must not reach the method
     adata_st.obsm["X_pca"] = np.zeros((adata_st.n_obs, 2))
+    adata_st.obs["total_counts"] = np.asarray(adata_st.X.sum(axis=1)).ravel()  # computed from every gene
     seen = []
     real = _peers.PEERS["knn"]
 
@@ -183,6 +184,7 @@ def test_held_genes_removed_before_method_sees_data(pair, monkeypatch):
         assert set(held_genes) <= set(ref.var_names)
         assert not st.layers.keys()
         assert set(st.obsm.keys()) <= {"spatial"}
+        assert st.obs.columns.empty and st.obs_names.equals(adata_st.obs_names)
         seen.append((list(st.var_names), list(held_genes)))
         return real(st, ref, held_genes, random_state=random_state, **kwargs)
 
@@ -273,6 +275,23 @@ def test_invalid_arguments(pair):
         sp.tl.cross_validate(adata_st, adata_sc, methods="knn", method_kwargs={"ridge": {"alpha": 1.0}})
     with pytest.raises(ValueError, match="share 3 gene"):
         sp.tl.cross_validate(adata_st[:, :3].copy(), adata_sc, methods="knn", n_folds=5)
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "match"),
+    [
+        ("spalstf", {"n_neighbour": 4}, "'n_neighbour'.*did you mean 'n_neighbors'"),
+        ("knn", {"n_neighbour": 4}, "'n_neighbour'.*did you mean 'n_neighbors'"),
+        ("knn", {"random_state": 1}, "cross_validate sets itself"),
+    ],
+)
+def test_a_misspelt_method_option_fails_before_any_fold(pair, monkeypatch, method, options, match):
+    adata_st, adata_sc = pair
+    calls = []
+    monkeypatch.setitem(_peers.PEERS, "ridge", lambda *a, **k: calls.append(1))  # nothing may run
+    with pytest.raises(TypeError, match=match):
+        sp.tl.cross_validate(adata_st, adata_sc, methods=[method, "ridge"], method_kwargs={method: options})
+    assert not calls
 
 
 # SpaGE -----------------------------------------------------------------------------------------------------------

@@ -69,7 +69,8 @@ class PeakMemory:
     Linux allows resetting it, so no spike is missed; elsewhere a background thread samples the RSS every
     ``interval`` seconds (plus once on exit), and a spike shorter than that can be missed. RSS counts everything the
     process holds in RAM (Python objects, NumPy and torch buffers, native libraries), which ``tracemalloc`` misses,
-    and the memory of every thread of the process.
+    and the memory of every thread of the process. Meters do not nest: entering one resets the high-water mark that
+    an enclosing one reads.
 
     Parameters
     ----------

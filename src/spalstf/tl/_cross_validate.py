@@ -60,7 +60,7 @@ class CrossValidationResult:
         ``"Homogeneity"``; only for methods that predicted every gene.
     resources
         One row per method and fold, columns ``["method", "fold", "time_s", "peak_memory_mb", "error"]``: wall time
-        of the method's call, its peak resident-memory increase (sampled by a background thread) and the error
+        of the method's call, its peak resident-memory increase and the error
         message (``""`` when the call succeeded; starting with ``"skipped: "`` when the method could not run at all,
         in which case time and memory are NaN).
     predictions
@@ -200,9 +200,17 @@ def _score_method(method: str, truth: pd.DataFrame, pred: pd.DataFrame, fold_of:
     return tidy[SCORES_COLUMNS]
 
 
-def _fold_data(values: pd.DataFrame, kept: list[str], obs: pd.DataFrame, coords: Any) -> AnnData:
-    """The spatial data a method sees in a fold: the kept genes only, the cells' obs and coordinates, nothing else."""
-    st = ad.AnnData(X=values[kept].to_numpy(dtype=np.float64, copy=True), obs=obs.copy(), var=pd.DataFrame(index=kept))
+def _fold_data(values: pd.DataFrame, kept: list[str], coords: Any) -> AnnData:
+    """The spatial data a method sees in a fold: the kept genes, the cell names and coordinates, nothing else.
+
+    No ``obs`` column goes with it: columns such as ``total_counts`` or clusters may be computed from every gene,
+    the held-out ones included.
+    """
+    st = ad.AnnData(
+        X=values[kept].to_numpy(dtype=np.float64, copy=True),
+        obs=pd.DataFrame(index=values.index),
+        var=pd.DataFrame(index=kept),
+    )
     if coords is not None:
         st.obsm[SPATIAL_KEY] = np.array(coords, copy=True)
     return st
@@ -213,7 +221,6 @@ def _run_methods(
     method_kwargs: Mapping[str, Mapping[str, Any]],
     folds: list[tuple[list[str], list[str]]],
     spatial: pd.DataFrame,
-    obs: pd.DataFrame,
     coords: Any,
     reference: AnnData,
     random_state: int,
@@ -233,7 +240,7 @@ def _run_methods(
             if unavailable is not None:
                 resources.append({**row, "error": unavailable})
                 continue
-            st_fold = _fold_data(spatial, kept, obs, coords)
+            st_fold = _fold_data(spatial, kept, coords)
             error = ""
             monitor = PeakMemory()
             clock = [np.nan, np.nan]
@@ -289,11 +296,12 @@ def cross_validate(
     r"""Cross-validate imputation methods over the genes shared by a spatial panel and a scRNA-seq reference.
 
     The shared genes (spatial genes also in the reference, exact names, in the spatial order) are split with
-    ``KFold(n_folds, shuffle=True, random_state)``. In each fold the held-out
+    ``KFold(n_folds, shuffle=True, random_state=split_random_state)`` (``random_state`` when it is ``None``). In
+    each fold the held-out
     genes are removed from the spatial data *before* a method sees it: each method receives a new AnnData with only
-    the kept genes in ``.X`` (values as in ``adata_st``), the cells' ``obs`` and ``obsm["spatial"]`` (no other layer
-    or embedding, which could carry the held-out genes), and a private copy of the reference (raw counts in ``.X``).
-    It predicts the held-out genes; over the folds every shared gene is predicted exactly once.
+    the kept genes in ``.X`` (values as in ``adata_st``), the cell names and ``obsm["spatial"]`` (no ``obs`` column,
+    layer or embedding, which could carry the held-out genes), and a private copy of the reference (raw counts in
+    ``.X``). It predicts the held-out genes; over the folds every shared gene is predicted exactly once.
 
     Methods (the settings of each are listed on the benchmarks page of the docs):
 
@@ -318,8 +326,9 @@ def cross_validate(
     rescaling), for methods that predicted every gene.
 
     Resources: wall time (``time.perf_counter``) of each method call per fold, and its peak memory, the largest
-    increase of the process's resident set size over its value at the start of the call, sampled every 50 ms by a
-    background thread. Garbage is collected before each call (outside the timed region; the
+    increase of the process's resident set size over its value at the start of the call (the kernel's high-water
+    mark on Linux, reset at the start; elsewhere sampled every 50 ms by a background thread; see
+    ``spalstf._memory.PeakMemory``). Garbage is collected before each call (outside the timed region; the
     objects that exist when ``cross_validate`` starts are frozen with :func:`gc.freeze` meanwhile, so that these
     collections are quick). Scoring is not included. Times depend on the torch and BLAS thread settings of the
     process (``torch.set_num_threads``).
@@ -384,6 +393,8 @@ def cross_validate(
     unknown = [k for k in method_kwargs if k not in names]
     if unknown:
         raise ValueError(f"method_kwargs has options for {unknown}, which are not among the methods {names}.")
+    for method, options in method_kwargs.items():
+        _peers.check_options(method, options)
     check_nonempty(adata_st, "adata_st")
     check_nonempty(adata_sc, "adata_sc")
     for adata, name in ((adata_st, "adata_st"), (adata_sc, "adata_sc")):
@@ -418,7 +429,6 @@ def cross_validate(
         )
     else:
         scored = values
-    obs = adata_st.obs.copy()
     coords = adata_st.obsm[SPATIAL_KEY] if SPATIAL_KEY in adata_st.obsm else None
     reference = ad.AnnData(
         X=sparse.csr_matrix(X_sc, dtype=np.float32, copy=True),
@@ -432,7 +442,7 @@ def cross_validate(
         gc.collect()
         gc.freeze()
     try:
-        predictions, resources = _run_methods(names, method_kwargs, folds, values, obs, coords, reference, random_state)
+        predictions, resources = _run_methods(names, method_kwargs, folds, values, coords, reference, random_state)
     finally:
         if freeze:
             gc.unfreeze()

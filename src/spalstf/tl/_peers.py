@@ -17,7 +17,9 @@ given. Predictions of held-out genes are in the reference's log1p(CP10k) units f
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -497,6 +499,41 @@ PEERS: dict[str, PeerFunction] = {
     "knn": impute_knn,
     "ridge": impute_ridge,
 }
+
+#: The arguments :func:`spalstf.tl.cross_validate` passes to every method itself (not options).
+_ARGS_SET_BY_CROSS_VALIDATE = ("adata_st", "adata_sc", "held_genes", "random_state")
+
+
+def check_options(method: str, options: dict[str, Any]) -> None:
+    """Raise a `TypeError` naming an option of ``method_kwargs[method]`` that the method does not take.
+
+    Checked before any fold runs, so a typo fails at once instead of being recorded as an error of every fold. For
+    ``"spalstf"`` the options are those of :func:`~spalstf.tl.spalstf_impute` and of what it routes them to; a
+    method whose function takes arbitrary keywords (gimVI's training, Tangram's mapping) is checked by its library.
+    """
+    func = PEERS[method]
+    taken = [k for k in options if k in _ARGS_SET_BY_CROSS_VALIDATE]
+    if taken:
+        raise TypeError(f"method_kwargs[{method!r}] sets {taken}, which cross_validate sets itself; remove it.")
+    if func is impute_spalstf:
+        from ._impute import _route_options, spalstf_impute
+
+        own = set(inspect.signature(spalstf_impute).parameters)
+        try:
+            _route_options({k: v for k, v in options.items() if k not in own})
+        except TypeError as err:
+            raise TypeError(f"method_kwargs[{method!r}]: {err}") from None
+        return
+    parameters = inspect.signature(func).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return
+    valid = sorted(set(parameters) - set(_ARGS_SET_BY_CROSS_VALIDATE))
+    unknown = [k for k in options if k not in parameters]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f". Valid options: {valid}."
+        raise TypeError(f"method_kwargs[{method!r}] has an unknown option {unknown[0]!r}{hint}")
+
 
 #: Methods that are known but cannot be run here, with the reason.
 NOT_RUNNABLE: dict[str, str] = {
