@@ -134,6 +134,19 @@ def test_every_option_is_validated_up_front(pair, tiny_model, tiny_train, option
     assert KEY not in adata_st.obsm and KEY not in adata_st.uns
 
 
+@pytest.mark.parametrize("preset_steps", [None, 20])
+def test_too_many_sampling_steps_fail_before_training(pair, tiny_model, tiny_train, monkeypatch, preset_steps):
+    adata_st, adata_sc = pair
+    model = {k: v for k, v in tiny_model.items() if k != "n_diffusion_steps"}  # None: the preset's 1000 steps
+    if preset_steps is not None:
+        model["n_diffusion_steps"] = preset_steps
+    monkeypatch.setattr(sp.model.SpaLSTF, "train", lambda *a, **k: pytest.fail("trained before checking"))
+    with pytest.raises(ValueError, match=rf"n_sampling_steps must be at most .*\({preset_steps or 1000}\)"):
+        sp.tl.spalstf_impute(
+            adata_st, adata_sc, progress_bar=False, n_samples=2, n_sampling_steps=1001, **model, **tiny_train
+        )
+
+
 def test_uns_records_the_values_really_used(pair, tiny_model, tiny_train):
     adata_st, adata_sc = pair
     _run(adata_st, adata_sc, tiny_model, {**tiny_train, "max_epochs": 1}, n_samples=2, n_sampling_steps=50)

@@ -17,7 +17,7 @@ from .._state import global_seed
 from .._streaming import check_out_path
 from .._validation import check_in_memory, check_nonempty, get_matrix
 from ..model import SpaLSTF
-from ..model._defaults import IMPUTE_BATCH_SIZE, SAMPLING_STEPS
+from ..model._defaults import IMPUTE_BATCH_SIZE, PRESETS, SAMPLING_STEPS, check_option, check_preset
 from ..model._model import check_impute_options
 from ..model._module import Sampler
 
@@ -59,6 +59,19 @@ def _route_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     model_options = {k: v for k, v in options.items() if k in model_names}
     train_options = {k: v for k, v in options.items() if k not in model_options}
     return model_options, train_options
+
+
+def _diffusion_steps(model: SpaLSTF | None, model_options: dict[str, Any]) -> int:
+    """The diffusion steps of ``model``, or of the model that ``model_options`` will build (checked before training)."""
+    if model is not None:
+        return model.module.schedule.n_steps
+    preset = model_options.get("preset") or inspect.signature(SpaLSTF.__init__).parameters["preset"].default
+    check_preset(preset)
+    given = model_options.get("n_diffusion_steps")
+    if given is None:
+        return PRESETS[preset]["n_diffusion_steps"]
+    check_option("n_diffusion_steps", given)
+    return given
 
 
 def _registration_view(adata: AnnData, layer: str | None) -> AnnData:
@@ -187,11 +200,13 @@ def spalstf_impute(
             "require_spatial=False to impute without them."
         )
     get_matrix(adata_st, layer_st, "adata_st", "layer_st")
+    model_options, train_options = _route_options(options)
     check_impute_options(
         n_samples=n_samples,
         sampler=sampler,
         n_sampling_steps=n_sampling_steps,
         batch_size=impute_batch_size,
+        n_diffusion_steps=_diffusion_steps(model, model_options),
         batch_size_name="impute_batch_size",
     )
     if copy and adata_st.isbacked:
@@ -201,7 +216,6 @@ def spalstf_impute(
         )
     if out is not None:
         check_out_path(out, overwrite, [adata_st])  # fail before training
-    model_options, train_options = _route_options(options)
 
     if model is None:
         reference = _registration_view(adata_sc, layer_sc)
