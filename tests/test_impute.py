@@ -296,3 +296,14 @@ def test_no_genes_left_to_impute(pair, tiny_model, tiny_train):
     adata_st, adata_sc = pair
     with pytest.raises(ValueError, match="nothing to impute"):
         _run(adata_sc.copy(), adata_sc, tiny_model, tiny_train, require_spatial=False)
+
+
+def test_metadata_keeps_numpy_scalars_as_python_values():
+    from spalstf._outputs import result_metadata
+
+    params = {"lr": np.float64(1e-3), "n_hidden": np.int64(64), "blend": (np.str_("ridge"), "network"), "x": None}
+    meta = result_metadata(
+        measured_genes=["a"], imputed_genes=["b"], output_space="s", params=params, train_time_s=0, impute_time_s=0
+    )
+    assert meta["params"] == {"lr": 1e-3, "n_hidden": 64, "blend": ["ridge", "network"]}
+    assert type(meta["params"]["n_hidden"]) is int

@@ -35,17 +35,24 @@ from ._constants import STD_SUFFIX
 STD_LAYER = STD_SUFFIX.lstrip("_")
 
 
+def _python_scalar(value: Any) -> Any:
+    """NumPy scalars (``np.float64(1e-3)``) as the Python scalar of the same value; anything else unchanged."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _scalar(value: Any) -> bool:
-    return isinstance(value, bool | int | float | str) and not isinstance(value, np.generic)
+    return isinstance(value, bool | int | float | str)
 
 
 def _storable(value: Any) -> Any:
     """``value`` as ``.h5ad`` stores it unchanged (a scalar, or a list of scalars of one type); else ``None``."""
+    value = _python_scalar(value)
     if _scalar(value):
         return value
-    if isinstance(value, list | tuple) and value and all(_scalar(v) for v in value):
-        if len({type(v) for v in value}) == 1:
-            return list(value)
+    if isinstance(value, list | tuple) and value:
+        items = [_python_scalar(v) for v in value]
+        if all(_scalar(v) for v in items) and len({type(v) for v in items}) == 1:
+            return items
     return None
 
 

@@ -757,7 +757,7 @@ class SpaLSTF(BaseModelClass):
         """Impute the model's genes for the cells of ``adata_st``, streaming over its cells.
 
         Outputs are log1p-normalised expression in the reference's units, ``log1p(counts / library * target_sum)``
-        with the library over the model's genes (measured + imputed) of a reference cell: the standardised model
+        with the library over the measured genes of a reference cell: the standardised model
         outputs mapped back with the reference's per-gene mean and standard deviation, and clipped at 0, the smallest
         log1p expression.
 
@@ -774,9 +774,10 @@ class SpaLSTF(BaseModelClass):
         layer
             Layer of ``adata_st`` with the expression values; default: the layer the model was built with.
         n_samples
-            ``1`` (default): the model's point estimate of the posterior mean, ``mu(c)`` (ridge part + BiLSTM-context
-            correction, trained with MSE); no reverse diffusion is run, so ``sampler`` is not used. ``> 1``: that many
-            draws ``mu + r`` from the reverse diffusion (each started from seeded per-cell noise); their mean and their
+            ``1`` (default): the model's point estimate of the posterior mean, ``mu(c)``: the blend, calibrated on the
+            reference, of the ridge fits, the neighbour average and the network head on the BiLSTM embedding (the method
+            page of the docs); no reverse diffusion is run, so ``sampler`` is not used. ``> 1``: that many draws
+            ``mu + r`` from the reverse diffusion (each started from seeded per-cell noise); their mean and their
             standard deviation (the uncertainty) are returned. A single diffusion draw is a sample of the posterior,
             not its mean, which is why it is not the default output.
         sampler
@@ -791,10 +792,11 @@ class SpaLSTF(BaseModelClass):
         progress_bar
             Show a progress bar over sampling steps.
         out
-            Path of an ``.h5ad`` file to write the result into, chunk by chunk. The file holds ``obs`` (index: the
-            cell names of ``adata_st``), ``var`` (index: the imputed genes), ``X`` (float32 mean), ``layers["std"]``
-            (float32 standard deviation over draws; only when ``n_samples > 1``) and ``uns["spalstf"]`` (measured
-            genes, sampling settings, output space). It is written as ``<out>.partial`` and renamed when complete.
+            Path of an ``.h5ad`` file to write the result into, chunk by chunk. The file holds ``obs`` (index: the cell
+            names of ``adata_st``), ``var`` (index: the imputed genes), ``X`` (float32 mean), ``layers["std"]`` (float32
+            standard deviation over draws; only when ``n_samples > 1``) and ``uns["spalstf_imputed"]`` (the metadata of
+            :func:`spalstf.tl.spalstf_impute`: measured genes, settings, output space). It is written as
+            ``<out>.partial`` and renamed when complete.
         overwrite
             Replace an existing ``out`` file.
 

@@ -43,7 +43,8 @@ def alignment_umap(
     """Embed the reference cells, the measured spatial cells and the imputed spatial cells in one UMAP.
 
     A joint space is built on genes all sources have, in a new AnnData (the inputs are not modified): reference
-    counts are library-normalised to ``target_sum`` and log1p-transformed, measured spatial values are
+    counts are library-normalised to ``target_sum`` (library: the cell's total over all its genes) and
+    log1p-transformed, measured spatial values are
     log1p-transformed, imputed values (already log1p) are used as they are; every gene is then z-scored within each
     source (which removes the difference of units between the modalities), the cells are stacked, and PCA, a
     k-nearest-neighbour graph and UMAP are computed with scanpy. Imputed cells that fall among the reference cells
@@ -66,7 +67,8 @@ def alignment_umap(
     layer_st, layer_sc
         Layers holding the measured spatial values and the reference counts (``None``: ``.X``).
     target_sum
-        Library size of the reference's normalisation (that of the imputation's output space).
+        Library size of the reference's normalisation (its library is each cell's total over all its genes, while
+        the imputation's is over the measured genes only).
     max_cells
         Cells drawn at random per source at most (``None``: all), to keep the UMAP fast.
     n_pcs

@@ -166,14 +166,16 @@ def spalstf_impute(
     ``obsm[key_added]``
         :class:`pandas.DataFrame` (index ``obs_names``, columns the imputed genes) of log1p-normalised expression in
         the reference's units, ``log1p(counts / library * target_sum)`` (``target_sum`` 10,000 unless given; the
-        library is the total over the model's genes); ``uns[key_added]["output_space"]`` says which. Not written
+        library is the total over the measured genes); ``uns[key_added]["output_space"]`` says which. Not written
         when ``out`` is given (a stale one is removed).
     ``obsm[key_added + "_std"]``
         Per-cell, per-gene standard deviation over draws (only when ``n_samples > 1`` and no ``out``).
     ``uns[key_added]``
         ``params`` (every setting of the model, its training and the sampling, as used), ``measured_genes`` (genes
         used as the condition, as spelled in ``adata_st``), ``imputed_genes``, ``output_space``, ``train_time_s``,
-        ``impute_time_s`` and, with ``out``, ``out`` (the path of the written file, which holds the same metadata
+        ``impute_time_s``, ``n_cells_without_signal`` and ``cells_without_signal`` (spatial cells whose measured genes
+        are all zero: left out of every statistic fitted on the spatial data, imputed from a zero condition) and, with
+        ``out``, ``out`` (the path of the written file, which holds the same metadata
         in its ``uns[key_added]``). The two layouts are described together in :mod:`spalstf._outputs`.
 
     Examples
