@@ -38,12 +38,15 @@ def log1p_normalize(X: Any, target_sum: float = TARGET_SUM, library: np.ndarray 
     return np.log1p(X * scale[:, None])
 
 
+def count_check_sample(X) -> np.ndarray:
+    """The stored values of ``X`` (all of them, or about a million evenly spaced ones) that count checks look at."""
+    data = np.asarray(X.data if sparse.issparse(X) else X).ravel()
+    return data[:: max(1, data.size // 1_000_000)]
+
+
 def is_count_matrix(X) -> bool:
-    """Whether the values are non-negative integers (counts), judged from the stored (non-zero) values."""
-    data = X.data if sparse.issparse(X) else np.asarray(X)
-    data = np.asarray(data).ravel()
-    if data.size > 1_000_000:
-        data = data[:: data.size // 1_000_000]
+    """Whether the values are integers (counts), judged from :func:`count_check_sample` (signs are not checked)."""
+    data = count_check_sample(X)
     return bool(np.all(data == np.round(data)))
 
 

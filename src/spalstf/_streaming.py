@@ -97,7 +97,8 @@ class H5adChunkWriter:
     """Write cells x genes results into an ``.h5ad`` file, one row chunk at a time.
 
     The file is a regular AnnData: ``obs`` (index: cell names), ``var`` (index: gene names), ``X`` (float32, e.g. the
-    imputed mean), the float32 ``layers`` named in ``layers`` (e.g. ``"std"``), and ``uns``. It is written to
+    imputed mean), the float32 ``layers`` named in ``layers`` (e.g. ``"std"``), and the ``uns`` given to
+    :meth:`close` (metadata such as timings is known only at the end). It is written to
     ``<path>.partial`` and renamed to ``path`` only by :meth:`close`, so an interrupted run never leaves a file that
     looks complete. Use as a context manager: on an exception the partial file is removed.
 
@@ -109,8 +110,6 @@ class H5adChunkWriter:
         Row and column names.
     layers
         Names of the extra float32 layers to allocate.
-    uns
-        Unstructured metadata written into ``uns``.
     """
 
     def __init__(
@@ -119,7 +118,6 @@ class H5adChunkWriter:
         obs_names: pd.Index,
         var_names: pd.Index,
         layers: Sequence[str] = (),
-        uns: dict | None = None,
     ):
         self.path = Path(path)
         self.tmp_path = self.path.with_name(self.path.name + ".partial")
@@ -127,7 +125,6 @@ class H5adChunkWriter:
         skeleton = ad.AnnData(
             obs=pd.DataFrame(index=pd.Index(obs_names, dtype=str)),
             var=pd.DataFrame(index=pd.Index(var_names, dtype=str)),
-            uns=uns or {},
         )
         skeleton.write_h5ad(self.tmp_path)
         self._file = h5py.File(self.tmp_path, "a")
@@ -153,7 +150,7 @@ class H5adChunkWriter:
     def close(self, uns: dict | None = None) -> Path:
         """Flush, close and move the file into place; returns its path.
 
-        ``uns`` replaces the file's ``uns`` first (for metadata known only at the end, such as timings).
+        ``uns`` is written into the file's ``uns`` first.
         """
         if uns is not None:
             del self._file["uns"]

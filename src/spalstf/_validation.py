@@ -10,6 +10,8 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from ._expression import count_check_sample, is_count_matrix
+
 #: Names shown at most in an error message (the rest are counted).
 MAX_NAMES_SHOWN = 10
 
@@ -71,10 +73,8 @@ def check_in_memory(adata: AnnData, name: str) -> None:
 
 def check_counts(X, name: str, where: str) -> None:
     """Raise a `ValueError` when ``X`` does not hold raw counts (integers), saying ``where`` to pass them."""
-    data = X.data if sparse.issparse(X) else np.asarray(X)
-    data = np.asarray(data).ravel()
-    sample = data[:: max(1, data.size // 1_000_000)]
-    if sample.size and not np.all(sample == np.round(sample)):
+    if not is_count_matrix(X):
+        sample = count_check_sample(X)
         fractional = sample[sample != np.round(sample)][:3].tolist()
         raise ValueError(
             f"`{name}` does not hold raw counts: it has non-integer values such as {fractional} (log-normalised or "

@@ -35,6 +35,9 @@ def _kl_rule(n_genes: int) -> float:
 
 _kl_rule.__doc__ = f"2.8 below {KL_LOW_DIM_GENES} model genes, else 0.02"
 
+#: The parts the point estimate can blend (option ``blend``).
+BLEND_PARTS = ("ridge", "neighbours", "network")
+
 #: Settings shared by every preset.
 _COMMON: dict[str, Any] = {
     "n_tokens": 8,
@@ -160,9 +163,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
             isinstance(v, list | tuple)
             and len(v) > 0
             and len(set(v)) == len(v)
-            and all(isinstance(b, str) and b in ("ridge", "neighbours", "network") for b in v)
+            and all(isinstance(b, str) and b in BLEND_PARTS for b in v)
         ),
-        "a non-empty list of distinct parts among 'ridge', 'neighbours', 'network'",
+        f"a non-empty list of distinct parts among {', '.join(map(repr, BLEND_PARTS))}",
     ),
     "alignment": _choice("quantile", "zscore"),
     "normalize_st": ((lambda v: isinstance(v, bool | np.bool_) or v == "auto"), "True, False or 'auto'"),
@@ -176,7 +179,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     # imputation
     "n_samples": _int_at_least(1),
     "n_sampling_steps": _int_at_least(1),
-    "n_top_genes": _int_at_least(1),
+    "sampler": _choice("ddim", "ddpm"),
 }
 
 

@@ -74,8 +74,7 @@ def check_impute_options(
     is used as given, never clamped.
     """
     check_option("n_samples", n_samples)
-    if sampler not in ("ddim", "ddpm"):
-        raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}.")
+    check_option("sampler", sampler)
     check_option("n_sampling_steps", n_sampling_steps)
     if n_diffusion_steps is not None and n_samples > 1 and sampler == "ddim" and n_sampling_steps > n_diffusion_steps:
         raise ValueError(

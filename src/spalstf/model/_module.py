@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._defaults import check_option
 from ._diffusion import Schedule
 from ._network import ConditionEncoder, ContextEncoder, Denoiser
 from ._noise import gaussian
@@ -19,8 +20,6 @@ Sampler = Literal["ddim", "ddpm"]
 Context = Literal["bilstm", "none"]
 Attention = Literal["xca", "softmax"]
 
-#: Parts of the point estimate (see :meth:`SpaLSTFModule.estimate`).
-BLEND_PARTS = ("ridge", "neighbours", "network")
 #: Reference cells at most used for the statistics of the parts and the calibration (evenly spaced).
 MAX_STATISTICS_CELLS = 4096
 
@@ -157,11 +156,9 @@ class SpaLSTFModule(nn.Module):
         n_ref, n_genes = ref_profiles.shape
         if not 0 < n_measured < n_genes:
             raise ValueError(f"n_measured must be in (0, {n_genes}), got {n_measured}.")
-        if context not in ("bilstm", "none"):
-            raise ValueError(f"context must be 'bilstm' or 'none', got {context!r}.")
+        for name, value in (("context", context), ("attention", attention), ("blend", blend)):
+            check_option(name, value)
         blend = tuple(blend)
-        if not blend or any(b not in BLEND_PARTS for b in blend) or len(set(blend)) != len(blend):
-            raise ValueError(f"blend must be a non-empty subset of {BLEND_PARTS}, got {blend!r}.")
         self.n_measured = n_measured
         self.n_imputed = n_genes - n_measured
         self.n_neighbors = min(n_neighbors, n_ref - 1)
