@@ -362,7 +362,10 @@ class SpaLSTFModule(nn.Module):
         # the context is searched from the perturbed condition, as an ST cell's is searched from its own measurement
         if perturbation is not None:
             condition = condition + self.perturbation_std * perturbation
-        y = self.encode(condition, *self.find_neighbors(condition, exclude=indices))
+        if self.context == "bilstm":
+            y = self.encode(condition, *self.find_neighbors(condition, exclude=indices))
+        else:  # the cell alone: no neighbour search on the hot path
+            y = self.encoder.forward_indexed(condition, None, None, None).float()
         mu = self.network_estimate(condition, y)
         r0 = x0 - mu.detach()
         eps = self.predict_noise(self.schedule.q_sample(r0, t, noise), condition, y, t)
