@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -77,12 +76,13 @@ def _load(dataset: str, local: Path | None, shared: Path):
     source = pair.source(None)
     copies = {f.fname: shared / pair.name / f.fname for f in source.files}
     if copies and all(p.exists() for p in copies.values()):
-        cache = Path(tempfile.mkdtemp(prefix="spalstf-bench-"))
-        (cache / "spalstf" / pair.name).mkdir(parents=True)
-        for fname, path in copies.items():
-            shutil.copy(path, cache / "spalstf" / pair.name / fname)
         print(f"reading {pair.name} from {shared / pair.name} (sha256 checked by the loader)", flush=True)
-        return pair.name, sp.datasets.load(pair.name, data_dir=cache, progressbar=False)
+        with tempfile.TemporaryDirectory(prefix="spalstf-bench-") as tmp:  # the loader's cache layout, removed after
+            cache = Path(tmp)
+            (cache / "spalstf" / pair.name).mkdir(parents=True)
+            for fname, path in copies.items():
+                (cache / "spalstf" / pair.name / fname).symlink_to(path.resolve())
+            return pair.name, sp.datasets.load(pair.name, data_dir=cache, progressbar=False)
     return pair.name, sp.datasets.load(pair.name)
 
 
