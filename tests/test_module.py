@@ -10,7 +10,7 @@ from spalstf.model._module import ridge_ensemble_weights
 
 
 def ridge_weight(C, X, alpha):
-    return ridge_ensemble_weights(C, X, [alpha])[0]
+    return next(ridge_ensemble_weights(C, X, [alpha]))
 
 
 @pytest.mark.parametrize("n_cells", [40, 8])  # more cells than genes (primal) and fewer (dual form)

@@ -441,22 +441,26 @@ class SpaLSTFModule(nn.Module):
         return torch.stack(draws)
 
 
-def ridge_ensemble_weights(condition: torch.Tensor, targets: torch.Tensor, alphas) -> list[torch.Tensor]:
-    """Ridge coefficients for each penalty in ``alphas`` from one eigendecomposition (float64).
+def ridge_ensemble_weights(condition: torch.Tensor, targets: torch.Tensor, alphas) -> Iterator[torch.Tensor]:
+    """Ridge coefficients for each penalty in ``alphas`` from one eigendecomposition (float64), one at a time.
 
     ``C^T C = V diag(l) V^T`` gives ``W_a = V diag(1 / (l + a)) V^T C^T X`` for every ``a`` at the cost of one.
     With more condition genes than cells the dual form is used (``C C^T = U diag(l) U^T``,
     ``W_a = C^T U diag(1 / (l + a)) U^T X``), so the decomposed matrix is the smaller of (genes x genes) and
-    (cells x cells): with 18,000 measured genes and 3,000 reference cells, 72 MB instead of 2.6 GB.
+    (cells x cells): with 18,000 measured genes and 3,000 reference cells, 72 MB instead of 2.6 GB. The weights are
+    yielded in turn, so only one (measured x imputed) float64 matrix exists at a time.
     """
     C, X = condition.double(), targets.double()
     if C.shape[1] <= C.shape[0]:
         evals, V = torch.linalg.eigh(C.T @ C)
         proj = V.T @ (C.T @ X)
-        return [V @ (proj / (evals.clamp_min(0) + a)[:, None]) for a in alphas]
+        for a in alphas:
+            yield V @ (proj / (evals.clamp_min(0) + a)[:, None])
+        return
     evals, U = torch.linalg.eigh(C @ C.T)
     proj = U.T @ X
-    return [C.T @ (U @ (proj / (evals.clamp_min(0) + a)[:, None])) for a in alphas]
+    for a in alphas:
+        yield C.T @ (U @ (proj / (evals.clamp_min(0) + a)[:, None]))
 
 
 def ridge_ensemble(condition: torch.Tensor, targets: torch.Tensor, alphas) -> tuple[torch.Tensor, torch.Tensor]:
@@ -472,12 +476,11 @@ def ridge_ensemble(condition: torch.Tensor, targets: torch.Tensor, alphas) -> tu
     mean_c = C.mean(0)
     total_w = torch.zeros(C.shape[1], targets.shape[1], dtype=torch.float64, device=C.device)
     total_shift = torch.zeros(targets.shape[1], dtype=torch.float64, device=C.device)
-    weights = ridge_ensemble_weights(condition, targets, alphas)
-    for W in weights:
+    for W in ridge_ensemble_weights(condition, targets, alphas):
         scale = (C @ W).var(0, unbiased=False).clamp_min(1e-24).sqrt()
         total_w += W / scale
         total_shift += (mean_c @ W) / scale
-    return (total_w / len(weights)).float(), (total_shift / len(weights)).float()
+    return (total_w / len(alphas)).float(), (total_shift / len(alphas)).float()
 
 
 def _gaussian_kl(pred: torch.Tensor, true: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
