@@ -22,12 +22,13 @@ def test_ridge_weight_primal_and_dual_agree(n_cells):
     np.testing.assert_allclose(ridge_weight(C, X, 10.0).numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_ridge_ensemble_is_the_mean_of_standardised_fits():
+@pytest.mark.parametrize(("n_cells", "n_genes"), [(60, 5), (8, 12)])  # primal and dual form
+def test_ridge_ensemble_is_the_mean_of_standardised_fits(n_cells, n_genes):
     from spalstf.model._module import ridge_ensemble
 
     rng = np.random.default_rng(0)
-    C = torch.from_numpy(rng.normal(size=(60, 5)))
-    X = C[:, :2] @ torch.from_numpy(rng.normal(size=(2, 3))) + torch.from_numpy(rng.normal(size=(60, 3)))
+    C = torch.from_numpy(rng.normal(size=(n_cells, n_genes)) + 0.5)  # not centred: the means matter
+    X = C[:, :2] @ torch.from_numpy(rng.normal(size=(2, 3))) + torch.from_numpy(rng.normal(size=(n_cells, 3)))
     alphas = [0.6, 6.0, 60.0]
     W, shift = ridge_ensemble(C, X, alphas)
     expected = 0

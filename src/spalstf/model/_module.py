@@ -20,6 +20,8 @@ Sampler = Literal["ddim", "ddpm"]
 Context = Literal["bilstm", "none"]
 Attention = Literal["xca", "softmax"]
 
+#: Elements at most of the (cells x neighbours x genes) gather of the neighbour average (64 MB in float32).
+_GATHER_ELEMENTS = 2**24
 #: Reference cells at most used for the statistics of the parts and the calibration (evenly spaced).
 MAX_STATISTICS_CELLS = 4096
 
@@ -263,8 +265,10 @@ class SpaLSTFModule(nn.Module):
         with full_precision(condition.device):
             if name == "ridge":
                 return condition.float() @ self.ridge_weight
-            if name == "neighbours":
-                return self.ref_profiles[:, self.n_measured :][neighbors].mean(1)
+            if name == "neighbours":  # in row chunks: the gathered (cells x k x genes) tensor stays small
+                table = self.ref_profiles[:, self.n_measured :]
+                rows = max(1, _GATHER_ELEMENTS // max(1, neighbors.shape[1] * table.shape[1]))
+                return torch.cat([table[chunk].mean(1) for chunk in neighbors.split(rows)])
         return self.network_estimate(condition, y)
 
     def _blend(self, condition: torch.Tensor, neighbors: torch.Tensor, y: torch.Tensor | None, parts=None):
@@ -441,26 +445,37 @@ class SpaLSTFModule(nn.Module):
         return torch.stack(draws)
 
 
-def ridge_ensemble_weights(condition: torch.Tensor, targets: torch.Tensor, alphas) -> Iterator[torch.Tensor]:
-    """Ridge coefficients for each penalty in ``alphas`` from one eigendecomposition (float64), one at a time.
+def _ridge_basis(condition: torch.Tensor, targets: torch.Tensor):
+    """The eigendecomposition every ridge penalty shares (float64), in the smaller of the primal and the dual form.
 
-    ``C^T C = V diag(l) V^T`` gives ``W_a = V diag(1 / (l + a)) V^T C^T X`` for every ``a`` at the cost of one.
-    With more condition genes than cells the dual form is used (``C C^T = U diag(l) U^T``,
-    ``W_a = C^T U diag(1 / (l + a)) U^T X``), so the decomposed matrix is the smaller of (genes x genes) and
-    (cells x cells): with 18,000 measured genes and 3,000 reference cells, 72 MB instead of 2.6 GB. The weights are
-    yielded in turn, so only one (measured x imputed) float64 matrix exists at a time.
+    Primal (genes <= cells): ``C^T C = V diag(l) V^T`` and ``proj = V^T C^T X``, so ``W_a = V diag(1 / (l + a)) proj``.
+    Dual (more condition genes than cells, e.g. 18,000 measured genes and 3,000 reference cells: a 72 MB matrix
+    instead of 2.6 GB): ``C C^T = U diag(l) U^T`` and ``proj = U^T X``, so ``W_a = C^T U diag(1 / (l + a)) proj``.
+    With ``coef = diag(1 / (l + a)) proj`` in both forms, returns ``(evals, proj, to_weights, gain, mean_row)``:
+
+    - ``to_weights(coef)`` is ``W_a`` (``V coef`` or ``C^T U coef``);
+    - the squared norm of the fitted values ``C W_a`` is ``sum_i gain_i coef_i^2`` (``gain = l`` primal, ``l^2`` dual);
+    - their mean over cells is ``mean_row @ coef`` (``mean(C) V`` or ``mean(C) C^T U``).
     """
     C, X = condition.double(), targets.double()
+    mean_c = C.mean(0)
     if C.shape[1] <= C.shape[0]:
         evals, V = torch.linalg.eigh(C.T @ C)
-        proj = V.T @ (C.T @ X)
-        for a in alphas:
-            yield V @ (proj / (evals.clamp_min(0) + a)[:, None])
-        return
+        evals = evals.clamp_min(0)
+        return evals, V.T @ (C.T @ X), (lambda coef: V @ coef), evals, mean_c @ V
     evals, U = torch.linalg.eigh(C @ C.T)
-    proj = U.T @ X
+    evals = evals.clamp_min(0)
+    return evals, U.T @ X, (lambda coef: C.T @ (U @ coef)), evals**2, (C @ mean_c) @ U
+
+
+def ridge_ensemble_weights(condition: torch.Tensor, targets: torch.Tensor, alphas) -> Iterator[torch.Tensor]:
+    """Ridge coefficients ``W_a = (C^T C + a I)^-1 C^T X`` for each penalty in ``alphas`` (float64), one at a time.
+
+    All penalties share one eigendecomposition (:func:`_ridge_basis`, primal or dual form).
+    """
+    evals, proj, to_weights, _, _ = _ridge_basis(condition, targets)
     for a in alphas:
-        yield C.T @ (U @ (proj / (evals.clamp_min(0) + a)[:, None]))
+        yield to_weights(proj / (evals + a)[:, None])
 
 
 def ridge_ensemble(condition: torch.Tensor, targets: torch.Tensor, alphas) -> tuple[torch.Tensor, torch.Tensor]:
@@ -469,18 +484,19 @@ def ridge_ensemble(condition: torch.Tensor, targets: torch.Tensor, alphas) -> tu
     Each penalty's prediction ``C W_a`` is divided by its per-gene standard deviation over the reference cells (a
     strongly penalised fit predicts small values; its ranking of the cells is what it contributes), and the
     standardised predictions are averaged. The average of linear maps is linear: returns ``(W, shift)`` with
-    ``mean_a (C W_a - m_a) / s_a = C W - shift`` (float32). The spreads are those of the (cells x imputed genes)
-    predictions, the size of ``targets``: no (genes x genes) matrix is formed, whichever form the fits used.
+    ``mean_a (C W_a - m_a) / s_a = C W - shift`` (float32). The spreads and means come from the shared
+    eigendecomposition in O(genes x imputed genes) per penalty, and the weights are formed once for all penalties:
+    no (genes x genes) matrix and no per-penalty (cells x genes) prediction.
     """
-    C = condition.double()
-    mean_c = C.mean(0)
-    total_w = torch.zeros(C.shape[1], targets.shape[1], dtype=torch.float64, device=C.device)
-    total_shift = torch.zeros(targets.shape[1], dtype=torch.float64, device=C.device)
-    for W in ridge_ensemble_weights(condition, targets, alphas):
-        scale = (C @ W).var(0, unbiased=False).clamp_min(1e-24).sqrt()
-        total_w += W / scale
-        total_shift += (mean_c @ W) / scale
-    return (total_w / len(alphas)).float(), (total_shift / len(alphas)).float()
+    n = condition.shape[0]
+    evals, proj, to_weights, gain, mean_row = _ridge_basis(condition, targets)
+    total = torch.zeros_like(proj)
+    for a in alphas:
+        coef = proj / (evals + a)[:, None]
+        var = ((gain[:, None] * coef**2).sum(0) / n - (mean_row @ coef) ** 2).clamp_min(1e-24)
+        total += coef / var.sqrt()
+    total /= len(alphas)
+    return to_weights(total).float(), (mean_row @ total).float()
 
 
 def _gaussian_kl(pred: torch.Tensor, true: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
