@@ -46,7 +46,7 @@ from typing import Any
 
 import pandas as pd
 import torch
-from cross_validate import _load, _quiet, machine_info
+from cross_validate import _load, _quiet, limit_threads, machine_info
 
 import spalstf as sp
 from spalstf.tl._cross_validate import CrossValidationResult
@@ -118,11 +118,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     _quiet()
-    if args.threads is not None:
-        from threadpoolctl import threadpool_limits
-
-        torch.set_num_threads(args.threads)
-        threadpool_limits(args.threads)
+    limit_threads(args.threads)
     name, mdata = _load(args.dataset, args.local, args.shared_data)
     adata_st, adata_sc = mdata["spatial"], mdata["rna"]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]

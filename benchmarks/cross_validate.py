@@ -63,6 +63,15 @@ def _quiet() -> None:
     cv_logger.propagate = False
 
 
+def limit_threads(threads: int | None) -> None:
+    """Set torch's intra-op and the BLAS thread counts of this process (``None``: leave the defaults)."""
+    if threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        torch.set_num_threads(threads)
+        threadpool_limits(threads)
+
+
 def _load(dataset: str, local: Path | None, shared: Path):
     if local is not None:
         import mudata as md
@@ -164,11 +173,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--tangram-num-epochs", type=int, default=None)
     args = parser.parse_args(argv)
     _quiet()
-    if args.threads is not None:
-        from threadpoolctl import threadpool_limits
-
-        torch.set_num_threads(args.threads)
-        threadpool_limits(args.threads)
+    limit_threads(args.threads)
 
     name, mdata = _load(args.dataset, args.local, args.shared_data)
     adata_st, adata_sc = mdata["spatial"], mdata["rna"]
