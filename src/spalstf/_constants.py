@@ -6,6 +6,9 @@ from __future__ import annotations
 IMPUTED_KEY = "spalstf_imputed"
 #: Suffix of the ``obsm`` key holding the per-cell, per-gene standard deviation over draws.
 STD_SUFFIX = "_std"
+#: Suffixes of the ``obsm`` keys holding the lower and upper bounds of the calibrated interval (``interval=``).
+LOWER_SUFFIX = "_lower"
+UPPER_SUFFIX = "_upper"
 #: ``obsm`` key of spatial coordinates (scanpy/squidpy convention).
 SPATIAL_KEY = "spatial"
 #: ``obs`` column the model registers to know each reference cell's row (scvi-tools convention).

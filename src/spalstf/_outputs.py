@@ -29,10 +29,13 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ._constants import STD_SUFFIX
+from ._constants import LOWER_SUFFIX, STD_SUFFIX, UPPER_SUFFIX
 
 #: Name of the standard deviation: ``obsm[key + STD_SUFFIX]`` in memory, ``layers[STD_LAYER]`` in a file.
 STD_LAYER = STD_SUFFIX.lstrip("_")
+#: Names of the interval bounds: ``obsm[key + LOWER_SUFFIX]`` in memory, ``layers[LOWER_LAYER]`` in a file.
+LOWER_LAYER = LOWER_SUFFIX.lstrip("_")
+UPPER_LAYER = UPPER_SUFFIX.lstrip("_")
 
 
 def _python_scalar(value: Any) -> Any:
