@@ -69,6 +69,8 @@ def result_metadata(
     impute_time_s: float,
     cells_without_signal: list[str] = (),
     out: str | os.PathLike | None = None,
+    interval: dict[str, Any] | None = None,
+    gene_reliability: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The metadata dictionary of one imputation result (``uns[key]``), the same in memory and in a file.
 
@@ -86,6 +88,10 @@ def result_metadata(
         "n_cells_without_signal": len(cells_without_signal),
         "cells_without_signal": [str(c) for c in cells_without_signal],
     }
+    if interval is not None:
+        meta["interval"] = interval
+    if gene_reliability is not None:
+        meta["gene_reliability"] = {str(g): float(v) for g, v in gene_reliability.items()}
     if out is not None:
         meta["out"] = str(out)
     return meta

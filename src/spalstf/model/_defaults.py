@@ -180,7 +180,15 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "n_samples": _int_at_least(1),
     "n_sampling_steps": _int_at_least(1),
     "sampler": _choice("ddim", "ddpm"),
+    # intervals
+    "interval": ((lambda v: v is None or (_is_real(v) and 0 < v < 1)), "None or a number strictly between 0 and 1"),
+    "n_calibration_folds": _int_at_least(2),
+    "n_strata": _int_at_least(1),
+    "max_calibration_cells": _int_at_least(10),
 }
+
+#: Default central level of the intervals of :func:`~spalstf.tl.spalstf_impute` (``interval=``).
+INTERVAL_LEVEL = 0.9
 
 
 def check_option(name: str, value: Any, argument: str | None = None) -> None:

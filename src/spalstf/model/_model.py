@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 from .._constants import IMPUTED_KEY, INDICES_OBS_KEY
 from .._expression import is_count_matrix, log1p_normalize, to_dense
 from .._genes import GenePlan, plan_genes
-from .._outputs import STD_LAYER, result_metadata
+from .._outputs import LOWER_LAYER, STD_LAYER, UPPER_LAYER, result_metadata
+from .._state import global_seed
 from .._streaming import H5adChunkWriter, check_out_path, iter_row_chunks, rows_per_chunk
 from .._validation import (
     check_counts,
@@ -39,6 +40,7 @@ from .._validation import (
     format_names,
     get_matrix,
 )
+from . import _calibration as cal
 from . import _preprocessing as prep
 from ._defaults import (
     IMPUTE_BATCH_SIZE,
@@ -67,6 +69,7 @@ def check_impute_options(
     batch_size: int,
     n_diffusion_steps: int | None = None,
     batch_size_name: str = "batch_size",
+    interval: float | None = None,
 ) -> None:
     """Raise a `ValueError` naming the argument when a sampling option is out of range (before any work is done).
 
@@ -82,6 +85,11 @@ def check_impute_options(
             f"{n_sampling_steps}."
         )
     check_option("batch_size", batch_size, batch_size_name)
+    check_option("interval", interval)
+
+
+#: Network sizes of the closed-form copies of :meth:`SpaLSTF.calibrate_intervals` (their network is never used).
+_CLOSED_FORM_NETWORK = {"n_hidden": 8, "n_blocks": 1, "n_heads": 1, "n_lstm_hidden": 8, "n_lstm_layers": 1}
 
 
 def _check_reference_genes(adata: AnnData, var_names: pd.Index) -> None:
@@ -320,6 +328,7 @@ class SpaLSTF(BaseModelClass):
             f"SpaLSTF: {len(plan.measured)} measured genes -> {len(plan.imputed)} imputed genes, "
             f"{adata.n_obs} reference cells, preset={preset!r}"
         )
+        self.interval_calibration_: cal.IntervalCalibration | None = None  # set by calibrate_intervals
         self.init_params_ = self._get_init_params(locals())
         self.init_params_["non_kwargs"]["gene_plan"] = {
             "measured": list(plan.measured),
@@ -504,12 +513,13 @@ class SpaLSTF(BaseModelClass):
 
     def _st_condition_chunks(
         self, adata_st: AnnData, layer: str | None, chunk_size: int
-    ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
-        """Yield ``(start, stop, condition, empty)``: the aligned condition of ``adata_st`` rows, one chunk at a time.
+    ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
+        """Yield ``(start, stop, condition, empty, library)``: the aligned condition of ``adata_st`` rows, by chunks.
 
-        ``empty`` flags the cells whose measured genes are all zero. Works for in-memory (dense or sparse) and backed
-        AnnData; only ``chunk_size`` rows are read at once. Each row is mapped by the stored alignment alone, so a
-        cell's condition does not depend on the other cells.
+        ``library`` is each cell's total over the measured genes in ``adata_st``'s own values, ``empty`` flags the
+        cells where it is 0. Works for in-memory (dense or sparse) and backed AnnData; only ``chunk_size`` rows are
+        read at once. Each row is mapped by the stored alignment alone, so a cell's condition does not depend on the
+        other cells.
         """
         pos = self._st_columns(adata_st)
         X = get_matrix(adata_st, layer, "adata_st")
@@ -521,9 +531,9 @@ class SpaLSTF(BaseModelClass):
         }
         for start, stop, rows in iter_row_chunks(X, chunk_size, pos):
             check_values(rows, "adata_st", names)
-            empty = np.asarray(rows.sum(axis=1)).ravel() == 0
+            library = np.asarray(rows.sum(axis=1), dtype=np.float64).ravel()
             values = prep.condition_values(rows, self.target_sum, self.cell_scaling, normalize=normalize)
-            yield start, stop, prep.apply_alignment(self.alignment, params, values), empty
+            yield start, stop, prep.apply_alignment(self.alignment, params, values), library == 0, library
 
     def _fit_st_alignment(
         self, adata_st: AnnData, layer: str | None, normalize_st: bool | str
@@ -565,6 +575,194 @@ class SpaLSTF(BaseModelClass):
         normalize = counts if normalize_st == "auto" else bool(normalize_st)
         values = prep.condition_values(values, self.target_sum, self.cell_scaling, normalize=normalize)
         return prep.fit_alignment(self.alignment, values), normalize
+
+    # intervals and reliability -----------------------------------------------------------------------------------
+    def calibrate_intervals(
+        self,
+        adata_st: AnnData,
+        *,
+        layer: str | None = None,
+        n_folds: int = cal.N_CALIBRATION_FOLDS,
+        n_strata: int = cal.N_STRATA,
+        max_cells: int = cal.MAX_CALIBRATION_CELLS,
+        random_state: int = 0,
+    ) -> cal.IntervalCalibration:
+        """Calibrate the intervals and the per-gene reliability on the measured genes of ``adata_st``.
+
+        Inner leave-genes-out over the model's measured genes (``n_folds`` folds): for each fold, a closed-form copy
+        of the model (the ridge + neighbour blend with this model's preprocessing and settings, no training) is
+        built on the other measured genes and predicts the fold's genes in up to ``max_cells`` evenly spaced cells of
+        ``adata_st`` with signal. Its errors in the platform's space ``log1p(x / L * target_sum)`` (``L`` the cell's
+        total over the measured genes) give split-conformal quantiles in ``n_strata`` strata of the predicted raw
+        measurement, and the agreement of its global and local predictions, paired with its real per-gene Spearman
+        correlation, gives the map to each imputed gene's expected SPCC (``docs/method.md``, section
+        "Uncertainty"). The imputed genes' values never enter; the cost is ``n_folds`` closed-form fits, not
+        trainings. The result is stored as :attr:`interval_calibration_` (saved with the model) and used by
+        :meth:`impute` with ``interval=``.
+
+        Parameters
+        ----------
+        adata_st
+            Spatial data with (at least) the model's measured genes; in memory or backed (read in chunks).
+        layer
+            Layer with the values; default: the layer the model was built with.
+        n_folds
+            Inner folds over the measured genes (at most their number).
+        n_strata
+            Strata of the predicted measurement (``1``: one width per gene, the plain conformal interval).
+        max_cells
+            Spatial cells at most used (evenly spaced over those with signal).
+        random_state
+            Seed of the split of the measured genes into folds.
+
+        Returns
+        -------
+        The fitted :class:`~spalstf.model._calibration.IntervalCalibration`.
+
+        Examples
+        --------
+        >>> model.calibrate_intervals(adata_st)  # doctest: +SKIP
+        >>> model.get_gene_reliability().sort_values().tail()  # doctest: +SKIP
+        """
+        from sklearn.model_selection import KFold
+
+        check_option("n_calibration_folds", n_folds, "n_folds")
+        check_option("n_strata", n_strata)
+        check_option("max_calibration_cells", max_cells, "max_cells")
+        layer = layer if layer is not None else self.st_layer
+        measured_st, measured = list(self.gene_plan.measured_st), list(self.gene_plan.measured)
+        if len(measured) < cal.MIN_CALIBRATION_GENES:
+            raise ValueError(
+                f"Intervals are calibrated on the measured genes, and the model has {len(measured)} (at least "
+                f"{cal.MIN_CALIBRATION_GENES} are needed); pass interval=None."
+            )
+        n_folds = min(n_folds, len(measured))
+        S = self._calibration_cells(adata_st, layer, max_cells)
+        R = self._reference_sample(measured)
+        target_sum = self.target_sum
+
+        # the model itself: its gene map (every measured gene) and the imputed genes' agreement
+        gene_map = self._gene_map(R, S)
+        sample = AnnData(X=S, var=pd.DataFrame(index=measured_st))
+        condition = torch.from_numpy(
+            np.concatenate([c for _, _, c, _, _ in self._st_condition_chunks(sample, None, 4096)])
+        )
+        agreement = cal.agreement_features(self.module, condition.to(self.device))
+
+        # the inner folds: closed-form copies on the other measured genes
+        reference = AnnData(
+            X=self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)[:, self.adata.var_names.get_indexer(measured)],
+            var=pd.DataFrame(index=measured),
+        )
+        reference.obs_names = self.adata.obs_names.copy()
+        with global_seed(random_state):
+            self.setup_anndata(reference)
+            folds = []
+            splitter = KFold(n_folds, shuffle=True, random_state=random_state)
+            for keep, hold in splitter.split(np.arange(len(measured))):
+                folds.append(self._inner_fold(reference, R, S, keep, hold, measured))
+        calibration = cal.fit_interval_calibration(
+            folds,
+            gene_map=gene_map,
+            imputed_genes=self.imputed_genes,
+            imputed_agreement=agreement,
+            target_sum=target_sum,
+            n_strata=n_strata,
+            n_cells=S.shape[0],
+        )
+        self.interval_calibration_ = calibration
+        return calibration
+
+    def get_gene_reliability(self) -> pd.Series:
+        """Expected Spearman correlation of each imputed gene with what the platform would measure.
+
+        From :meth:`calibrate_intervals` (or the first :meth:`impute` with ``interval=``); a `RuntimeError` before.
+
+        Returns
+        -------
+        Series indexed by the imputed genes.
+
+        Examples
+        --------
+        >>> model.get_gene_reliability().sort_values(ascending=False).head()  # doctest: +SKIP
+        """
+        calibration = getattr(self, "interval_calibration_", None)
+        if calibration is None:
+            raise RuntimeError(
+                "The model has no interval calibration yet; call model.calibrate_intervals(adata_st) or "
+                "model.impute(adata_st, interval=0.9) first."
+            )
+        return pd.Series(calibration.gene_reliability, name="gene_reliability").reindex(self.imputed_genes)
+
+    def _calibration_cells(self, adata_st: AnnData, layer: str | None, max_cells: int) -> np.ndarray:
+        """Raw values (float64) of the measured genes in up to ``max_cells`` evenly spaced cells with signal."""
+        pos = self._st_columns(adata_st)
+        X = get_matrix(adata_st, layer, "adata_st")
+        names = list(self.gene_plan.measured_st)
+        sample = prep.quantile_sample_rows(adata_st.n_obs, max_cells)
+        kept = []
+        for start, stop, rows in iter_row_chunks(X, rows_per_chunk(len(pos)), pos):
+            check_values(rows, "adata_st", names)
+            rows = to_dense(rows)
+            in_sample = np.isin(np.arange(start, stop), sample) & (rows.sum(axis=1) > 0)
+            kept.append(rows[in_sample])
+        values = np.concatenate(kept)
+        if len(values) < prep.MIN_FIT_CELLS:
+            raise ValueError(
+                f"adata_st has {len(values)} sampled cell(s) with signal on the measured genes; calibrating "
+                f"intervals needs at least {prep.MIN_FIT_CELLS}. Calibrate on more spatial cells."
+            )
+        return values
+
+    def _reference_sample(self, measured: list[str]) -> np.ndarray:
+        """Raw counts (float64) of the measured genes in up to 20,000 evenly spaced reference cells."""
+        X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        rows = prep.quantile_sample_rows(self.adata.n_obs, cal.MAX_REFERENCE_STATISTICS_CELLS)
+        pos = self.adata.var_names.get_indexer(measured)
+        return to_dense(X[rows][:, pos])
+
+    def _gene_map(self, R: np.ndarray, S: np.ndarray) -> cal.GeneMap:
+        """The platform map of panel genes' statistics: reference (as the model's targets) and spatial moments."""
+        ref_mean, ref_std = cal.gene_moments(log1p_normalize(R, self.target_sum))
+        st_mean, st_std = cal.gene_moments(cal.platform_values(S, S.sum(axis=1), self.target_sum))
+        return cal.GeneMap.fit(ref_mean, ref_std, st_mean, st_std)
+
+    def _inner_fold(
+        self, reference: AnnData, R: np.ndarray, S: np.ndarray, keep: np.ndarray, hold: np.ndarray, measured
+    ) -> cal.InnerFold:
+        """One inner fold: a closed-form copy on the ``keep`` measured genes predicts the ``hold`` ones."""
+        library = S[:, keep].sum(axis=1)
+        cells = library > 0
+        kept_genes, held_genes = [measured[i] for i in keep], [measured[i] for i in hold]
+        st_view = AnnData(X=S[cells][:, keep], var=pd.DataFrame(index=kept_genes))
+        copy = type(self)(
+            reference,
+            st_view,
+            genes=held_genes,
+            **{k: self.settings[k] for k in ("n_neighbors", "ridge_alphas", "alignment", "cell_scaling", "target_sum")},
+            normalize_st=bool(self.module.st_normalized),
+            blend=("ridge", "neighbours"),
+            require_counts=False,
+            **_CLOSED_FORM_NETWORK,
+        )
+        copy.module.to(self.device)
+        condition = torch.from_numpy(
+            np.concatenate([c for _, _, c, _, _ in copy._st_condition_chunks(st_view, None, 4096)])
+        ).to(self.device)
+        estimate = copy.module.posterior_mean(condition).cpu().numpy().astype(np.float64)
+        fold_map = self._gene_map(R[:, keep], S[cells][:, keep])
+        platform_mean, platform_scale = fold_map.apply(
+            copy.module.target_mean.cpu().numpy(), copy.module.target_std.cpu().numpy()
+        )
+        return cal.InnerFold(
+            genes=held_genes,
+            estimate=estimate,
+            platform_mean=platform_mean,
+            platform_scale=platform_scale,
+            measured=cal.platform_values(S[cells][:, hold], library[cells], self.target_sum),
+            library=library[cells],
+            agreement=cal.agreement_features(copy.module, condition),
+        )
 
     # training ----------------------------------------------------------------------------------------------------
     def train(
@@ -750,15 +948,18 @@ class SpaLSTF(BaseModelClass):
         batch_size: int = IMPUTE_BATCH_SIZE,
         random_state: int = 0,
         progress_bar: bool = True,
+        interval: float | None = None,
         out: str | os.PathLike | None = None,
         overwrite: bool = False,
-    ) -> tuple[pd.DataFrame, pd.DataFrame | None] | AnnData:
+    ) -> tuple[pd.DataFrame, ...] | AnnData:
         """Impute the model's genes for the cells of ``adata_st``, streaming over its cells.
 
-        Outputs are log1p-normalised expression in the reference's units, ``log1p(counts / library * target_sum)``
-        with the library over the measured genes of a reference cell: the standardised model
-        outputs mapped back with the reference's per-gene mean and standard deviation, and clipped at 0, the smallest
-        log1p expression.
+        Without ``interval``, outputs are log1p-normalised expression in the reference's units,
+        ``log1p(counts / library * target_sum)`` with the library over the measured genes of a reference cell: the
+        standardised model outputs mapped back with the reference's per-gene mean and standard deviation, and clipped
+        at 0, the smallest log1p expression. With ``interval``, every output is in the spatial platform's space,
+        ``log1p(x / L * target_sum)`` with ``L`` the spatial cell's total over the measured genes (what the platform
+        would measure; see :meth:`calibrate_intervals`).
 
         The cells are processed in chunks of ``batch_size``: each chunk's rows are read from ``adata_st`` (in memory,
         dense or sparse, or backed, ``anndata.read_h5ad(path, backed="r")``), turned into the condition, run through
@@ -790,24 +991,33 @@ class SpaLSTF(BaseModelClass):
             Seed of the per-cell noise (keyed by cell name, so independent of batch and order).
         progress_bar
             Show a progress bar over sampling steps.
+        interval
+            Central level (e.g. ``0.9``) of calibrated intervals around the point estimate, or ``None`` (default).
+            The first call calibrates the model on the measured genes of ``adata_st`` (:meth:`calibrate_intervals`)
+            unless it was calibrated before; :meth:`get_gene_reliability` then gives the expected SPCC of every gene.
+            The intervals are around the posterior-mean estimate (also when ``n_samples > 1``).
         out
             Path of an ``.h5ad`` file to write the result into, chunk by chunk. The file holds ``obs`` (index: the cell
             names of ``adata_st``), ``var`` (index: the imputed genes), ``X`` (float32 mean), ``layers["std"]`` (float32
-            standard deviation over draws; only when ``n_samples > 1``) and ``uns["spalstf_imputed"]`` (the metadata of
-            :func:`spalstf.tl.spalstf_impute`: measured genes, settings, output space). It is written as
-            ``<out>.partial`` and renamed when complete.
+            standard deviation over draws; only when ``n_samples > 1``), ``layers["lower"]`` and ``layers["upper"]``
+            (the interval; only with ``interval``) and ``uns["spalstf_imputed"]`` (the metadata of
+            :func:`spalstf.tl.spalstf_impute`: measured genes, settings, output space, interval and gene reliability).
+            It is written as ``<out>.partial`` and renamed when complete.
         overwrite
             Replace an existing ``out`` file.
 
         Returns
         -------
-        Without ``out``: ``(mean, std)``, DataFrames indexed by ``adata_st.obs_names`` with the imputed genes as
-        columns; ``std`` is ``None`` when ``n_samples == 1``. With ``out``: the written file opened with
-        ``anndata.read_h5ad(out, backed="r")``.
+        Without ``out``: ``(mean, std)``, or ``(mean, std, lower, upper)`` with ``interval``: DataFrames indexed by
+        ``adata_st.obs_names`` with the imputed genes as columns; ``std`` is ``None`` when ``n_samples == 1``. Cells
+        without signal (all measured genes zero) have NaN bounds: their platform value is undefined. With ``out``:
+        the written file opened with ``anndata.read_h5ad(out, backed="r")``.
 
         Examples
         --------
         >>> mean, std = model.impute(adata_st, n_samples=8)  # doctest: +SKIP
+        >>> mean, std, lower, upper = model.impute(adata_st, interval=0.9)  # doctest: +SKIP
+        >>> model.get_gene_reliability().sort_values(ascending=False).head()  # doctest: +SKIP
         >>> big = anndata.read_h5ad("st_cells.h5ad", backed="r")  # doctest: +SKIP
         >>> result = model.impute(big, out="imputed.h5ad", batch_size=4096)  # doctest: +SKIP
         >>> result.X[:10]  # first 10 cells, read from disk  # doctest: +SKIP
@@ -821,10 +1031,13 @@ class SpaLSTF(BaseModelClass):
             batch_size=batch_size,
             random_state=random_state,
             progress_bar=progress_bar,
+            interval=interval,
             out=out,
             overwrite=overwrite,
         )
-        return result
+        if out is not None or interval is None:
+            return result
+        return result["mean"], result["std"], result["lower"], result["upper"]
 
     def _impute(
         self,
@@ -839,11 +1052,16 @@ class SpaLSTF(BaseModelClass):
         progress_bar: bool,
         out: str | os.PathLike | None,
         overwrite: bool,
+        interval: float | None = None,
+        extra_levels: Sequence[float] = (),
         key_added: str = IMPUTED_KEY,
-    ) -> tuple[tuple[pd.DataFrame, pd.DataFrame | None] | AnnData, dict[str, Any]]:
+    ) -> tuple[tuple[pd.DataFrame, pd.DataFrame | None] | dict[str, Any] | AnnData, dict[str, Any]]:
         """The worker of :meth:`impute`: the result and its metadata (:func:`spalstf._outputs.result_metadata`).
 
-        With ``out``, the metadata is also written into the file's ``uns[key_added]``.
+        In memory, the result is ``(mean, std)`` without ``interval``; with it, a dict with ``"mean"``, ``"std"``,
+        ``"lower"``, ``"upper"`` and, for each of ``extra_levels`` (benchmarks: the calibration curve),
+        ``("lower", level)``, ``("upper", level)``, ``("gene_lower", level)`` and ``("gene_upper", level)`` (the last
+        two: one width per gene). With ``out``, the metadata is also written into the file's ``uns[key_added]``.
         """
         if not self.is_trained_:
             raise RuntimeError("The model is not trained yet; call `model.train()` first.")
@@ -853,11 +1071,17 @@ class SpaLSTF(BaseModelClass):
             n_sampling_steps=n_sampling_steps,
             batch_size=batch_size,
             n_diffusion_steps=self.module.schedule.n_steps,
+            interval=interval,
         )
+        if extra_levels and (interval is None or out is not None):
+            raise ValueError("extra_levels needs interval= and an in-memory result.")
         layer = layer if layer is not None else self.st_layer
         self._st_columns(adata_st)  # fail on missing genes before creating any file
         get_matrix(adata_st, layer, "adata_st")
         out_path = check_out_path(out, overwrite, [adata_st]) if out is not None else None
+        if interval is not None and getattr(self, "interval_calibration_", None) is None:
+            logger.info("Calibrating the intervals on the %d measured genes of adata_st.", len(self.measured_genes))
+            self.calibrate_intervals(adata_st, layer=layer)
         n_obs, obs_names, columns = adata_st.n_obs, adata_st.obs_names.copy(), pd.Index(self.imputed_genes)
         if n_samples == 1:
             n_steps = 1
@@ -871,7 +1095,11 @@ class SpaLSTF(BaseModelClass):
             "n_sampling_steps": n_sampling_steps,
             "random_state": random_state,
             "impute_batch_size": batch_size,
+            "interval": interval,
         }
+        names = ["mean"] + (["std"] if n_samples > 1 else []) + (["lower", "upper"] if interval is not None else [])
+        for level in extra_levels:
+            names += [("lower", level), ("upper", level), ("gene_lower", level), ("gene_upper", level)]
         start = time.perf_counter()
 
         def run_chunks(write) -> list[str]:
@@ -886,49 +1114,64 @@ class SpaLSTF(BaseModelClass):
                 random_state,
                 progress_bar,
                 n_steps,
+                interval,
+                tuple(extra_levels),
             )
 
         if out_path is None:
-            mean_out = np.empty((n_obs, len(columns)), dtype=np.float32)
-            std_out = np.empty_like(mean_out) if n_samples > 1 else None
+            arrays = {name: np.empty((n_obs, len(columns)), dtype=np.float32) for name in names}
 
-            def write(start, stop, mean, std):
-                mean_out[start:stop] = mean
-                if std is not None:
-                    std_out[start:stop] = std
+            def write(start, stop, values):
+                for name, value in values.items():
+                    arrays[name][start:stop] = value
 
             empty = run_chunks(write)
-            mean = pd.DataFrame(mean_out, index=obs_names, columns=columns, copy=False)
-            std = pd.DataFrame(std_out, index=obs_names, columns=columns, copy=False) if n_samples > 1 else None
-            return (mean, std), self._result_metadata(sampling, time.perf_counter() - start, empty)
+            frames = {n: pd.DataFrame(a, index=obs_names, columns=columns, copy=False) for n, a in arrays.items()}
+            metadata = self._result_metadata(sampling, time.perf_counter() - start, empty, interval)
+            if interval is None:
+                return (frames["mean"], frames.get("std")), metadata
+            frames.setdefault("std", None)
+            return frames, metadata
 
-        layers = [STD_LAYER] if n_samples > 1 else []
-        with H5adChunkWriter(out_path, obs_names, columns, layers) as writer:
+        layers = [n for n in ("std", "lower", "upper") if n in names]
+        file_layers = {"std": STD_LAYER, "lower": LOWER_LAYER, "upper": UPPER_LAYER}
+        with H5adChunkWriter(out_path, obs_names, columns, [file_layers[n] for n in layers]) as writer:
 
-            def write(start, stop, mean, std):
-                if std is None:
-                    writer.write(start, stop, mean)
-                else:
-                    writer.write(start, stop, mean, **{STD_LAYER: std})
+            def write(start, stop, values):
+                writer.write(start, stop, values["mean"], **{file_layers[n]: values[n] for n in layers})
 
             empty = run_chunks(write)
-            metadata = self._result_metadata(sampling, time.perf_counter() - start, empty, out=out_path)
+            metadata = self._result_metadata(sampling, time.perf_counter() - start, empty, interval, out=out_path)
             writer.close(uns={key_added: metadata})
         return anndata.read_h5ad(out_path, backed="r"), metadata
 
     def _result_metadata(
-        self, sampling: dict[str, Any], impute_time_s: float, without_signal: list[str], out=None
+        self,
+        sampling: dict[str, Any],
+        impute_time_s: float,
+        without_signal: list[str],
+        interval: float | None = None,
+        out=None,
     ) -> dict[str, Any]:
-        """Metadata of a result: every setting as used (model, training, sampling), genes, output space, times."""
+        """Metadata of a result: every setting as used (model, training, sampling), genes, output space, times.
+
+        With ``interval``: the output space is the platform's, and the interval record and the gene reliability
+        are added.
+        """
+        calibration = getattr(self, "interval_calibration_", None) if interval is not None else None
         return result_metadata(
             cells_without_signal=without_signal,
             measured_genes=list(self.gene_plan.measured_st),
             imputed_genes=self.imputed_genes,
-            output_space=prep.model_output_space(self.target_sum),
+            output_space=(
+                prep.model_output_space(self.target_sum) if calibration is None else platform_space(self.target_sum)
+            ),
             params={**self.settings, **getattr(self, "train_params_", {}), **sampling},
             train_time_s=getattr(self, "train_time_s_", float("nan")),
             impute_time_s=impute_time_s,
             out=out,
+            interval=None if calibration is None else calibration.describe(interval),
+            gene_reliability=None if calibration is None else dict(calibration.gene_reliability),
         )
 
     def _impute_chunks(
@@ -943,24 +1186,31 @@ class SpaLSTF(BaseModelClass):
         random_state: int,
         progress_bar: bool,
         n_steps: int,
+        interval: float | None = None,
+        extra_levels: tuple[float, ...] = (),
     ) -> list[str]:
-        """Read, condition, impute and ``write(start, stop, mean, std)`` each chunk of ``batch_size`` cells.
+        """Read, condition, impute and ``write(start, stop, values)`` each chunk of ``batch_size`` cells.
 
-        Returns the names of the cells without signal (all measured genes zero).
+        ``values`` maps the output names (``"mean"``, ``"std"``, ``"lower"``, ``"upper"``, the extra levels' bounds)
+        to the chunk's arrays. Returns the names of the cells without signal (all measured genes zero).
         """
         device = self.device
         without_signal: list[str] = []
+        calibration = self.interval_calibration_ if interval is not None else None
+        target_mean = self.module.target_mean.cpu().numpy()
+        target_std = self.module.target_std.cpu().numpy()
         self.module.eval()
         with tqdm(
             total=n_steps * n_samples * int(np.ceil(adata_st.n_obs / batch_size)),
             desc=f"Sampling ({sampler})",
             disable=not progress_bar,
         ) as bar:
-            for start, stop, values, empty in self._st_condition_chunks(adata_st, layer, batch_size):
+            for start, stop, values, empty, library in self._st_condition_chunks(adata_st, layer, batch_size):
                 without_signal.extend(str(n) for n in adata_st.obs_names[start:stop][empty])
                 cond = torch.from_numpy(values).to(device)
+                estimate = self.module.posterior_mean(cond)
                 if n_samples == 1:
-                    draws = self.module.posterior_mean(cond)[None]
+                    draws = estimate[None]
                     bar.update(1)
                 else:
                     draws = self.module.sample(
@@ -971,7 +1221,29 @@ class SpaLSTF(BaseModelClass):
                         n_sampling_steps=n_sampling_steps,
                         step_callback=lambda: bar.update(1),
                     )
-                draws = (draws * self.module.target_std + self.module.target_mean).clamp_min(0.0)
-                std = draws.std(0, unbiased=False).cpu().numpy() if n_samples > 1 else None
-                write(start, stop, draws.mean(0).cpu().numpy(), std)
+                draws = draws.cpu().numpy().astype(np.float64)
+                if calibration is None:
+                    draws = np.maximum(draws * target_std + target_mean, 0.0)
+                else:
+                    draws = calibration.point(draws, target_mean, target_std)[0]
+                out = {"mean": draws.mean(0)}
+                if n_samples > 1:
+                    out["std"] = draws.std(0)
+                if calibration is not None:
+                    point, scale = calibration.point(estimate.cpu().numpy(), target_mean, target_std)
+                    out["lower"], out["upper"] = calibration.bounds(point, scale, library, interval)
+                    for level in extra_levels:
+                        out[("lower", level)], out[("upper", level)] = calibration.bounds(point, scale, library, level)
+                        out[("gene_lower", level)], out[("gene_upper", level)] = calibration.bounds(
+                            point, scale, library, level, per_cell=False
+                        )
+                write(start, stop, out)
         return without_signal
+
+
+def platform_space(target_sum: float) -> str:
+    """The ``output_space`` string of outputs with intervals: what the spatial platform measures."""
+    return (
+        f"log1p(x / L * {target_sum:g}) of the spatial platform: x the value in adata_st, L the cell's total over "
+        "the measured panel genes"
+    )

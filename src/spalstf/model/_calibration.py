@@ -1,0 +1,391 @@
+"""Calibrated intervals and per-gene reliability of imputed genes, learnt on the spatial panel (numpy, no AnnData).
+
+What an interval is about
+    The value the spatial platform would measure, ``y = log1p(x / L * target_sum)``: ``x`` a gene's measurement in a
+    spatial cell (in the spatial data's own values) and ``L`` that cell's total over its measured panel genes
+    (:func:`platform_values`). The model's estimate is in the reference's units, so it is first mapped into that space
+    (:class:`GeneMap` and the pooled line of :class:`IntervalCalibration`).
+
+How it is calibrated (:func:`fit_interval_calibration`; the orchestration over AnnData objects is
+:meth:`spalstf.model.SpaLSTF.calibrate_intervals`)
+    Inner leave-genes-out over the *measured* genes only: the panel is split into folds; for each, a closed-form copy
+    of the model (ridge + neighbour blend, the same preprocessing, no training) is built on the other panel genes and
+    predicts the fold's genes in a sample of spatial cells, where they were measured. Its errors in platform space,
+    divided by a per-gene scale, are the conformal scores. Split-conformal quantiles of the signed scores are taken
+    separately in *strata* of the predicted raw measurement ``L * expm1(p) / target_sum`` (Mondrian conformal): an
+    interval's width depends on the gene (its scale) and on the cell (its library and predicted value). The genes
+    being imputed never enter the calibration.
+
+Per-gene reliability
+    For each gene, the Spearman agreement, across the sample of spatial cells, between two views of the same
+    prediction that err differently: the global closed-form fits (the ridge part, and the ridge + neighbour blend)
+    and the mean of the few nearest reference cells alone (:func:`agreement_features`). It needs no measurement.
+    On the panel genes of the inner folds, this agreement is paired with the real Spearman correlation between the
+    prediction and the measurement; the imputed genes' agreement is mapped onto that SPCC by quantile mapping
+    (:meth:`IntervalCalibration.reliability`), giving an expected SPCC per gene.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._module import SpaLSTFModule
+
+#: Spatial cells at most used by the calibration (an evenly spaced subset of the cells with signal).
+MAX_CALIBRATION_CELLS = 10_000
+#: Reference cells at most used for the per-gene statistics of the gene map.
+MAX_REFERENCE_STATISTICS_CELLS = 20_000
+#: Default number of inner folds over the panel genes and of strata of the predicted measurement.
+N_CALIBRATION_FOLDS = 5
+N_STRATA = 5
+#: Fewest measured genes that intervals can be calibrated on (each inner fold needs genes to predict and to use).
+MIN_CALIBRATION_GENES = 4
+#: Tail probabilities at which the score quantiles of each stratum are stored (0.5, 0.5005, ..., 1).
+SCORE_PROBS = np.linspace(0.5, 1.0, 1001)
+#: Levels of the calibration curve of the benchmarks.
+CURVE_LEVELS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+#: Method string recorded in ``uns[key]["interval"]["method"]``.
+METHOD = (
+    "split-conformal over inner leave-genes-out folds of the measured panel (closed-form copies of the model), "
+    "signed scores in strata of the predicted raw measurement"
+)
+
+
+def platform_values(values: np.ndarray, library: np.ndarray, target_sum: float) -> np.ndarray:
+    """``log1p(values / library * target_sum)`` (float64); NaN for cells whose library is 0 (undefined)."""
+    values = np.asarray(values, dtype=np.float64)
+    library = np.asarray(library, dtype=np.float64).reshape(-1, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.log1p(values / library * target_sum)
+    out[np.broadcast_to(library <= 0, out.shape)] = np.nan
+    return out
+
+
+def gene_moments(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation (ddof 0) over the finite rows."""
+    return np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+
+
+def spearman_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman correlation of each column of ``a`` with the same column of ``b`` over the rows where both are finite.
+
+    A constant column (or fewer than 3 rows) gives NaN.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    out = np.full(a.shape[1], np.nan)
+    for j in range(a.shape[1]):
+        ok = np.isfinite(a[:, j]) & np.isfinite(b[:, j])
+        if ok.sum() < 3:
+            continue
+        ra, rb = rankdata(a[ok, j]), rankdata(b[ok, j])
+        sa, sb = ra.std(), rb.std()
+        if sa > 0 and sb > 0:
+            out[j] = float(((ra - ra.mean()) * (rb - rb.mean())).mean() / (sa * sb))
+    return out
+
+
+@dataclass
+class GeneMap:
+    """Per-gene mean and spread in platform space predicted from the gene's reference statistics.
+
+    Two lines fitted across the panel genes, which both modalities measured: platform mean on reference mean, and
+    platform standard deviation on reference standard deviation (both in ``log1p`` panel-library units). A gene the
+    platform never measured gets the mean and spread its reference statistics predict; the spread is floored at a
+    tenth of the panel genes' median.
+    """
+
+    mean_coef: tuple[float, float]
+    scale_coef: tuple[float, float]
+    scale_floor: float
+
+    @classmethod
+    def fit(cls, ref_mean, ref_std, st_mean, st_std) -> GeneMap:
+        """Fit the two lines (least squares; a slope of 0 when the panel genes' reference statistics are all equal)."""
+
+        def line(x, y) -> tuple[float, float]:
+            x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+            if np.ptp(x) <= 1e-12:
+                return float(y.mean()), 0.0
+            slope, intercept = np.polyfit(x, y, 1)
+            return float(intercept), float(slope)
+
+        floor = 0.1 * float(np.median(st_std)) if np.median(st_std) > 0 else 1e-3
+        return cls(line(ref_mean, st_mean), line(ref_std, st_std), max(floor, 1e-6))
+
+    def apply(self, ref_mean, ref_std) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted platform mean and spread of genes with these reference statistics."""
+        mean = self.mean_coef[0] + self.mean_coef[1] * np.asarray(ref_mean, np.float64)
+        scale = self.scale_coef[0] + self.scale_coef[1] * np.asarray(ref_std, np.float64)
+        return mean, np.maximum(scale, self.scale_floor)
+
+
+@dataclass
+class InnerFold:
+    """What one inner fold of the calibration gives: predictions of measured genes from the other measured genes.
+
+    Attributes
+    ----------
+    genes
+        The fold's predicted panel genes.
+    estimate
+        (cells, genes) the closed-form copy's standardised estimate.
+    platform_mean, platform_scale
+        (genes,) the gene map of the fold (fitted on its other panel genes) applied to the genes.
+    measured
+        (cells, genes) their platform values (NaN where undefined).
+    library
+        (cells,) the cells' library over the fold's other panel genes.
+    agreement
+        (genes,) :func:`agreement_features` of the copy.
+    """
+
+    genes: list[str]
+    estimate: np.ndarray
+    platform_mean: np.ndarray
+    platform_scale: np.ndarray
+    measured: np.ndarray
+    library: np.ndarray
+    agreement: np.ndarray
+
+
+@dataclass
+class ScoreTable:
+    """Quantiles of the signed conformal scores in each stratum (rows), at :data:`SCORE_PROBS`."""
+
+    upper: np.ndarray
+    lower: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def fit(cls, scores: np.ndarray, strata: np.ndarray, n_strata: int) -> ScoreTable:
+        upper = np.empty((n_strata, len(SCORE_PROBS)))
+        lower = np.empty_like(upper)
+        counts = np.zeros(n_strata, dtype=np.int64)
+        for s in range(n_strata):
+            r = scores[strata == s]
+            if len(r) == 0:  # an empty stratum (ties at an edge): the pooled scores stand in
+                r = scores
+            counts[s] = len(r)
+            upper[s] = np.quantile(r, SCORE_PROBS, method="inverted_cdf")
+            lower[s] = np.quantile(-r, SCORE_PROBS, method="inverted_cdf")
+        return cls(upper, lower, counts)
+
+    def quantiles(self, level: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per stratum, the conformal quantiles of the lower and the upper score at a central ``level``.
+
+        Each tail gets ``(1 - level) / 2``; the finite-sample rank ``ceil((n + 1) p) / n`` is used, and a stratum too
+        small for it gets an infinite bound.
+        """
+        tail = 1.0 - (1.0 - level) / 2.0
+        lo, hi = np.empty(len(self.counts)), np.empty(len(self.counts))
+        for s, n in enumerate(self.counts):
+            prob = math.ceil((n + 1) * tail - 1e-9) / n
+            if prob > 1.0:
+                lo[s] = hi[s] = np.inf
+            else:
+                lo[s] = np.interp(prob, SCORE_PROBS, self.lower[s])
+                hi[s] = np.interp(prob, SCORE_PROBS, self.upper[s])
+        return lo, hi
+
+
+@dataclass
+class IntervalCalibration:
+    """The fitted calibration of a model: point map, strata, score tables, reliability map (see the module docs).
+
+    Stored on the model as ``interval_calibration_`` (saved and loaded with it).
+    """
+
+    gene_map: GeneMap
+    shift: float
+    slope: float
+    target_sum: float
+    edges: np.ndarray
+    table: ScoreTable
+    gene_table: ScoreTable
+    agreement_knots: np.ndarray
+    spcc_knots: np.ndarray
+    gene_reliability: dict[str, float]
+    calibration_genes: list[str]
+    n_cells: int
+    n_folds: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+    # the point in platform space ---------------------------------------------------------------------------------
+    def point(
+        self, estimate: np.ndarray, ref_mean: np.ndarray, ref_std: np.ndarray, gene_map: GeneMap | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Platform-space point ``max(0, m + s * (shift + slope * estimate))`` and the genes' scale ``s``.
+
+        ``estimate`` is the model's standardised estimate (cells x genes); ``ref_mean``/``ref_std`` the genes'
+        reference statistics in panel-library ``log1p`` units.
+        """
+        mean, scale = (gene_map or self.gene_map).apply(ref_mean, ref_std)
+        p = mean + scale * (self.shift + self.slope * np.asarray(estimate, np.float64))
+        return np.maximum(p, 0.0), scale
+
+    def strata(self, point: np.ndarray, library: np.ndarray) -> np.ndarray:
+        """Stratum of each entry: where ``log1p(L * expm1(p) / target_sum)`` falls among the fitted edges."""
+        return np.searchsorted(self.edges, measurement_key(point, library, self.target_sum))
+
+    def bounds(
+        self, point: np.ndarray, scale: np.ndarray, library: np.ndarray, level: float, *, per_cell: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bound of the central ``level`` interval (cells x genes, float64).
+
+        ``per_cell=False`` uses one width per gene (the scores pooled over strata): the plain conformal interval the
+        benchmarks compare with. The lower bound is at least 0 (the smallest value of the space); cells whose library
+        is 0 get NaN bounds (their platform value is undefined).
+        """
+        library = np.asarray(library, np.float64).ravel()
+        if per_cell:
+            lo_q, hi_q = self.table.quantiles(level)
+            s = self.strata(point, library)
+            lo_q, hi_q = lo_q[s], hi_q[s]
+        else:
+            lo_q, hi_q = self.gene_table.quantiles(level)
+            lo_q, hi_q = lo_q[0], hi_q[0]
+        lower = np.maximum(point - lo_q * scale, 0.0)
+        upper = point + hi_q * scale
+        empty = library <= 0
+        lower[empty] = np.nan
+        upper[empty] = np.nan
+        return lower, upper
+
+    # reliability -------------------------------------------------------------------------------------------------
+    def reliability(self, agreement: np.ndarray) -> np.ndarray:
+        """Expected SPCC of genes with this agreement: the quantile map of the panel genes' (agreement, SPCC)."""
+        a = np.nan_to_num(np.asarray(agreement, np.float64), nan=float(self.agreement_knots[0]))
+        return np.interp(a, self.agreement_knots, self.spcc_knots)
+
+    def describe(self, level: float) -> dict[str, Any]:
+        """The ``uns[key]["interval"]`` record: level, method, what it was calibrated on."""
+        return {
+            "level": float(level),
+            "method": METHOD,
+            "n_calibration_genes": len(self.calibration_genes),
+            "calibration_genes": list(self.calibration_genes),
+            "n_calibration_cells": int(self.n_cells),
+            "n_folds": int(self.n_folds),
+            "n_strata": len(self.edges) + 1,
+            "point_map": {"shift": float(self.shift), "slope": float(self.slope)},
+            "leakage": "only the measured genes of the spatial data; never the genes being imputed",
+        }
+
+
+def measurement_key(point: np.ndarray, library: np.ndarray, target_sum: float) -> np.ndarray:
+    """``log1p(L * expm1(p) / target_sum)``: the predicted raw measurement of each entry (its stratum key)."""
+    library = np.asarray(library, np.float64).reshape(-1, 1)
+    return np.log1p(np.maximum(library, 0.0) * np.expm1(point) / target_sum)
+
+
+def fit_interval_calibration(
+    folds: list[InnerFold],
+    *,
+    gene_map: GeneMap,
+    imputed_genes: list[str],
+    imputed_agreement: np.ndarray,
+    target_sum: float,
+    n_strata: int = N_STRATA,
+    n_cells: int,
+) -> IntervalCalibration:
+    """Fit the point map, the strata and score tables, and the reliability map from the inner folds.
+
+    ``gene_map`` is the map fitted on every measured gene (used for the imputed genes); each fold carries the map of
+    its own panel genes. ``imputed_agreement`` gives the imputed genes' :func:`agreement_features`.
+    """
+    # the pooled line from the standardised estimate to the standardised platform value
+    z, e = [], []
+    for f in folds:
+        ok = np.isfinite(f.measured)
+        z.append(((f.measured - f.platform_mean) / f.platform_scale)[ok])
+        e.append(np.broadcast_to(f.estimate, f.measured.shape)[ok])
+    z, e = np.concatenate(z), np.concatenate(e)
+    if len(z) < 10:
+        raise ValueError("Too few measured values to calibrate intervals on (fewer than 10 finite entries).")
+    if np.ptp(e) > 0:
+        slope, shift = np.polyfit(e, z, 1)
+    else:
+        slope, shift = 0.0, float(z.mean())
+    slope = max(float(slope), 0.0)  # a negative line would reverse the genes' order; 0 keeps the gene-wise mean
+
+    cal = IntervalCalibration(
+        gene_map=gene_map,
+        shift=float(shift),
+        slope=slope,
+        target_sum=float(target_sum),
+        edges=np.zeros(0),
+        table=ScoreTable(np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1, np.int64)),
+        gene_table=ScoreTable(np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1, np.int64)),
+        agreement_knots=np.zeros(1),
+        spcc_knots=np.zeros(1),
+        gene_reliability={},
+        calibration_genes=[g for f in folds for g in f.genes],
+        n_cells=n_cells,
+        n_folds=len(folds),
+    )
+    scores, keys, spcc, agreement = [], [], [], []
+    for f in folds:
+        point = np.maximum(f.platform_mean + f.platform_scale * (cal.shift + cal.slope * f.estimate), 0.0)
+        ok = np.isfinite(f.measured)
+        scores.append(((f.measured - point) / f.platform_scale)[ok])
+        keys.append(measurement_key(point, f.library, target_sum)[ok])
+        spcc.append(spearman_columns(point, f.measured))
+        agreement.append(f.agreement)
+    scores, keys = np.concatenate(scores), np.concatenate(keys)
+    edges = np.unique(np.quantile(keys, np.arange(1, n_strata) / n_strata)) if n_strata > 1 else np.zeros(0)
+    cal.edges = edges
+    cal.table = ScoreTable.fit(scores, np.searchsorted(edges, keys), len(edges) + 1)
+    cal.gene_table = ScoreTable.fit(scores, np.zeros(len(scores), dtype=np.int64), 1)
+
+    spcc, agreement = np.concatenate(spcc), np.concatenate(agreement)
+    ok = np.isfinite(spcc) & np.isfinite(agreement)
+    if ok.sum() < 2:
+        raise ValueError("Too few panel genes with a defined Spearman correlation to calibrate the reliability.")
+    cal.agreement_knots, cal.spcc_knots = np.sort(agreement[ok]), np.sort(spcc[ok])
+    expected = cal.reliability(imputed_agreement)
+    cal.gene_reliability = {str(g): float(v) for g, v in zip(imputed_genes, expected, strict=True)}
+    cal.details = {"panel_spcc": dict(zip(cal.calibration_genes, map(float, spcc), strict=True))}
+    return cal
+
+
+@torch.no_grad()
+def agreement_features(
+    module: SpaLSTFModule, condition: torch.Tensor, *, gene_chunk: int = 256, cell_chunk: int = 1024
+) -> np.ndarray:
+    """Per imputed gene of ``module``: agreement of global and local predictions over the cells of ``condition``.
+
+    The mean of two Spearman correlations across the cells: of the ridge part, and of the ridge + neighbour blend,
+    each with the mean of the ``max(1, n_neighbors // 4)`` nearest reference cells alone. A gene that the condition
+    determines gets the same ranking of cells from a linear fit of the whole reference and from a handful of nearby
+    reference cells; a gene it does not determine gets a noisy local average that disagrees. Only the module's
+    closed-form parts are used, so a model and its closed-form copies compute it alike. Computed in chunks of genes
+    and cells (memory bounded by the chunk sizes).
+    """
+    module.eval()
+    neighbors, _ = module.find_neighbors(condition)
+    k_local = max(1, module.n_neighbors // 4)
+    table = module.ref_profiles[:, module.n_measured :]
+    out = np.empty(module.n_imputed)
+    for g0 in range(0, module.n_imputed, gene_chunk):
+        genes = slice(g0, min(g0 + gene_chunk, module.n_imputed))
+        ridge, nb_all, nb_local = [], [], []
+        for c0 in range(0, condition.shape[0], cell_chunk):
+            c = condition[c0 : c0 + cell_chunk]
+            nb = neighbors[c0 : c0 + cell_chunk]
+            sub = table[:, genes]
+            ridge.append((c.float() @ module.ridge_weight[:, genes]).cpu().numpy())
+            nb_all.append(sub[nb].mean(1).cpu().numpy())
+            nb_local.append(sub[nb[:, :k_local]].mean(1).cpu().numpy())
+        ridge, nb_all, nb_local = (np.concatenate(x).astype(np.float64) for x in (ridge, nb_all, nb_local))
+        shift = module.neighbour_shift[genes].cpu().numpy()
+        scale = module.neighbour_scale[genes].cpu().numpy()
+        blend = (ridge - module.ridge_shift[genes].cpu().numpy()) + (nb_all - shift) / scale
+        out[genes] = 0.5 * (spearman_columns(ridge, nb_local) + spearman_columns(blend, nb_local))
+    return out
