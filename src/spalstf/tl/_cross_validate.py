@@ -20,7 +20,16 @@ from .._expression import TARGET_SUM, is_count_matrix, log1p_normalize, to_dense
 from .._memory import PeakMemory
 from .._state import keep_torch_threads
 from .._validation import check_nonempty, check_unique_names, check_values, get_matrix
-from ..metrics import accuracy_score, clustering_metrics, gene_metrics
+from ..metrics import (
+    accuracy_score,
+    calibration_curve,
+    calibration_error,
+    clustering_metrics,
+    gene_metrics,
+    interval_coverage,
+    interval_score,
+)
+from ..model._calibration import platform_values, spearman_columns
 from . import _peers
 from ._folds import gene_folds
 
@@ -36,6 +45,10 @@ DEFAULT_METHODS = ("spalstf", "gimvi", "tangram", "spage", "knn", "ridge")
 SCORES_COLUMNS = ["method", "fold", "gene", "metric", "value"]
 CLUSTERING_COLUMNS = ["method", "metric", "value"]
 RESOURCES_COLUMNS = ["method", "fold", "time_s", "peak_memory_mb", "error"]
+INTERVALS_COLUMNS = ["method", "variant", "level", "nominal", "coverage", "mean_width", "interval_score"]
+RELIABILITY_COLUMNS = ["method", "fold", "gene", "reliability", "SPCC", "SPCC_truth"]
+#: Variants of :attr:`CrossValidationResult.intervals`: the method's intervals, and one width per gene.
+INTERVAL_VARIANTS = {"per_cell": ("lower", "upper"), "per_gene": ("gene_lower", "gene_upper")}
 #: Prefix of ``resources.error`` for a method that could not run at all (e.g. its package is missing).
 SKIPPED_PREFIX = "skipped: "
 #: Ground truths of :func:`cross_validate`.
@@ -71,6 +84,19 @@ class CrossValidationResult:
         The ``(kept, held_out)`` gene lists of each fold.
     truth
         The ground truth the scores use: ``"as_given"`` or ``"log1p_cp10k"`` (see :func:`cross_validate`).
+    intervals
+        For methods that give calibrated intervals (SpaLSTF with ``interval=``), pooled over folds, genes and cells:
+        columns ``["method", "variant", "level", "nominal", "coverage", "mean_width", "interval_score"]``.
+        ``variant`` ``"per_cell"`` is the method's interval, ``"per_gene"`` the same calibration with one width per
+        gene (the plain conformal interval); ``level`` runs over the calibration curve's levels 0.5, 0.55, ..., 0.95
+        and the method's own level, which ``nominal`` marks. The
+        measured value is the platform's ``log1p(x / L * 1e4)``, ``L`` the cell's total over the fold's kept genes
+        (entries of cells with ``L = 0`` are left out).
+    reliability
+        Columns ``["method", "fold", "gene", "reliability", "SPCC", "SPCC_truth"]``: each held-out gene's predicted
+        reliability (the expected SPCC with what the platform measures) next to its real SPCC with the platform's
+        value (``SPCC``, the quantity the reliability predicts) and with the ground truth of ``scores``
+        (``SPCC_truth``; the same for ``truth="log1p_cp10k"`` up to the library's genes).
 
     Examples
     --------
@@ -90,6 +116,8 @@ class CrossValidationResult:
     predictions: dict[str, pd.DataFrame]
     folds: list[tuple[list[str], list[str]]] = field(default_factory=list)
     truth: str = "as_given"
+    intervals: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=INTERVALS_COLUMNS))
+    reliability: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=RELIABILITY_COLUMNS))
 
     @property
     def methods(self) -> list[str]:
@@ -100,7 +128,12 @@ class CrossValidationResult:
         """One row per method: median gene metrics, clustering metrics, AS, total time and peak memory.
 
         Columns: ``SPCC``, ``SSIM``, ``RMSE``, ``JS`` (median over genes, NaN skipped), ``ARI``, ``AMI``, ``NMI``,
-        ``Homogeneity``, ``AS``, ``time_s`` (sum over folds) and ``peak_memory_mb`` (maximum over folds).
+        ``Homogeneity``, ``AS``, ``time_s`` (sum over folds) and ``peak_memory_mb`` (maximum over folds). When a
+        method gave intervals, also (NaN for the other methods): ``coverage``, ``mean_width`` and ``interval_score`` of the nominal level,
+        ``calibration_error`` (mean absolute gap between nominal and empirical coverage over the levels 0.5-0.95),
+        ``gene_width_interval_score`` (the same calibration with one width per gene), ``reliability_spearman``
+        (Spearman correlation over the genes between predicted reliability and real SPCC with the platform's value)
+        and ``reliability_spearman_truth`` (the same with the SPCC of ``scores``).
 
         ``AS`` is :func:`spalstf.metrics.accuracy_score` over the eight metrics (each method's rank among the methods,
         best = highest, divided by the number of methods, averaged over metrics). Only methods that ran on every fold
@@ -143,9 +176,69 @@ class CrossValidationResult:
         table["AS"] = as_score
         table["time_s"] = grouped["time_s"].sum(min_count=1).reindex(methods)
         table["peak_memory_mb"] = grouped["peak_memory_mb"].max().reindex(methods)
+        if len(self.intervals):
+            table = table.join(self.interval_summary().reindex(methods))
         table.index.name = "method"
         table.columns.name = None
         return table
+
+    def interval_summary(self) -> pd.DataFrame:
+        """Per method with intervals: coverage, width and score at the nominal level, calibration error, reliability.
+
+        Columns ``coverage``, ``mean_width``, ``interval_score``, ``calibration_error``,
+        ``gene_width_interval_score``, ``reliability_spearman`` and ``reliability_spearman_truth`` (see
+        :meth:`summary`), indexed by method.
+
+        Returns
+        -------
+        :class:`pandas.DataFrame`, one row per method with intervals (none when no method gave any).
+
+        Examples
+        --------
+        >>> result = sp.tl.cross_validate(
+        ...     adata_st, adata_sc, methods=["spalstf"], method_kwargs={"spalstf": {"interval": 0.9}}
+        ... )  # doctest: +SKIP
+        >>> result.interval_summary()  # doctest: +SKIP
+        """
+        columns = [
+            "coverage",
+            "mean_width",
+            "interval_score",
+            "calibration_error",
+            "gene_width_interval_score",
+            "reliability_spearman",
+            "reliability_spearman_truth",
+        ]
+        rows = {}
+        for method, table in self.intervals.groupby("method", sort=False):
+            level = self.interval_levels.get(method)
+            cell = table[table["variant"] == "per_cell"].set_index("level")
+            gene = table[table["variant"] == "per_gene"].set_index("level")
+            rel = self.reliability[self.reliability["method"] == method].dropna(subset=["reliability", "SPCC"])
+            rho = rel["reliability"].corr(rel["SPCC"], method="spearman") if len(rel) > 2 else np.nan
+            truth = rel.dropna(subset=["SPCC_truth"])
+            rho_truth = truth["reliability"].corr(truth["SPCC_truth"], method="spearman") if len(truth) > 2 else np.nan
+            curve = pd.DataFrame({"nominal": cell.index, "empirical": cell["coverage"].to_numpy()})
+            rows[method] = {
+                "coverage": cell["coverage"].get(level, np.nan),
+                "mean_width": cell["mean_width"].get(level, np.nan),
+                "interval_score": cell["interval_score"].get(level, np.nan),
+                "calibration_error": calibration_error(curve) if len(curve) else np.nan,
+                "gene_width_interval_score": gene["interval_score"].get(level, np.nan),
+                "reliability_spearman": rho,
+                "reliability_spearman_truth": rho_truth,
+            }
+        return pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename_axis("method")
+
+    @property
+    def interval_levels(self) -> dict[str, float]:
+        """Method -> the nominal level of its intervals (from :attr:`intervals`; the level marked ``nominal``)."""
+        out = {}
+        for method, table in self.intervals.groupby("method", sort=False):
+            nominal = table[table["nominal"]] if "nominal" in table else table.iloc[:0]
+            if len(nominal):
+                out[method] = float(nominal["level"].iloc[0])
+        return out
 
 
 # helpers ---------------------------------------------------------------------------------------------------------
@@ -224,12 +317,16 @@ def _run_methods(
     coords: Any,
     reference: AnnData,
     random_state: int,
-) -> tuple[dict[str, pd.DataFrame], list[dict[str, Any]]]:
-    """Run every method on every fold; return the predictions and one resources row per method and fold."""
+) -> tuple[dict[str, pd.DataFrame], list[dict[str, Any]], dict[str, dict[int, _peers.IntervalPrediction]]]:
+    """Run every method on every fold: the predictions, one resources row per method and fold, and the intervals.
+
+    The intervals map method -> fold -> :class:`~spalstf.tl._peers.IntervalPrediction` for the methods that give them.
+    """
     n_folds = len(folds)
     shared = list(spatial.columns)
     predictions: dict[str, pd.DataFrame] = {}
     resources: list[dict[str, Any]] = []
+    intervals: dict[str, dict[int, _peers.IntervalPrediction]] = {}
     for method in names:
         func = _peers.PEERS[method]
         kwargs = method_kwargs.get(method, {})
@@ -252,6 +349,9 @@ def _run_methods(
                     finally:
                         clock[1] = time.perf_counter()
                 row["time_s"], row["peak_memory_mb"] = clock[1] - clock[0], monitor.peak_mb
+                if isinstance(out, _peers.IntervalPrediction):
+                    intervals.setdefault(method, {})[f] = out
+                    out = out.mean
                 values, error = _check_prediction(out, spatial.index, list(held))
                 pred[held] = values.to_numpy()
             except _peers.MethodUnavailableError as err:
@@ -275,7 +375,73 @@ def _run_methods(
                 )
         predictions[method] = pred
 
-    return predictions, resources
+    return predictions, resources, intervals
+
+
+def _score_intervals(
+    method: str,
+    by_fold: Mapping[int, _peers.IntervalPrediction],
+    folds: list[tuple[list[str], list[str]]],
+    spatial: pd.DataFrame,
+    scores: pd.DataFrame,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows of :attr:`CrossValidationResult.intervals` and ``.reliability`` for one method, pooled over its folds.
+
+    The measured value of a held-out gene is the platform's ``log1p(x / L * 1e4)``, ``L`` the cell's total over the
+    fold's kept genes (the spatial values as given).
+    """
+    truth, bounds = [], {}
+    level = None
+    reliability = []
+    spcc = scores[(scores["method"] == method) & (scores["metric"] == "SPCC")].set_index("gene")["value"]
+    for f, pred in sorted(by_fold.items()):
+        kept, held = folds[f]
+        y = platform_values(spatial[held].to_numpy(), spatial[kept].to_numpy().sum(axis=1), TARGET_SUM)
+        truth.append(y)
+        level = pred.level
+        levels = {pred.level: {"per_cell": (pred.lower, pred.upper)}}
+        for (kind, lev), frame in pred.curve.items():
+            variant = "per_gene" if kind.startswith("gene_") else "per_cell"
+            side = 0 if kind.endswith("lower") else 1
+            levels.setdefault(lev, {}).setdefault(variant, [None, None])
+            pair = list(levels[lev][variant])
+            pair[side] = frame
+            levels[lev][variant] = pair
+        for lev, variants in levels.items():
+            for variant, (lo, hi) in variants.items():
+                bounds.setdefault((variant, lev), []).append((lo[held].to_numpy(), hi[held].to_numpy()))
+        platform_spcc = spearman_columns(pred.mean[held].to_numpy(), y)
+        reliability.extend(
+            {
+                "method": method,
+                "fold": f,
+                "gene": g,
+                "reliability": float(pred.reliability[g]),
+                "SPCC": float(platform_spcc[j]),
+                "SPCC_truth": spcc.get(g),
+            }
+            for j, g in enumerate(held)
+        )
+    y = np.concatenate(truth, axis=1)
+    rows = []
+    for (variant, lev), parts in sorted(bounds.items()):
+        if len(parts) != len(truth):
+            continue
+        lo = np.concatenate([p[0] for p in parts], axis=1)
+        hi = np.concatenate([p[1] for p in parts], axis=1)
+        curve = calibration_curve(y, {lev: (lo, hi)})
+        rows.append(
+            {
+                "method": method,
+                "variant": variant,
+                "level": float(lev),
+                "nominal": bool(np.isclose(lev, level)),
+                "coverage": interval_coverage(y, lo, hi),
+                "mean_width": float(curve["mean_width"].iloc[0]),
+                "interval_score": interval_score(y, lo, hi, lev),
+            }
+        )
+    return rows, reliability
 
 
 # public function -------------------------------------------------------------------------------------------------
@@ -442,7 +608,9 @@ def cross_validate(
         gc.collect()
         gc.freeze()
     try:
-        predictions, resources = _run_methods(names, method_kwargs, folds, values, coords, reference, random_state)
+        predictions, resources, intervals = _run_methods(
+            names, method_kwargs, folds, values, coords, reference, random_state
+        )
     finally:
         if freeze:
             gc.unfreeze()
@@ -455,11 +623,19 @@ def cross_validate(
             metrics = clustering_metrics(scored, pred, **clus_kwargs)
             clustering.extend({"method": method, "metric": k, "value": v} for k, v in metrics.items())
     scores_df = pd.concat([s for s in scores if len(s)], ignore_index=True) if any(len(s) for s in scores) else None
+    scores_df = scores_df if scores_df is not None else pd.DataFrame(columns=SCORES_COLUMNS)
+    interval_rows, reliability_rows = [], []
+    for method, by_fold in intervals.items():
+        rows, rel = _score_intervals(method, by_fold, folds, values, scores_df)
+        interval_rows.extend(rows)
+        reliability_rows.extend(rel)
     return CrossValidationResult(
-        scores=scores_df if scores_df is not None else pd.DataFrame(columns=SCORES_COLUMNS),
+        scores=scores_df,
         clustering=pd.DataFrame(clustering, columns=CLUSTERING_COLUMNS),
         resources=pd.DataFrame(resources, columns=RESOURCES_COLUMNS),
         predictions=predictions,
         folds=[(list(k), list(h)) for k, h in folds],
         truth=truth,
+        intervals=pd.DataFrame(interval_rows, columns=INTERVALS_COLUMNS),
+        reliability=pd.DataFrame(reliability_rows, columns=RELIABILITY_COLUMNS),
     )

@@ -12,12 +12,18 @@ import anndata as ad
 import pandas as pd
 from anndata import AnnData
 
-from .._constants import IMPUTED_KEY, SPATIAL_KEY, STD_SUFFIX
+from .._constants import IMPUTED_KEY, LOWER_SUFFIX, SPATIAL_KEY, STD_SUFFIX, UPPER_SUFFIX
 from .._state import global_seed
 from .._streaming import check_out_path
 from .._validation import check_in_memory, check_nonempty, get_matrix
 from ..model import SpaLSTF
-from ..model._defaults import IMPUTE_BATCH_SIZE, PRESETS, SAMPLING_STEPS, check_option, check_preset
+from ..model._defaults import (
+    IMPUTE_BATCH_SIZE,
+    PRESETS,
+    SAMPLING_STEPS,
+    check_option,
+    check_preset,
+)
 from ..model._model import check_impute_options
 from ..model._module import Sampler
 
@@ -94,6 +100,7 @@ def spalstf_impute(
     n_sampling_steps: int = SAMPLING_STEPS,
     random_state: int = 0,
     impute_batch_size: int = IMPUTE_BATCH_SIZE,
+    interval: float | None = None,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     model: SpaLSTF | None = None,
@@ -138,6 +145,13 @@ def spalstf_impute(
         Seed of training and of the per-cell sampling noise.
     impute_batch_size
         Spatial cells read and imputed at a time (bounds the working memory; the result does not depend on it).
+    interval
+        Central level of calibrated intervals, e.g. ``0.9`` (:data:`~spalstf.model._defaults.INTERVAL_LEVEL`), or
+        ``None`` (default) for none. With a level, the model is calibrated on the measured genes of ``adata_st``
+        (inner leave-genes-out over the panel with closed-form copies of the model, no retraining;
+        :meth:`~spalstf.model.SpaLSTF.calibrate_intervals`), the expected SPCC of every imputed gene is written to
+        ``uns[key_added]["gene_reliability"]``, and the point estimate and the bounds are in the platform's space
+        (below).
     out
         Path of an ``.h5ad`` file to write the imputed values into, chunk by chunk, instead of ``obsm`` (see
         :meth:`~spalstf.model.SpaLSTF.impute` for its layout: ``X`` mean, ``layers["std"]``, ``obs`` = cells,
@@ -164,19 +178,26 @@ def spalstf_impute(
     ``None``, or the modified copy when ``copy=True``. Writes to ``adata_st``:
 
     ``obsm[key_added]``
-        :class:`pandas.DataFrame` (index ``obs_names``, columns the imputed genes) of log1p-normalised expression in
-        the reference's units, ``log1p(counts / library * target_sum)`` (``target_sum`` 10,000 unless given; the
-        library is the total over the measured genes); ``uns[key_added]["output_space"]`` says which. Not written
-        when ``out`` is given (a stale one is removed).
+        :class:`pandas.DataFrame` (index ``obs_names``, columns the imputed genes). With ``interval``: the value
+        the spatial platform would measure, ``log1p(x / L * target_sum)``, ``x`` in ``adata_st``'s own values and
+        ``L`` the cell's total over the measured genes (``target_sum`` 10,000 unless given). Without:
+        log1p-normalised expression in the reference's units, ``log1p(counts / library *
+        target_sum)`` with the library over the measured genes. ``uns[key_added]["output_space"]`` says which. Not
+        written when ``out`` is given (a stale one is removed).
+    ``obsm[key_added + "_lower"]``, ``obsm[key_added + "_upper"]``
+        Bounds of the central ``interval`` (same index and columns; with ``interval`` and no ``out``). NaN for cells
+        whose measured genes are all zero (their platform value is undefined).
     ``obsm[key_added + "_std"]``
         Per-cell, per-gene standard deviation over draws (only when ``n_samples > 1`` and no ``out``).
     ``uns[key_added]``
         ``params`` (every setting of the model, its training and the sampling, as used), ``measured_genes`` (genes
         used as the condition, as spelled in ``adata_st``), ``imputed_genes``, ``output_space``, ``train_time_s``,
         ``impute_time_s``, ``n_cells_without_signal`` and ``cells_without_signal`` (spatial cells whose measured genes
-        are all zero: left out of every statistic fitted on the spatial data, imputed from a zero condition) and, with
-        ``out``, ``out`` (the path of the written file, which holds the same metadata
-        in its ``uns[key_added]``). The two layouts are described together in :mod:`spalstf._outputs`.
+        are all zero: left out of every statistic fitted on the spatial data, imputed from a zero condition), with
+        ``interval`` ``interval`` (level, method, calibration genes and cells) and ``gene_reliability`` (imputed gene
+        -> expected Spearman correlation between the imputation and what the platform would measure) and, with
+        ``out``, ``out`` (the path of the written file, which holds the same metadata in its ``uns[key_added]``). The
+        two layouts are described together in :mod:`spalstf._outputs`.
 
     Examples
     --------
@@ -186,6 +207,9 @@ def spalstf_impute(
     >>> sp.tl.spalstf_impute(adata_st, adata_sc, n_top_genes=100)  # doctest: +SKIP
     >>> adata_st.obsm["spalstf_imputed"].shape  # doctest: +SKIP
     (3039, 100)
+    >>> sp.tl.spalstf_impute(adata_st, adata_sc, n_top_genes=100, interval=0.9)  # doctest: +SKIP
+    >>> reliability = pd.Series(adata_st.uns["spalstf_imputed"]["gene_reliability"])  # doctest: +SKIP
+    >>> trusted = reliability[reliability > 0.5].index  # genes expected to correlate > 0.5  # doctest: +SKIP
 
     A spatial dataset too large for memory, results written to disk:
 
@@ -193,6 +217,39 @@ def spalstf_impute(
     >>> big = anndata.read_h5ad("st_cells.h5ad", backed="r")  # doctest: +SKIP
     >>> sp.tl.spalstf_impute(big, adata_sc, out="imputed.h5ad", require_spatial=False)  # doctest: +SKIP
     >>> anndata.read_h5ad("imputed.h5ad", backed="r").X[:5]  # doctest: +SKIP
+    """
+    arguments = {k: v for k, v in locals().items() if k != "options"}
+    adata, _, _ = _spalstf_impute(**arguments, **options)
+    return adata if copy else None
+
+
+def _spalstf_impute(
+    adata_st: AnnData,
+    adata_sc: AnnData,
+    genes: Sequence[str] | None,
+    *,
+    key_added: str,
+    layer_st: str | None,
+    layer_sc: str | None,
+    n_samples: int,
+    sampler: Sampler,
+    n_sampling_steps: int,
+    random_state: int,
+    impute_batch_size: int,
+    interval: float | None,
+    out: str | os.PathLike | None,
+    overwrite: bool,
+    model: SpaLSTF | None,
+    require_spatial: bool,
+    copy: bool,
+    progress_bar: bool,
+    extra_levels: Sequence[float] = (),
+    **options: Any,
+) -> tuple[AnnData, SpaLSTF, Any]:
+    """The worker of :func:`spalstf_impute`: the AnnData written into, the model and the raw result of its ``_impute``.
+
+    ``extra_levels`` (benchmarks) also computes the bounds at those levels (see ``SpaLSTF._impute``); they are
+    returned in the result, not written.
     """
     check_nonempty(adata_st, "adata_st")
     check_nonempty(adata_sc, "adata_sc")
@@ -210,6 +267,7 @@ def spalstf_impute(
         batch_size=impute_batch_size,
         n_diffusion_steps=_diffusion_steps(model, model_options),
         batch_size_name="impute_batch_size",
+        interval=interval,
     )
     if copy and adata_st.isbacked:
         raise ValueError(
@@ -243,21 +301,26 @@ def spalstf_impute(
         progress_bar=progress_bar,
         out=out,
         overwrite=overwrite,
+        interval=interval,
+        extra_levels=extra_levels,
         key_added=key_added,
     )
     adata = adata_st.copy() if copy else adata_st
     _write_result(adata, key_added, result, metadata, to_file=out is not None)
-    return adata if copy else None
+    return adata, model, result
 
 
 def _write_result(adata: AnnData, key: str, result, metadata: dict[str, Any], *, to_file: bool) -> None:
     """Write the documented keys (layout: :mod:`spalstf._outputs`); drop stale ones an earlier call left."""
+    mean = std = lower = upper = None
     if to_file:
         result.file.close()
-        mean = std = None
+    elif isinstance(result, dict):
+        mean, std, lower, upper = result["mean"], result["std"], result["lower"], result["upper"]
     else:
         mean, std = result
-    for obsm_key, values in ((key, mean), (key + STD_SUFFIX, std)):
+    outputs = ((key, mean), (key + STD_SUFFIX, std), (key + LOWER_SUFFIX, lower), (key + UPPER_SUFFIX, upper))
+    for obsm_key, values in outputs:
         if values is not None:
             adata.obsm[obsm_key] = values
         elif obsm_key in adata.obsm:

@@ -24,6 +24,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import anndata as ad
@@ -42,6 +43,37 @@ PeerFunction = Callable[..., pd.DataFrame]
 
 class MethodUnavailableError(RuntimeError):
     """A method cannot run in this environment (e.g. its optional package is not installed)."""
+
+
+@dataclass
+class IntervalPrediction:
+    """A method's prediction with calibrated intervals and per-gene reliability (what cross_validate scores).
+
+    All frames are ``cells x held_genes`` in the platform's space ``log1p(x / L * 1e4)`` (``L`` the cell's total
+    over the fold's kept genes).
+
+    Attributes
+    ----------
+    mean
+        The point estimate.
+    level
+        Nominal level of ``lower``/``upper``.
+    lower, upper
+        The bounds at ``level``.
+    curve
+        Bounds at more levels, keyed ``(kind, level)``: ``kind`` ``"lower"``/``"upper"`` (the method's intervals) and
+        ``"gene_lower"``/``"gene_upper"`` (the same calibration with one width per gene, the plain conformal
+        interval it is compared with).
+    reliability
+        Expected SPCC per held-out gene.
+    """
+
+    mean: pd.DataFrame
+    level: float
+    lower: pd.DataFrame
+    upper: pd.DataFrame
+    reliability: pd.Series
+    curve: dict[tuple[str, float], pd.DataFrame] = field(default_factory=dict)
 
 
 # shared helpers --------------------------------------------------------------------------------------------------
@@ -220,13 +252,15 @@ def impute_spalstf(
         See the module docstring.
     **kwargs
         Passed to :func:`~spalstf.tl.spalstf_impute` (model options such as ``preset`` or ``n_hidden``, training
-        options such as ``max_epochs``, and ``n_samples``, ``sampler``, ...). Defaults are those of
-        :func:`~spalstf.tl.spalstf_impute` (the ``"cpu"`` preset); the progress bar is off unless
+        options such as ``max_epochs``, and ``n_samples``, ``sampler``, ``interval``, ...). Defaults are those of
+        :func:`~spalstf.tl.spalstf_impute` (the ``"cpu"`` preset, no intervals); the progress bar is off unless
         ``progress_bar=True``.
 
     Returns
     -------
-    ``cells x held_genes`` in log1p(CP10k) units (the model's output space).
+    With ``interval=`` a level: an :class:`IntervalPrediction` in the platform's space, with the bounds at
+    the levels of the calibration curve too (computed in the same pass). Without: the ``cells x held_genes`` frame
+    in the model's log1p units.
 
     Examples
     --------
@@ -236,13 +270,34 @@ def impute_spalstf(
     >>> impute_spalstf(st[:, 10:].copy(), ref, list(st.var_names[:10]), max_epochs=2).shape  # doctest: +SKIP
     (3039, 10)
     """
-    from .._constants import IMPUTED_KEY
-    from ._impute import spalstf_impute
+    from ..model._calibration import CURVE_LEVELS
+    from ._impute import _spalstf_impute, spalstf_impute
 
-    kwargs.setdefault("progress_bar", False)
-    kwargs.setdefault("require_spatial", False)
-    result = spalstf_impute(adata_st, adata_sc, genes=list(held_genes), random_state=random_state, copy=True, **kwargs)
-    return result.obsm[IMPUTED_KEY][list(held_genes)].astype(np.float64)
+    arguments = {
+        name: p.default
+        for name, p in inspect.signature(spalstf_impute).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    arguments.update(progress_bar=False, require_spatial=False)
+    arguments.update({k: v for k, v in kwargs.items() if k in arguments})
+    options = {k: v for k, v in kwargs.items() if k not in arguments}
+    arguments.update(genes=list(held_genes), random_state=random_state, copy=True)
+    interval = arguments["interval"]
+    if interval is not None and arguments["out"] is None:
+        arguments["extra_levels"] = CURVE_LEVELS
+    adata, model, result = _spalstf_impute(adata_st, adata_sc, **arguments, **options)
+    held = list(held_genes)
+    mean = adata.obsm[arguments["key_added"]][held].astype(np.float64)
+    if interval is None:
+        return mean
+    return IntervalPrediction(
+        mean=mean,
+        level=float(interval),
+        lower=result["lower"][held].astype(np.float64),
+        upper=result["upper"][held].astype(np.float64),
+        reliability=model.get_gene_reliability().reindex(held),
+        curve={k: v[held].astype(np.float64) for k, v in result.items() if isinstance(k, tuple)},
+    )
 
 
 # gimVI -----------------------------------------------------------------------------------------------------------
