@@ -22,6 +22,11 @@ Usage::
     python benchmarks/cross_validate.py --dataset osmfish --methods spalstf,spage,knn,ridge
     python benchmarks/cross_validate.py --local pair.h5mu --spalstf-max-epochs 30 --gimvi-max-epochs 50
     python benchmarks/cross_validate.py --spalstf-opt n_samples=8 --spalstf-opt sampler=\\"ddim\\"
+    python benchmarks/cross_validate.py --pair osmfish --methods spalstf --interval 0.9 --seeds 0,1,2 --threads 1
+
+With ``--interval 0.9`` SpaLSTF also gives calibrated intervals and per-gene reliability; the run then writes
+``_intervals.csv`` (coverage, width and interval score per level, for SpaLSTF's intervals and for the same calibration
+with one width per gene) and ``_reliability.csv`` (predicted vs real per-gene SPCC), and prints their summary.
 """
 
 from __future__ import annotations
@@ -156,6 +161,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--spalstf-max-epochs", type=int, default=None)
     parser.add_argument("--spalstf-n-samples", type=int, default=None)
     parser.add_argument(
+        "--interval", type=float, default=None, help="central level of SpaLSTF's calibrated intervals (e.g. 0.9)"
+    )
+    parser.add_argument(
         "--spalstf-opt",
         type=_parse_opt,
         action="append",
@@ -183,6 +191,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         ("preset", args.spalstf_preset),
         ("max_epochs", args.spalstf_max_epochs),
         ("n_samples", args.spalstf_n_samples),
+        ("interval", args.interval),
     ):
         if value is not None:
             spalstf_kwargs[key] = value
@@ -232,6 +241,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     stacked({s: r.clustering for s, r in results.items()}).to_csv(f"{prefix}_clustering.csv", index=False)
     stacked({s: r.resources for s, r in results.items()}).to_csv(f"{prefix}_resources.csv", index=False)
     summary_all.to_csv(f"{prefix}_summary.csv", index=False)
+    has_intervals = any(len(r.intervals) for r in results.values())
+    if has_intervals:
+        stacked({s: r.intervals for s, r in results.items()}).to_csv(f"{prefix}_intervals.csv", index=False)
+        stacked({s: r.reliability for s, r in results.items()}).to_csv(f"{prefix}_reliability.csv", index=False)
     numeric = summary_all.drop(columns="seed").groupby("method", sort=False)
     spread = pd.concat({"mean": numeric.mean(), "min": numeric.min(), "max": numeric.max()}, axis=1)
     spread.to_csv(f"{prefix}_spread.csv")
@@ -264,6 +277,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         table = pd.concat({stat: spread[stat][cols] for stat in ("mean", "min", "max")}, axis=1).round(3)
         print(f"\nover seeds {seeds} (same folds): mean, min and max")
         print(table.to_string())
+    if has_intervals:
+        interval_table = stacked({s: r.interval_summary().reset_index() for s, r in results.items()})
+        print("\ncalibrated intervals (nominal level) and reliability, per seed:")
+        print(interval_table.round(3).to_string(index=False))
     if len(errors):
         print("\nerrors:")
         for row in errors.itertuples():
@@ -273,7 +290,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         f"{info['torch_threads']} torch threads, GPU {info['gpu']}, torch {info['torch']}, python {info['python']}"
     )
     print(f"ground truth: {result.truth}")
-    print(f"wrote {prefix}_scores.csv, _clustering.csv, _resources.csv, _summary.csv, _spread.csv, _info.json")
+    extra = ", _intervals.csv, _reliability.csv" if has_intervals else ""
+    print(f"wrote {prefix}_scores.csv, _clustering.csv, _resources.csv, _summary.csv, _spread.csv, _info.json{extra}")
     return summary
 
 
