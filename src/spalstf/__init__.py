@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, get, metrics, model, pl, tl
+from . import _logging, datasets, get, metrics, model, pl, tl
 
 try:
     __version__ = version("spalstf")

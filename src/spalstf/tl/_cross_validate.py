@@ -17,6 +17,7 @@ from scipy import sparse
 
 from .._constants import SPATIAL_KEY
 from .._expression import TARGET_SUM, is_count_matrix, log1p_normalize, to_dense
+from .._logging import quiet_libraries
 from .._memory import PeakMemory
 from .._state import keep_torch_threads
 from .._validation import check_nonempty, check_unique_names, check_values, get_matrix
@@ -245,7 +246,8 @@ def _run_methods(
             monitor = PeakMemory()
             clock = [np.nan, np.nan]
             try:
-                with monitor, keep_torch_threads():  # a method must not change the threads of the next one
+                # a method must not change the threads of the next one; Lightning's banners of gimVI are not shown
+                with monitor, keep_torch_threads(), quiet_libraries():
                     clock[0] = time.perf_counter()
                     try:
                         out = func(st_fold, reference, list(held), random_state=random_state, **kwargs)

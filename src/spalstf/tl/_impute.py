@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import logging
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,8 @@ from ..model._module import Sampler
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
+
+logger = logging.getLogger(__name__)
 
 #: Arguments of ``SpaLSTF.__init__`` that ``spalstf_impute`` sets itself (the rest are model options).
 _MODEL_ARGS_SET_HERE = frozenset({"self", "adata", "adata_st", "genes", "st_layer", "gene_plan"})
@@ -287,6 +290,16 @@ def spalstf_impute(
     )
     adata = adata_st.copy() if copy else adata_st
     _write_result(adata, key_added, result, metadata, to_file=out is not None)
+    written = f"{out} and uns[{key_added!r}]" if out is not None else f"obsm[{key_added!r}] and uns[{key_added!r}]"
+    logger.info(
+        "imputed %d genes of %d cells from %d measured genes (training %.1f s, imputation %.1f s): %s",
+        len(metadata["imputed_genes"]),
+        adata.n_obs,
+        len(metadata["measured_genes"]),
+        metadata["train_time_s"],
+        metadata["impute_time_s"],
+        written,
+    )
     return adata if copy else None
 
 
