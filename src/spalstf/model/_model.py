@@ -398,9 +398,10 @@ class SpaLSTF(BaseModelClass):
             _check_reference_genes(adata, var_names)
             obs_columns, uns_keys = list(adata.obs.columns), set(adata.uns.keys())
         try:
-            return super().load(
-                str(dir_path), adata=adata, accelerator=accelerator, device=device, prefix=prefix, **kwargs
-            )
+            with quiet_libraries():  # scvi-tools' "File ... already downloaded"
+                return super().load(
+                    str(dir_path), adata=adata, accelerator=accelerator, device=device, prefix=prefix, **kwargs
+                )
         except Exception:
             if adata is not None:  # undo scvi-tools' in-place registration
                 for column in [c for c in adata.obs.columns if c not in obs_columns]:
