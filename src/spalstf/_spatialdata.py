@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 SPATIALDATA_MISSING = (
-    "This needs the spatialdata package, which is not installed: `pip install spatialdata` (it also comes with "
-    "recent squidpy)."
+    "This needs the spatialdata package, which is not installed: `pip install spatialdata` (or "
+    "`pip install 'spalstf[spatialdata]'`; recent squidpy brings it too)."
 )
 
 
