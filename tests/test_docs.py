@@ -13,10 +13,15 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = sorted((ROOT / "tutorials").glob("*.ipynb"))
-EXPECTED_TUTORIALS = {"quickstart.ipynb", "squidpy_workflow.ipynb", "benchmarking.ipynb"}
+EXPECTED_TUTORIALS = {
+    "quickstart.ipynb",
+    "squidpy_workflow.ipynb",
+    "spatialdata_workflow.ipynb",
+    "benchmarking.ipynb",
+}
 
 
-def test_the_three_tutorials_exist():
+def test_the_tutorials_exist():
     assert EXPECTED_TUTORIALS <= {p.name for p in TUTORIALS}
 
 
@@ -67,8 +72,11 @@ def test_docs_build_offline_without_warnings(tmp_path):
         "changelog.html",
         "tutorials/quickstart.html",
         "tutorials/squidpy_workflow.html",
+        "tutorials/spatialdata_workflow.html",
         "tutorials/benchmarking.html",
         "generated/spalstf.tl.spalstf_impute.html",
+        "generated/spalstf.get.imputed.html",
+        "generated/spalstf.datasets.to_spatialdata.html",
         "generated/spalstf.model.SpaLSTF.html",
         "generated/spalstf.model.SpaLSTF.train.html",
         "generated/spalstf.pl.spatial_genes.html",
@@ -77,6 +85,6 @@ def test_docs_build_offline_without_warnings(tmp_path):
     ]:
         assert (out / page).is_file(), f"missing page {page}"
     # the stored figures of the tutorials are rendered into the pages
-    for page in ["quickstart", "squidpy_workflow", "benchmarking"]:
+    for page in ["quickstart", "squidpy_workflow", "spatialdata_workflow", "benchmarking"]:
         html = (out / "tutorials" / f"{page}.html").read_text()
         assert html.count("<img") >= 2, f"tutorials/{page}.html shows no stored figures"

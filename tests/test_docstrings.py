@@ -8,7 +8,7 @@ import pytest
 
 import spalstf as sp
 
-NAMESPACES = ("tl", "pl", "datasets", "metrics", "model")
+NAMESPACES = ("tl", "get", "pl", "datasets", "metrics", "model")
 
 
 def _public_callables():
@@ -33,7 +33,13 @@ PUBLIC = dict(_public_callables())
 
 
 def test_the_public_api_is_found():
-    for name in ["sp.tl.spalstf_impute", "sp.model.SpaLSTF.train", "sp.model.SpaLSTF.impute", "sp.pl.spatial_genes"]:
+    for name in [
+        "sp.tl.spalstf_impute",
+        "sp.get.imputed",
+        "sp.model.SpaLSTF.train",
+        "sp.model.SpaLSTF.impute",
+        "sp.pl.spatial_genes",
+    ]:
         assert name in PUBLIC
 
 

@@ -13,3 +13,12 @@ UPPER_SUFFIX = "_upper"
 SPATIAL_KEY = "spatial"
 #: ``obs`` column the model registers to know each reference cell's row (scvi-tools convention).
 INDICES_OBS_KEY = "_indices"
+#: ``var`` column of :func:`spalstf.get.imputed`: ``True`` for an imputed gene, ``False`` for a measured one.
+IMPUTED_VAR_KEY = "imputed"
+#: Name of the table of a :class:`spatialdata.SpatialData` when there is one (spatialdata-io's convention).
+TABLE_KEY = "table"
+#: Names used by :func:`spalstf.datasets.to_spatialdata`: the shapes element of the cells, and the table's region
+#: and instance columns.
+SHAPES_KEY = "cells"
+REGION_KEY = "region"
+INSTANCE_KEY = "cell_id"

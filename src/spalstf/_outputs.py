@@ -8,6 +8,8 @@ what                          in memory (``spalstf_impute``)         in an ``out
 ============================  =====================================  ======================================
 imputed values (mean)         ``adata_st.obsm[key]`` (DataFrame)     ``X`` (``obs``: cells, ``var``: genes)
 standard deviation over draws ``adata_st.obsm[key + "_std"]``        ``layers["std"]``
+interval bounds               ``adata_st.obsm[key + "_lower"]``,     ``layers["lower"]``, ``layers["upper"]``
+                              ``adata_st.obsm[key + "_upper"]``
 metadata                      ``adata_st.uns[key]``                  ``uns[key]``
 ============================  =====================================  ======================================
 
@@ -16,14 +18,16 @@ metadata                      ``adata_st.uns[key]``                  ``uns[key]`
 with, as resolved, not as typed), ``measured_genes`` (the condition, in the spatial data's spelling),
 ``imputed_genes``, ``output_space``, ``train_time_s``, ``impute_time_s``, ``n_cells_without_signal`` and
 ``cells_without_signal`` (the names of the imputed cells whose measured genes are all zero: their values reflect no
-measurement, only the reference) and, for a result written to a file, ``out`` (its path; in the in-memory metadata
+measurement, only the reference), with intervals ``interval`` (level, method, calibration genes and cells) and
+``gene_reliability`` (imputed gene -> expected SPCC with what the platform measures) and, for a result written to a
+file, ``out`` (its path; in the in-memory metadata
 of a call with ``out=``).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -120,3 +124,72 @@ def imputed_frame(adata: AnnData, key: str, what: str = "imputed values") -> pd.
             "name its columns; store it as a DataFrame (as sp.tl.spalstf_impute does)."
         )
     return pd.DataFrame(value, index=adata.obs_names, columns=list(genes))
+
+
+#: The optional parts of a result: ``obsm`` suffix in memory and layer name in a file (also the layer names of
+#: :func:`spalstf.get.imputed`).
+RESULT_LAYERS: tuple[tuple[str, str], ...] = (
+    (STD_SUFFIX, STD_LAYER),
+    (LOWER_SUFFIX, LOWER_LAYER),
+    (UPPER_SUFFIX, UPPER_LAYER),
+)
+
+
+class Result(NamedTuple):
+    """One imputation result read back: the mean, the optional layers by file name, and the metadata."""
+
+    mean: pd.DataFrame
+    layers: dict[str, pd.DataFrame]
+    metadata: dict[str, Any]
+
+
+def _file_result(adata: AnnData, key: str, path: str | os.PathLike) -> Result:
+    import anndata
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"The result file {str(path)!r} does not exist; pass out= the path given to sp.tl.spalstf_impute(out=...)."
+        )
+    stored = anndata.read_h5ad(path)
+    if key not in stored.uns:
+        raise ValueError(
+            f"{str(path)!r} has no uns[{key!r}]: it was not written by sp.tl.spalstf_impute(out=...) with "
+            f"key_added={key!r} (its uns holds {sorted(stored.uns)}); pass the `key` it was written with."
+        )
+    if not stored.obs_names.equals(adata.obs_names):
+        raise ValueError(
+            f"The cells of {str(path)!r} ({stored.n_obs}) are not the cells of adata_st ({adata.n_obs}, same names in "
+            "the same order): pass the spatial data the file was imputed for."
+        )
+
+    def frame(matrix) -> pd.DataFrame:
+        return pd.DataFrame(np.asarray(matrix), index=adata.obs_names.copy(), columns=stored.var_names.copy())
+
+    layers = {layer: frame(stored.layers[layer]) for _, layer in RESULT_LAYERS if layer in stored.layers}
+    return Result(frame(stored.X), layers, dict(stored.uns[key]))
+
+
+def read_result(adata: AnnData, key: str, out: str | os.PathLike | None = None) -> Result:
+    """Read the result stored under ``key``, from ``adata.obsm`` or from the ``out=`` file (both layouts above).
+
+    ``out`` given: read that file. Otherwise ``adata.obsm[key]`` and its optional parts, or, when only the metadata
+    is in memory (a call with ``out=``), the file named by ``adata.uns[key]["out"]``. The metadata of an in-memory
+    result is ``{}`` when ``adata.uns[key]`` is missing (values stored by hand); a file must hold it.
+    """
+    meta = adata.uns.get(key)
+    if out is None and key not in adata.obsm and isinstance(meta, dict) and "out" in meta:
+        out = meta["out"]
+    if out is not None:
+        return _file_result(adata, key, out)
+    mean = imputed_frame(adata, key)
+    layers = {}
+    for suffix, layer in RESULT_LAYERS:
+        if key + suffix in adata.obsm:
+            frame = imputed_frame(adata, key + suffix)
+            if not (frame.index.equals(mean.index) and frame.columns.equals(mean.columns)):
+                raise ValueError(
+                    f"adata.obsm[{key + suffix!r}] does not have the cells and genes of adata.obsm[{key!r}]; they "
+                    "come from different calls: run sp.tl.spalstf_impute again."
+                )
+            layers[layer] = frame
+    return Result(mean, layers, dict(meta) if isinstance(meta, dict) else {})

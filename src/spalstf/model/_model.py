@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from .._constants import IMPUTED_KEY, INDICES_OBS_KEY
 from .._expression import is_count_matrix, log1p_normalize, to_dense
 from .._genes import GenePlan, plan_genes
+from .._logging import quiet_libraries
 from .._outputs import LOWER_LAYER, STD_LAYER, UPPER_LAYER, result_metadata
 from .._state import global_seed
 from .._streaming import H5adChunkWriter, check_out_path, iter_row_chunks, rows_per_chunk
@@ -406,9 +407,10 @@ class SpaLSTF(BaseModelClass):
             _check_reference_genes(adata, var_names)
             obs_columns, uns_keys = list(adata.obs.columns), set(adata.uns.keys())
         try:
-            return super().load(
-                str(dir_path), adata=adata, accelerator=accelerator, device=device, prefix=prefix, **kwargs
-            )
+            with quiet_libraries():  # scvi-tools' "File ... already downloaded"
+                return super().load(
+                    str(dir_path), adata=adata, accelerator=accelerator, device=device, prefix=prefix, **kwargs
+                )
         except Exception:
             if adata is not None:  # undo scvi-tools' in-place registration
                 for column in [c for c in adata.obs.columns if c not in obs_columns]:
@@ -899,17 +901,18 @@ class SpaLSTF(BaseModelClass):
             split_kwargs["external_indexing"] = [perm[n_val : n_val + n_train], perm[:n_val], perm[n_val + n_train :]]
             splitter = self._data_splitter_cls(self.adata_manager, **splitter_args, **split_kwargs)
         plan = self._training_plan_cls(self.module, **plan_kwargs)
-        runner = self._train_runner_cls(
-            self,
-            training_plan=plan,
-            data_splitter=splitter,
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            **trainer_kwargs,
-        )
         start = time.perf_counter()
-        result = runner()
+        with quiet_libraries():  # Lightning's banners, tips and hints (see spalstf._logging); progress bars stay
+            runner = self._train_runner_cls(
+                self,
+                training_plan=plan,
+                data_splitter=splitter,
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                **trainer_kwargs,
+            )
+            result = runner()
         self.module.calibrate()  # the network part's statistics and the blend's calibration, on the reference
         self.train_time_s_ = time.perf_counter() - start
         self.train_params_ = {

@@ -17,6 +17,7 @@ from scipy import sparse
 
 from .._constants import SPATIAL_KEY
 from .._expression import TARGET_SUM, is_count_matrix, log1p_normalize, to_dense
+from .._logging import quiet_libraries
 from .._memory import PeakMemory
 from .._state import keep_torch_threads
 from .._validation import check_nonempty, check_unique_names, check_values, get_matrix
@@ -129,11 +130,12 @@ class CrossValidationResult:
 
         Columns: ``SPCC``, ``SSIM``, ``RMSE``, ``JS`` (median over genes, NaN skipped), ``ARI``, ``AMI``, ``NMI``,
         ``Homogeneity``, ``AS``, ``time_s`` (sum over folds) and ``peak_memory_mb`` (maximum over folds). When a
-        method gave intervals, also (NaN for the other methods): ``coverage``, ``mean_width`` and ``interval_score`` of the nominal level,
-        ``calibration_error`` (mean absolute gap between nominal and empirical coverage over the levels 0.5-0.95),
+        method gave intervals, also (NaN for the other methods) the columns of :meth:`interval_summary`:
+        ``coverage``, ``mean_width`` and ``interval_score`` of the nominal level, ``calibration_error`` (mean
+        absolute gap between nominal and empirical coverage over the levels 0.5-0.95),
         ``gene_width_interval_score`` (the same calibration with one width per gene), ``reliability_spearman``
-        (Spearman correlation over the genes between predicted reliability and real SPCC with the platform's value)
-        and ``reliability_spearman_truth`` (the same with the SPCC of ``scores``).
+        (Spearman correlation over the genes between predicted reliability and real SPCC with the platform's
+        value) and ``reliability_spearman_truth`` (the same with the SPCC of ``scores``).
 
         ``AS`` is :func:`spalstf.metrics.accuracy_score` over the eight metrics (each method's rank among the methods,
         best = highest, divided by the number of methods, averaged over metrics). Only methods that ran on every fold
@@ -342,7 +344,8 @@ def _run_methods(
             monitor = PeakMemory()
             clock = [np.nan, np.nan]
             try:
-                with monitor, keep_torch_threads():  # a method must not change the threads of the next one
+                # a method must not change the threads of the next one; Lightning's banners of gimVI are not shown
+                with monitor, keep_torch_threads(), quiet_libraries():
                     clock[0] = time.perf_counter()
                     try:
                         out = func(st_fold, reference, list(held), random_state=random_state, **kwargs)

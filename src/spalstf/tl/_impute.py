@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import logging
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anndata as ad
 import pandas as pd
 from anndata import AnnData
 
 from .._constants import IMPUTED_KEY, LOWER_SUFFIX, SPATIAL_KEY, STD_SUFFIX, UPPER_SUFFIX
+from .._spatialdata import import_spatialdata, is_spatialdata, resolve_table
 from .._state import global_seed
 from .._streaming import check_out_path
 from .._validation import check_in_memory, check_nonempty, get_matrix
@@ -26,6 +28,11 @@ from ..model._defaults import (
 )
 from ..model._model import check_impute_options
 from ..model._module import Sampler
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
+
+logger = logging.getLogger(__name__)
 
 #: Arguments of ``SpaLSTF.__init__`` that ``spalstf_impute`` sets itself (the rest are model options).
 _MODEL_ARGS_SET_HERE = frozenset({"self", "adata", "adata_st", "genes", "st_layer", "gene_plan"})
@@ -87,8 +94,25 @@ def _registration_view(adata: AnnData, layer: str | None) -> AnnData:
     return ad.AnnData(X=X, obs=pd.DataFrame(index=adata.obs_names.copy()), var=adata.var.copy())
 
 
+def _impute_table(call: dict[str, Any]) -> Any:
+    """``spalstf_impute`` on a SpatialData object: the same call on the AnnData of its table ``table_key``.
+
+    The table is imputed in place (or in a deep copy of the object with ``copy=True``); its region and instance keys
+    and every element stay as they are. The table annotating a region is what places the cells in space, so
+    ``require_spatial`` does not ask for ``obsm["spatial"]`` in it.
+    """
+    sdata, options = call.pop("adata_st"), call.pop("options")
+    table_key, copy = call.pop("table_key"), call.pop("copy")
+    if copy:
+        sdata = import_spatialdata().deepcopy(sdata)
+    _, table, _ = resolve_table(sdata, table_key)
+    call["require_spatial"] = False
+    spalstf_impute(table, **call, copy=False, **options)
+    return sdata if copy else None
+
+
 def spalstf_impute(
-    adata_st: AnnData,
+    adata_st: AnnData | SpatialData,
     adata_sc: AnnData,
     genes: Sequence[str] | None = None,
     *,
@@ -105,10 +129,11 @@ def spalstf_impute(
     overwrite: bool = False,
     model: SpaLSTF | None = None,
     require_spatial: bool = True,
+    table_key: str | None = None,
     copy: bool = False,
     progress_bar: bool = True,
     **options: Any,
-) -> AnnData | None:
+) -> AnnData | SpatialData | None:
     """Impute genes of a spatial panel from a scRNA-seq reference with SpaLSTF.
 
     Trains a :class:`~spalstf.model.SpaLSTF` on ``adata_sc`` conditioned on the genes ``adata_st`` measured (or reuses
@@ -123,7 +148,8 @@ def spalstf_impute(
     ----------
     adata_st
         Spatial data (cells x measured genes); raw counts or non-negative intensities. Coordinates in
-        ``obsm["spatial"]``.
+        ``obsm["spatial"]``. Or a :class:`spatialdata.SpatialData` object: its table ``table_key`` is imputed and
+        the keys below are written into that table (region and instance keys and every element unchanged).
     adata_sc
         Reference scRNA-seq data with raw counts.
     genes
@@ -161,9 +187,14 @@ def spalstf_impute(
     model
         A trained model to reuse (its genes are imputed and ``genes`` must be ``None`` or equal to them).
     require_spatial
-        Raise if ``adata_st.obsm["spatial"]`` is missing (the plots and spatial statistics need it).
+        Raise if ``adata_st.obsm["spatial"]`` is missing (the plots and spatial statistics need it). With a
+        SpatialData object the table must annotate a region (its shapes or labels place the cells) instead.
+    table_key
+        With a SpatialData object: the table of the spatial cells (``None``: its only table). Not used with an
+        AnnData.
     copy
-        Return a modified copy of ``adata_st`` instead of writing into it.
+        Return a modified copy of ``adata_st`` instead of writing into it (of a SpatialData object: a deep copy,
+        elements included).
     progress_bar
         Show progress bars for training and sampling.
     **options
@@ -175,7 +206,8 @@ def spalstf_impute(
 
     Returns
     -------
-    ``None``, or the modified copy when ``copy=True``. Writes to ``adata_st``:
+    ``None``, or the modified copy when ``copy=True``. Writes to ``adata_st`` (with a SpatialData object: to its
+    table ``table_key``):
 
     ``obsm[key_added]``
         :class:`pandas.DataFrame` (index ``obs_names``, columns the imputed genes). With ``interval``: the value
@@ -217,8 +249,19 @@ def spalstf_impute(
     >>> big = anndata.read_h5ad("st_cells.h5ad", backed="r")  # doctest: +SKIP
     >>> sp.tl.spalstf_impute(big, adata_sc, out="imputed.h5ad", require_spatial=False)  # doctest: +SKIP
     >>> anndata.read_h5ad("imputed.h5ad", backed="r").X[:5]  # doctest: +SKIP
+
+    A SpatialData object (e.g. from a spatialdata-io reader), imputed in its table:
+
+    >>> sdata = sp.datasets.drosophila_embryo(as_spatialdata=True)
+    >>> sp.tl.spalstf_impute(sdata, sdata.tables["rna"], table_key="table", n_top_genes=100)  # doctest: +SKIP
+    >>> sdata.tables["table"].obsm["spalstf_imputed"].shape  # doctest: +SKIP
+    (3039, 100)
     """
-    arguments = {k: v for k, v in locals().items() if k != "options"}
+    if is_spatialdata(adata_st):  # the same call on the AnnData of the table (all arguments, as given)
+        return _impute_table(dict(locals()))
+    if table_key is not None:
+        raise ValueError("table_key is for a SpatialData object; adata_st is an AnnData, so pass no table_key.")
+    arguments = {k: v for k, v in locals().items() if k not in ("options", "table_key")}
     adata, _, _ = _spalstf_impute(**arguments, **options)
     return adata if copy else None
 
@@ -307,6 +350,16 @@ def _spalstf_impute(
     )
     adata = adata_st.copy() if copy else adata_st
     _write_result(adata, key_added, result, metadata, to_file=out is not None)
+    written = f"{out} and uns[{key_added!r}]" if out is not None else f"obsm[{key_added!r}] and uns[{key_added!r}]"
+    logger.info(
+        "imputed %d genes of %d cells from %d measured genes (training %.1f s, imputation %.1f s): %s",
+        len(metadata["imputed_genes"]),
+        adata.n_obs,
+        len(metadata["measured_genes"]),
+        metadata["train_time_s"],
+        metadata["impute_time_s"],
+        written,
+    )
     return adata, model, result
 
 

@@ -276,7 +276,7 @@ def impute_spalstf(
     arguments = {
         name: p.default
         for name, p in inspect.signature(spalstf_impute).parameters.items()
-        if p.default is not inspect.Parameter.empty
+        if p.default is not inspect.Parameter.empty and name != "table_key"  # SpatialData only
     }
     arguments.update(progress_bar=False, require_spatial=False)
     arguments.update({k: v for k, v in kwargs.items() if k in arguments})
