@@ -431,3 +431,90 @@ def test_training_history_of_a_trained_model(make_pair, tiny_model, tiny_train):
         (line,) = ax.get_lines()
         assert len(line.get_xdata()) == tiny_train["max_epochs"]
         np.testing.assert_allclose(line.get_ydata(), model.history[f"train_{term}"].iloc[:, 0].astype(float))
+
+
+# intervals: width maps, calibration and reliability plots --------------------------------------------------------
+def test_spatial_genes_interval_width_panel():
+    adata = _spatial_data()
+    mean = adata.obsm[KEY]
+    adata.obsm[KEY + "_lower"] = mean - 0.5
+    adata.obsm[KEY + "_upper"] = mean + 0.5 + mean * 0.1
+    adata.obsm[KEY + "_lower"].iloc[2] = np.nan  # a cell without signal
+    adata.obsm[KEY + "_upper"].iloc[2] = np.nan
+    adata.uns[KEY]["interval"] = {"level": 0.9}
+    before = _snapshot(adata)
+    axes = sp.pl.spatial_genes(adata, "g3", show_std=False, show=False)
+    assert [ax.get_title() for ax in axes] == ["g3 measured", "g3 imputed", "g3 90% interval width"]
+    width = _scatter(axes[2]).get_array()
+    expected = (adata.obsm[KEY + "_upper"] - adata.obsm[KEY + "_lower"])["g3"].to_numpy()
+    np.testing.assert_allclose(np.ma.filled(width, np.nan), expected)  # in the cells' order, NaN kept
+    assert _scatter(axes[2]).get_cmap().name == "magma"
+    assert [
+        ax.get_title() for ax in sp.pl.spatial_genes(adata, "g3", show_interval=False, show_std=False, show=False)
+    ] == [
+        "g3 measured",
+        "g3 imputed",
+    ]
+    _assert_same(adata, before)
+    del adata.obsm[KEY + "_upper"]
+    with pytest.raises(KeyError, match=KEY + "_upper"):
+        sp.pl.spatial_genes(adata, "g3", show_interval=True, show=False)
+
+
+def _interval_result():
+    levels = [0.5, 0.7, 0.9]
+    rows = []
+    for variant, shift in (("per_cell", 0.01), ("per_gene", -0.02)):
+        for level in levels:
+            rows.append(
+                {
+                    "method": "spalstf",
+                    "variant": variant,
+                    "level": level,
+                    "nominal": level == 0.9,
+                    "coverage": level + shift,
+                    "mean_width": level * 3,
+                    "interval_score": 3.0 + (variant == "per_gene"),
+                }
+            )
+    intervals = pd.DataFrame(rows)
+    reliability = pd.DataFrame(
+        {
+            "method": "spalstf",
+            "fold": 0,
+            "gene": [f"g{i}" for i in range(6)],
+            "reliability": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+            "SPCC": [0.0, 0.3, 0.2, 0.5, 0.4, 0.7],
+            "SPCC_truth": [0.1, 0.2, 0.3, 0.4, 0.5, np.nan],
+        }
+    )
+    return dataclasses.make_dataclass("Result", ["intervals", "reliability"])(intervals, reliability)
+
+
+def test_calibration_plot_lines_and_legend():
+    result = _interval_result()
+    ax = sp.pl.calibration(result, show=False)
+    lines = [line for line in ax.get_lines() if "calibration" not in line.get_label()]
+    assert len(lines) == 2
+    np.testing.assert_allclose(lines[0].get_ydata(), [0.51, 0.71, 0.91])
+    labels = [line.get_label() for line in lines]
+    assert labels[0].startswith("per cell and gene (SpaLSTF): error 0.010, score@90% 3.00")
+    assert labels[1].startswith("one width per gene: error 0.020, score@90% 4.00")
+    with pytest.raises(KeyError, match="tangram"):
+        sp.pl.calibration(result, method="tangram", show=False)
+    empty = dataclasses.replace(result, intervals=result.intervals.iloc[:0])
+    with pytest.raises(ValueError, match="interval"):
+        sp.pl.calibration(empty, show=False)
+
+
+def test_reliability_plot_points_and_title():
+    result = _interval_result()
+    ax = sp.pl.reliability(result, show=False)
+    offsets = _scatter(ax).get_offsets()
+    np.testing.assert_allclose(offsets[:, 0], result.reliability["reliability"])
+    rho = result.reliability["reliability"].corr(result.reliability["SPCC"], method="spearman")
+    assert ax.get_title() == f"spalstf: 6 genes, Spearman {rho:.2f}"
+    ax = sp.pl.reliability(result, spcc="SPCC_truth", show=False)
+    assert len(_scatter(ax).get_offsets()) == 5  # the gene without a truth SPCC is left out
+    with pytest.raises(ValueError, match="spcc must be"):
+        sp.pl.reliability(result, spcc="AS", show=False)

@@ -25,7 +25,7 @@ from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure, SubFigure
 from scipy import sparse
 
-from .._constants import IMPUTED_KEY, SPATIAL_KEY, STD_SUFFIX
+from .._constants import IMPUTED_KEY, LOWER_SUFFIX, SPATIAL_KEY, STD_SUFFIX, UPPER_SUFFIX
 from .._outputs import imputed_frame
 from .._validation import format_names, get_matrix
 from ._docs import show_save_doc
@@ -135,7 +135,7 @@ def _draw_panel(
     view_init: tuple[float, float] | None,
 ):
     order = np.arange(len(panel.values))
-    if sort_order and panel.kind != "std":  # high values on top (scanpy's sort_order); NaN first
+    if sort_order and panel.kind not in ("std", "width"):  # high values on top (scanpy's sort_order); NaN first
         order = np.argsort(np.nan_to_num(panel.values, nan=-np.inf), kind="stable")
     xyz = [coords[order, i] for i in range(coords.shape[1])]
     # mplot3d sorts 3-D points by depth itself; its depth shading would change the colours the colour bar maps
@@ -180,6 +180,7 @@ def spatial_genes(
     *,
     show_measured: bool = True,
     show_std: bool | None = None,
+    show_interval: bool | None = None,
     layer: str | None = None,
     scale: Scale = "minmax",
     percentiles: tuple[float, float] = (1.0, 99.0),
@@ -202,9 +203,11 @@ def spatial_genes(
     """Imputed expression of genes in space, beside their measurement and with the imputation's uncertainty.
 
     For each gene, one block of panels: the measured pattern (when ``adata_st`` measured the gene, e.g. a gene held
-    out in cross-validation), the imputed pattern, and the standard deviation over diffusion draws (when
-    ``obsm[key + "_std"]`` exists). The measured and imputed panels of a gene share one colour scale and one colour
-    bar; the uncertainty panel has its own colour map and scale (standard deviation in the imputation's units).
+    out in cross-validation), the imputed pattern, the standard deviation over diffusion draws (when
+    ``obsm[key + "_std"]`` exists) and the width of the calibrated interval, upper minus lower bound (when
+    ``obsm[key + "_lower"]`` and ``obsm[key + "_upper"]`` exist, i.e. after ``spalstf_impute(..., interval=0.9)``).
+    The measured and imputed panels of a gene share one colour scale and one colour bar; each uncertainty panel has
+    its own colour map and scale (in the imputation's units).
     Nothing of ``adata_st`` is modified.
 
     Parameters
@@ -220,6 +223,9 @@ def spatial_genes(
     show_std
         Show the uncertainty map: ``None`` (default) when ``obsm[key + "_std"]`` exists, ``True`` requires it,
         ``False`` never.
+    show_interval
+        Show the map of interval widths: ``None`` (default) when the bounds exist, ``True`` requires them,
+        ``False`` never. Cells without signal (undefined bounds) are drawn grey.
     layer
         Layer of ``adata_st`` with the measured values (``None``: ``.X``).
     scale
@@ -277,7 +283,8 @@ def spatial_genes(
 
     Notes
     -----
-    Reads ``adata_st.obsm[key]`` (cells x imputed genes), ``adata_st.obsm[key + "_std"]`` (optional),
+    Reads ``adata_st.obsm[key]`` (cells x imputed genes), ``adata_st.obsm[key + "_std"]``,
+    ``adata_st.obsm[key + "_lower"]`` and ``adata_st.obsm[key + "_upper"]`` (optional),
     ``adata_st.obsm[spatial_key]``, ``adata_st.X`` or ``adata_st.layers[layer]`` (measured genes), and
     ``adata_st.uns[key]["params"]["n_samples"]`` for the uncertainty title when present.
 
@@ -325,11 +332,28 @@ def spatial_genes(
     if layer is not None:
         get_matrix(adata_st, layer, "adata_st")
 
-    n_draws = None
+    bound_keys = (key + LOWER_SUFFIX, key + UPPER_SUFFIX)
+    has_bounds = all(k in adata_st.obsm for k in bound_keys)
+    if show_interval is True and not has_bounds:
+        for k in bound_keys:
+            imputed_frame(adata_st, k, "interval bounds")  # raises, naming the key
+    width = None
+    if show_interval is not False and has_bounds:
+        width = imputed_frame(adata_st, bound_keys[1], "interval bounds") - imputed_frame(
+            adata_st, bound_keys[0], "interval bounds"
+        )
+        missing_width = [g for g in genes if g not in width.columns]
+        if missing_width:
+            raise KeyError(f"Gene(s) {format_names(missing_width)} not in adata.obsm[{bound_keys[0]!r}].")
+
+    n_draws = level = None
     uns = adata_st.uns.get(key)
     if isinstance(uns, dict) and isinstance(uns.get("params"), dict):
         n_draws = uns["params"].get("n_samples")
+    if isinstance(uns, dict) and isinstance(uns.get("interval"), dict):
+        level = uns["interval"].get("level")
     std_title = f"uncertainty (std, {n_draws} draws)" if n_draws else "uncertainty (std)"
+    width_title = f"{level:.0%} interval width" if level else "interval width"
 
     # panels per gene ------------------------------------------------------------------------------------------
     cmap = mpl.colormaps[cmap] if isinstance(cmap, str) else cmap
@@ -360,6 +384,11 @@ def spatial_genes(
             p = _Panel(gene, "std", std[gene].to_numpy(dtype=float), f"{gene} {std_title}")
             p.norm, p.cmap, p.label = Normalize(*_limits(p.values, percentiles=percentiles)), std_cmap, "std (log1p)"
             block.append(p)
+        if width is not None:
+            p = _Panel(gene, "width", width[gene].to_numpy(dtype=float), f"{gene} {width_title}")
+            limits = _limits(p.values[np.isfinite(p.values)], percentiles=percentiles)
+            p.norm, p.cmap, p.label = Normalize(*limits), std_cmap, "upper - lower (log1p)"
+            block.append(p)
         blocks.append(block)
     n_panels = sum(p is not None for block in blocks for p in block)
     check_ax(ax, n_panels, "spatial_genes")
@@ -388,7 +417,7 @@ def spatial_genes(
     n_cols_block = len(blocks[0])
     ncols = min(ncols, len(genes))
     nrows = int(np.ceil(len(genes) / ncols))
-    cbar_width = 0.9 * (1 + (std is not None))
+    cbar_width = 0.9 * (1 + (std is not None) + (width is not None))
     block_width = n_cols_block * panel_width + cbar_width
     fig = plt.figure(
         figsize=(ncols * block_width, nrows * (panel_height + 0.55)),
@@ -406,7 +435,8 @@ def spatial_genes(
                     0.5, 0.5, f"{gene}\nnot measured", ha="center", va="center", transform=sub_ax.transAxes, color="0.4"
                 )
                 continue
-            mappables.setdefault(panel.kind == "std", []).append(
+            group = panel.kind if panel.kind in ("std", "width") else "expression"
+            mappables.setdefault(group, []).append(
                 (sub_ax, _draw_panel(sub_ax, coords, panel, size, sort_order, axis_labels, view_init), panel)
             )
             axes.append(sub_ax)
@@ -417,7 +447,7 @@ def spatial_genes(
 
 
 def _add_colorbars(subfig: SubFigure, mappables: dict, shrink: float = 0.9) -> None:
-    """One colour bar right of the measured + imputed panels of a gene, one right of its std panel."""
+    """One colour bar right of the measured + imputed panels of a gene, one right of each uncertainty panel."""
     for entries in mappables.values():
         axs = [a for a, _, _ in entries]
         _, sc, panel = entries[-1]
