@@ -9,7 +9,8 @@ warm-up, and imputes every cell:
     the spatial data read fully into memory (``anndata.read_h5ad(path)``); the result is returned as a DataFrame.
 ``backed``
     the spatial data opened with ``anndata.read_h5ad(path, backed="r")``, the result written chunk by chunk to an
-    ``.h5ad`` file (``model.impute(..., out=...)``); neither the input nor the output is held in memory.
+    ``.h5ad`` file (``sp.tl.spalstf_impute(adata, reference, model=model, out=...)``, which does not read the file
+    back); neither the input nor the output is held in memory.
 
 Reported per run: wall time of ``model.impute``, time per 1,000 cells, the resident memory before imputation
 (model + input), the peak during imputation, the size of the in-memory output matrix, and the working memory (peak
@@ -115,7 +116,22 @@ def worker(args) -> None:
         torch.cuda.reset_peak_memory_stats()
     with PeakMemory() as memory:
         t0 = time.perf_counter()
-        result = model.impute(adata, out=out, overwrite=True, **kwargs)
+        result = None
+        if out is None:
+            result = model.impute(adata, **kwargs)
+        else:
+            tl_kwargs = {"impute_batch_size": kwargs["batch_size"], "n_samples": kwargs["n_samples"]}
+            sp.tl.spalstf_impute(
+                adata,
+                model.adata,
+                model=model,
+                out=out,
+                overwrite=True,
+                require_spatial=False,
+                progress_bar=False,
+                interval=kwargs["interval"],
+                **tl_kwargs,
+            )
         if args.device == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
@@ -137,8 +153,8 @@ def worker(args) -> None:
     if args.device == "cuda":
         row["gpu_peak_gb"] = torch.cuda.max_memory_allocated() / GB
     if out is not None:
-        result.file.close()
         out.unlink()
+    del result
     print(json.dumps(row))
 
 

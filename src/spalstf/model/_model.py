@@ -1014,7 +1014,9 @@ class SpaLSTF(BaseModelClass):
         Without ``out``: ``(mean, std)``, or ``(mean, std, lower, upper)`` with ``interval``: DataFrames indexed by
         ``adata_st.obs_names`` with the imputed genes as columns; ``std`` is ``None`` when ``n_samples == 1``. Cells
         without signal (all measured genes zero) have NaN bounds: their platform value is undefined. With ``out``:
-        the written file opened with ``anndata.read_h5ad(out, backed="r")``.
+        the written file opened with ``anndata.read_h5ad(out, backed="r")``; ``X`` stays on disk, but anndata reads
+        the layers (``std``, ``lower``, ``upper``) into memory, so for outputs whose layers do not fit, read the file
+        with ``anndata.experimental.read_lazy`` or use :func:`~spalstf.tl.spalstf_impute`, which does not open it.
 
         Examples
         --------
@@ -1058,13 +1060,16 @@ class SpaLSTF(BaseModelClass):
         interval: float | None = None,
         extra_levels: Sequence[float] = (),
         key_added: str = IMPUTED_KEY,
-    ) -> tuple[tuple[pd.DataFrame, pd.DataFrame | None] | dict[str, Any] | AnnData, dict[str, Any]]:
+        open_result: bool = True,
+    ) -> tuple[tuple[pd.DataFrame, pd.DataFrame | None] | dict[str, Any] | AnnData | Path, dict[str, Any]]:
         """The worker of :meth:`impute`: the result and its metadata (:func:`spalstf._outputs.result_metadata`).
 
         In memory, the result is ``(mean, std)`` without ``interval``; with it, a dict with ``"mean"``, ``"std"``,
         ``"lower"``, ``"upper"`` and, for each of ``extra_levels`` (benchmarks: the calibration curve),
         ``("lower", level)``, ``("upper", level)``, ``("gene_lower", level)`` and ``("gene_upper", level)`` (the last
-        two: one width per gene). With ``out``, the metadata is also written into the file's ``uns[key_added]``.
+        two: one width per gene). With ``out``, the metadata is also written into the file's ``uns[key_added]``, and
+        the result is the file opened backed, or its path with ``open_result=False`` (anndata's backed mode reads
+        the layers into memory; :func:`~spalstf.tl.spalstf_impute` needs none of it).
         """
         if not self.is_trained_:
             raise RuntimeError("The model is not trained yet; call `model.train()` first.")
@@ -1146,7 +1151,7 @@ class SpaLSTF(BaseModelClass):
             empty = run_chunks(write)
             metadata = self._result_metadata(sampling, time.perf_counter() - start, empty, interval, out=out_path)
             writer.close(uns={key_added: metadata})
-        return anndata.read_h5ad(out_path, backed="r"), metadata
+        return (anndata.read_h5ad(out_path, backed="r") if open_result else out_path), metadata
 
     def _result_metadata(
         self,

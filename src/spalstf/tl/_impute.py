@@ -347,6 +347,7 @@ def _spalstf_impute(
         interval=interval,
         extra_levels=extra_levels,
         key_added=key_added,
+        open_result=False,  # the file is not read back (anndata's backed mode would load its layers)
     )
     adata = adata_st.copy() if copy else adata_st
     _write_result(adata, key_added, result, metadata, to_file=out is not None)
@@ -367,7 +368,7 @@ def _write_result(adata: AnnData, key: str, result, metadata: dict[str, Any], *,
     """Write the documented keys (layout: :mod:`spalstf._outputs`); drop stale ones an earlier call left."""
     mean = std = lower = upper = None
     if to_file:
-        result.file.close()
+        pass  # the values are in the file; only the metadata goes into uns
     elif isinstance(result, dict):
         mean, std, lower, upper = result["mean"], result["std"], result["lower"], result["upper"]
     else:
