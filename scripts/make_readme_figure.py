@@ -2,8 +2,9 @@
 
 Runs the gene cross-validation folds (5 folds, seed 0; the benchmark's split) that hold out ``sna``, ``trn``,
 ``tkv`` and ``Antp`` (the genes of the paper's figure 6) on the bundled Drosophila pair: each fold's genes are removed
-from the spatial panel, imputed by SpaLSTF from the reference (4 diffusion draws, so the uncertainty map exists), and
-plotted beside their in situ measurement in a lateral view of the embryo (anterior-posterior axis x against z).
+from the spatial panel, imputed by SpaLSTF from the reference with calibrated 90% intervals (``interval=0.9``), and
+plotted beside their in situ measurement in a lateral view of the embryo (anterior-posterior axis x against z), with
+the width of the interval and, in the titles, each gene's predicted reliability (expected SPCC).
 
 Usage::
 
@@ -27,31 +28,39 @@ matplotlib.use("Agg")
 import pandas as pd
 
 import spalstf as sp
-from spalstf._constants import IMPUTED_KEY, STD_SUFFIX
+from spalstf._constants import IMPUTED_KEY, LOWER_SUFFIX, UPPER_SUFFIX
 from spalstf.tl._folds import gene_folds
 
 GENES = ["sna", "trn", "tkv", "Antp"]
-N_FOLDS, SEED, N_SAMPLES = 5, 0, 4
+N_FOLDS, SEED, LEVEL = 5, 0, 0.9
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "_static" / "drosophila_measured_vs_imputed.png"
 
 
 def impute_held_out(adata_st: ad.AnnData, adata_sc: ad.AnnData, genes: list[str]) -> ad.AnnData:
     """Impute every fold holding one of ``genes``; returns a copy of ``adata_st`` with the held-out imputations."""
-    means, stds, params = [], [], {}
+    means, lowers, uppers, reliability, meta = [], [], [], {}, {}
     for i, (kept, held) in enumerate(gene_folds(adata_st.var_names, N_FOLDS, SEED)):
         if not set(held) & set(genes):
             continue
         st_fold = adata_st[:, kept].copy()  # the held-out genes are not seen by the model
         t0 = time.perf_counter()
-        sp.tl.spalstf_impute(st_fold, adata_sc, genes=held, n_samples=N_SAMPLES, random_state=SEED, progress_bar=False)
+        sp.tl.spalstf_impute(st_fold, adata_sc, genes=held, interval=LEVEL, random_state=SEED, progress_bar=False)
         print(f"fold {i}: imputed {len(held)} held-out genes in {time.perf_counter() - t0:.0f} s")
-        params = st_fold.uns[IMPUTED_KEY]["params"]
+        meta = st_fold.uns[IMPUTED_KEY]
+        reliability.update(meta["gene_reliability"])
         means.append(st_fold.obsm[IMPUTED_KEY])
-        stds.append(st_fold.obsm[IMPUTED_KEY + STD_SUFFIX])
+        lowers.append(st_fold.obsm[IMPUTED_KEY + LOWER_SUFFIX])
+        uppers.append(st_fold.obsm[IMPUTED_KEY + UPPER_SUFFIX])
     out = adata_st.copy()
     out.obsm[IMPUTED_KEY] = pd.concat(means, axis=1)
-    out.obsm[IMPUTED_KEY + STD_SUFFIX] = pd.concat(stds, axis=1)
-    out.uns[IMPUTED_KEY] = {"params": params, "imputed_genes": list(out.obsm[IMPUTED_KEY].columns)}
+    out.obsm[IMPUTED_KEY + LOWER_SUFFIX] = pd.concat(lowers, axis=1)
+    out.obsm[IMPUTED_KEY + UPPER_SUFFIX] = pd.concat(uppers, axis=1)
+    out.uns[IMPUTED_KEY] = {
+        "params": meta["params"],
+        "interval": {"level": LEVEL},
+        "imputed_genes": list(out.obsm[IMPUTED_KEY].columns),
+        "gene_reliability": reliability,
+    }
     return out
 
 
@@ -71,8 +80,14 @@ def main() -> None:
             adata.write_h5ad(args.cache)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    sp.pl.spatial_genes(adata, GENES, dims=(0, 2), show=False, save=args.out)
-    print(f"wrote {args.out}")
+    fig = sp.pl.spatial_genes(adata, GENES, dims=(0, 2), show=False, return_fig=True)
+    reliability = adata.uns[IMPUTED_KEY]["gene_reliability"]
+    for ax in fig.axes:
+        gene = ax.get_title().split(" ")[0]
+        if ax.get_title().endswith("imputed") and gene in reliability:
+            ax.set_title(f"{gene} imputed (reliability {reliability[gene]:.2f})")
+    fig.savefig(args.out, bbox_inches="tight")
+    print(f"wrote {args.out}; reliability { ({g: round(float(reliability[g]), 2) for g in GENES}) }")
 
 
 if __name__ == "__main__":
