@@ -78,8 +78,10 @@ def test_point_and_bounds_are_in_the_platform_space_and_ordered(with_truth):
         assert frame.index.equals(adata_st.obs_names)
         assert list(frame.columns) == model.imputed_genes
     assert (lower.to_numpy() >= 0).all()
-    assert (lower.to_numpy() <= mean.to_numpy() + 1e-6).all()
-    assert (mean.to_numpy() <= upper.to_numpy() + 1e-6).all()
+    assert (lower.to_numpy() <= upper.to_numpy()).all()
+    # the two sides are calibrated separately, so the point is inside for almost every entry, not by construction
+    inside = (lower.to_numpy() <= mean.to_numpy() + 1e-6) & (mean.to_numpy() <= upper.to_numpy() + 1e-6)
+    assert inside.mean() > 0.95
     # the map into that space is increasing per gene: the order of the cells is the model's
     plain, _ = model.impute(adata_st, progress_bar=False)
     rho = sp.metrics.spcc(plain, mean)
@@ -219,6 +221,72 @@ def test_cross_validate_reports_coverage_width_score_and_reliability(one_thread,
     np.testing.assert_allclose(rel.set_index("gene")["SPCC_truth"].loc[spcc.index], spcc)
 
 
+def test_bounds_stay_ordered_and_conservative_where_scores_are_one_sided():
+    from spalstf.model._calibration import ScoreTable
+
+    scores = np.full(200, -1.0)  # every measurement below its point: the upper side of the interval is negative
+    table = ScoreTable.fit(scores, np.zeros(200, dtype=np.int64), 1)
+    lo_q, hi_q = table.quantiles(0.5)
+    assert hi_q[0] == pytest.approx(-1.0) and lo_q[0] == pytest.approx(1.0)
+    small = ScoreTable.fit(np.linspace(-1, 1, 5), np.zeros(5, dtype=np.int64), 1)
+    assert np.isinf(small.quantiles(0.95)[1][0])  # too few scores for the level: an unbounded side
+    calibration = _toy_calibration(table)
+    lower, upper = calibration.bounds(np.array([[0.05, 2.0]]), np.ones(2), np.array([10.0]), 0.5)
+    assert (lower <= upper).all() and (lower >= 0).all()
+
+
+def _toy_calibration(table):
+    from spalstf.model._calibration import GeneMap, IntervalCalibration
+
+    return IntervalCalibration(
+        gene_map=GeneMap((0.0, 1.0), (0.0, 1.0), 1e-3),
+        shift=0.0,
+        slope=1.0,
+        target_sum=1e4,
+        edges=np.zeros(0),
+        table=table,
+        gene_table=table,
+        agreement_knots=np.array([0.0, 1.0]),
+        spcc_knots=np.array([0.0, 0.8]),
+        gene_reliability={},
+        calibration_genes=[],
+        n_cells=1,
+        n_folds=1,
+    )
+
+
+def test_undefined_agreement_gives_an_undefined_reliability():
+    from spalstf.model._calibration import ScoreTable
+
+    calibration = _toy_calibration(ScoreTable(np.zeros((1, 1)), np.zeros((1, 1)), np.ones(1, np.int64)))
+    out = calibration.reliability(np.array([0.5, np.nan, 2.0]))
+    assert out[0] == pytest.approx(0.4) and np.isnan(out[1]) and out[2] == pytest.approx(0.8)
+
+
+def test_reliability_does_not_depend_on_which_parts_the_estimate_blends(one_thread, tiny_model):
+    """The agreement uses only the closed-form parts; a network-only model standardises them as its copies do."""
+    from spalstf.model._calibration import agreement_features
+
+    adata_st, adata_sc, _ = _pair_with_truth(n_ref=120, n_st=80)
+    out = []
+    for blend in (("ridge", "neighbours", "network"), ("network",)):
+        reference = adata_sc.copy()
+        SpaLSTF.setup_anndata(reference)
+        model = SpaLSTF(reference, adata_st, blend=blend, **tiny_model)
+        chunks = model._st_condition_chunks(adata_st, None, 1024)
+        condition = torch.from_numpy(np.concatenate([c for _, _, c, _, _ in chunks]))
+        out.append(agreement_features(model.module, condition))
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-5, atol=1e-6)
+
+
+def test_more_folds_than_measured_genes_is_refused(with_truth):
+    model, adata_st, *_ = with_truth
+    first = model.interval_calibration_
+    with pytest.raises(ValueError, match="exceeds the model's 40 measured genes"):
+        model.calibrate_intervals(adata_st, n_folds=41)
+    assert model.interval_calibration_ is first
+
+
 # metrics -----------------------------------------------------------------------------------------------------------
 def test_interval_metrics_on_known_values():
     y = pd.DataFrame({"a": [0.0, 1.0, 2.0, np.nan], "b": [5.0, 1.0, 1.0, 1.0]})
@@ -235,6 +303,12 @@ def test_interval_metrics_on_known_values():
     curve = sp.metrics.calibration_curve(y, {0.5: (lo, hi), 0.9: (lo, hi * 10)})
     assert list(curve["nominal"]) == [0.5, 0.9]
     assert sp.metrics.calibration_error(curve) == pytest.approx((abs(0.5 - 4 / 6) + abs(0.9 - 1.0)) / 2)
+
+
+def test_an_infinite_bound_covers_and_scores_infinitely():
+    y = np.array([0.0, 5.0])
+    assert sp.metrics.interval_coverage(y, np.zeros(2), np.array([1.0, np.inf])) == 1.0
+    assert np.isinf(sp.metrics.interval_score(y, np.zeros(2), np.array([1.0, np.inf]), level=0.9))
 
 
 def test_interval_metrics_refuse_swapped_or_misshapen_bounds():

@@ -29,6 +29,11 @@ def _arrays(y_true: Any, lower: Any, upper: Any) -> tuple[np.ndarray, np.ndarray
     return arrays[0], arrays[1], arrays[2], genes
 
 
+def _defined(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Entries that count: a finite value and bounds that are not NaN (an infinite bound is a valid side)."""
+    return np.isfinite(y) & ~np.isnan(lo) & ~np.isnan(hi)
+
+
 def _reduce(values: np.ndarray, ok: np.ndarray, genes: pd.Index | None, per_gene: bool, name: str):
     if not per_gene:
         return float(values[ok].mean()) if ok.any() else float("nan")
@@ -40,7 +45,8 @@ def _reduce(values: np.ndarray, ok: np.ndarray, genes: pd.Index | None, per_gene
 def interval_coverage(y_true: Any, lower: Any, upper: Any, *, per_gene: bool = False) -> float | pd.Series:
     """Fraction of measured values inside their interval, ``lower <= y <= upper``.
 
-    Entries where the value or a bound is NaN (e.g. cells without signal) are left out.
+    Entries where the value or a bound is NaN (e.g. cells without signal) are left out; an infinite bound is a
+    valid (unbounded) side of an interval.
 
     Parameters
     ----------
@@ -56,7 +62,7 @@ def interval_coverage(y_true: Any, lower: Any, upper: Any, *, per_gene: bool = F
     0.75
     """
     y, lo, hi, genes = _arrays(y_true, lower, upper)
-    ok = np.isfinite(y) & np.isfinite(lo) & np.isfinite(hi)
+    ok = _defined(y, lo, hi)
     inside = (y >= lo) & (y <= hi)
     return _reduce(inside.astype(np.float64), ok, genes, per_gene, "coverage")
 
@@ -66,7 +72,8 @@ def interval_score(y_true: Any, lower: Any, upper: Any, level: float, *, per_gen
 
     ``(upper - lower) + 2 / a * (lower - y)`` if ``y < lower``, ``+ 2 / a * (y - upper)`` if ``y > upper``, with
     ``a = 1 - level`` (Gneiting and Raftery 2007): the width, plus a penalty for every miss proportional to its
-    distance. A proper score: in expectation it is smallest for the true quantiles.
+    distance. A proper score: in expectation it is smallest for the true quantiles. An infinite bound gives an
+    infinite score.
 
     Parameters
     ----------
@@ -87,7 +94,7 @@ def interval_score(y_true: Any, lower: Any, upper: Any, level: float, *, per_gen
     if not 0 < level < 1:
         raise ValueError(f"level must be strictly between 0 and 1, got {level!r}.")
     y, lo, hi, genes = _arrays(y_true, lower, upper)
-    ok = np.isfinite(y) & np.isfinite(lo) & np.isfinite(hi)
+    ok = _defined(y, lo, hi)
     alpha = 1.0 - level
     with np.errstate(invalid="ignore"):
         score = (hi - lo) + 2.0 / alpha * (np.maximum(lo - y, 0.0) + np.maximum(y - hi, 0.0))
@@ -121,7 +128,7 @@ def calibration_curve(y_true: Any, intervals: Mapping[float, tuple[Any, Any]]) -
     for level in sorted(intervals):
         lower, upper = intervals[level]
         y, lo, hi, _ = _arrays(y_true, lower, upper)
-        ok = np.isfinite(y) & np.isfinite(lo) & np.isfinite(hi)
+        ok = _defined(y, lo, hi)
         rows.append(
             {
                 "nominal": float(level),

@@ -180,8 +180,8 @@ class ScoreTable:
     def quantiles(self, level: float) -> tuple[np.ndarray, np.ndarray]:
         """Per stratum, the conformal quantiles of the lower and the upper score at a central ``level``.
 
-        Each tail gets ``(1 - level) / 2``; the finite-sample rank ``ceil((n + 1) p) / n`` is used, and a stratum too
-        small for it gets an infinite bound.
+        Each tail gets ``(1 - level) / 2``; the finite-sample rank ``ceil((n + 1) p) / n`` is used, read at the first
+        stored probability at or above it (conservative), and a stratum too small for it gets an infinite bound.
         """
         tail = 1.0 - (1.0 - level) / 2.0
         lo, hi = np.empty(len(self.counts)), np.empty(len(self.counts))
@@ -190,8 +190,8 @@ class ScoreTable:
             if prob > 1.0:
                 lo[s] = hi[s] = np.inf
             else:
-                lo[s] = np.interp(prob, SCORE_PROBS, self.lower[s])
-                hi[s] = np.interp(prob, SCORE_PROBS, self.upper[s])
+                k = min(int(np.searchsorted(SCORE_PROBS, prob - 1e-12)), len(SCORE_PROBS) - 1)
+                lo[s], hi[s] = self.lower[s, k], self.upper[s, k]
         return lo, hi
 
 
@@ -240,8 +240,10 @@ class IntervalCalibration:
         """Lower and upper bound of the central ``level`` interval (cells x genes, float64).
 
         ``per_cell=False`` uses one width per gene (the scores pooled over strata): the plain conformal interval the
-        benchmarks compare with. The lower bound is at least 0 (the smallest value of the space); cells whose library
-        is 0 get NaN bounds (their platform value is undefined).
+        benchmarks compare with. The lower bound is at least 0 (the smallest value of the space) and the upper bound
+        at least the lower one; the interval need not contain the point (its two sides are calibrated separately). An
+        upper bound is infinite where a stratum has too few scores for the level. Cells whose library is 0 get NaN
+        bounds (their platform value is undefined).
         """
         library = np.asarray(library, np.float64).ravel()
         if per_cell:
@@ -252,7 +254,7 @@ class IntervalCalibration:
             lo_q, hi_q = self.gene_table.quantiles(level)
             lo_q, hi_q = lo_q[0], hi_q[0]
         lower = np.maximum(point - lo_q * scale, 0.0)
-        upper = point + hi_q * scale
+        upper = np.maximum(point + hi_q * scale, lower)
         empty = library <= 0
         lower[empty] = np.nan
         upper[empty] = np.nan
@@ -260,9 +262,15 @@ class IntervalCalibration:
 
     # reliability -------------------------------------------------------------------------------------------------
     def reliability(self, agreement: np.ndarray) -> np.ndarray:
-        """Expected SPCC of genes with this agreement: the quantile map of the panel genes' (agreement, SPCC)."""
-        a = np.nan_to_num(np.asarray(agreement, np.float64), nan=float(self.agreement_knots[0]))
-        return np.interp(a, self.agreement_knots, self.spcc_knots)
+        """Expected SPCC of genes with this agreement: the quantile map of the panel genes' (agreement, SPCC).
+
+        Beyond the panel genes' range the map is flat (the lowest or highest panel SPCC). An undefined agreement
+        (NaN: a prediction constant over the cells) gives NaN.
+        """
+        a = np.asarray(agreement, np.float64)
+        out = np.interp(np.nan_to_num(a), self.agreement_knots, self.spcc_knots)
+        out[~np.isfinite(a)] = np.nan
+        return out
 
     def describe(self, level: float) -> dict[str, Any]:
         """The ``uns[key]["interval"]`` record: level, method, what it was calibrated on."""
@@ -272,6 +280,7 @@ class IntervalCalibration:
             "n_calibration_genes": len(self.calibration_genes),
             "calibration_genes": list(self.calibration_genes),
             "n_calibration_cells": int(self.n_cells),
+            "n_spatial_cells": int(self.details.get("n_spatial_cells", self.n_cells)),
             "n_folds": int(self.n_folds),
             "n_strata": len(self.edges) + 1,
             "point_map": {"shift": float(self.shift), "slope": float(self.slope)},
@@ -372,6 +381,7 @@ def agreement_features(
     neighbors, _ = module.find_neighbors(condition)
     k_local = max(1, module.n_neighbors // 4)
     table = module.ref_profiles[:, module.n_measured :]
+    nb_shift, nb_scale = _neighbour_standardisation(module)
     out = np.empty(module.n_imputed)
     for g0 in range(0, module.n_imputed, gene_chunk):
         genes = slice(g0, min(g0 + gene_chunk, module.n_imputed))
@@ -384,8 +394,25 @@ def agreement_features(
             nb_all.append(sub[nb].mean(1).cpu().numpy())
             nb_local.append(sub[nb[:, :k_local]].mean(1).cpu().numpy())
         ridge, nb_all, nb_local = (np.concatenate(x).astype(np.float64) for x in (ridge, nb_all, nb_local))
-        shift = module.neighbour_shift[genes].cpu().numpy()
-        scale = module.neighbour_scale[genes].cpu().numpy()
-        blend = (ridge - module.ridge_shift[genes].cpu().numpy()) + (nb_all - shift) / scale
+        blend = (ridge - module.ridge_shift[genes].cpu().numpy()) + (nb_all - nb_shift[genes]) / nb_scale[genes]
         out[genes] = 0.5 * (spearman_columns(ridge, nb_local) + spearman_columns(blend, nb_local))
     return out
+
+
+@torch.no_grad()
+def _neighbour_standardisation(module: SpaLSTFModule) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene centre and spread of the neighbour average over the reference, as the closed-form copies have them.
+
+    The module's own when its blend has the neighbour part (fitted by its ``calibrate``); else computed the same way
+    (the module's buffers of an unused part stay 0 and 1), without changing the module.
+    """
+    if "neighbours" in module.blend:
+        return module.neighbour_shift.cpu().numpy(), module.neighbour_scale.cpu().numpy()
+    from ._module import MAX_STATISTICS_CELLS
+
+    n_ref = module.ref_profiles.shape[0]
+    rows = torch.unique(torch.linspace(0, n_ref - 1, min(n_ref, MAX_STATISTICS_CELLS)).round().long()).to(module.device)
+    condition = module.ref_profiles[rows, : module.n_measured]
+    neighbors, _ = module.find_neighbors(condition, exclude=rows)
+    raw = module._part("neighbours", condition, neighbors, None)
+    return raw.mean(0).cpu().numpy(), raw.std(0, unbiased=False).clamp_min(1e-6).cpu().numpy()

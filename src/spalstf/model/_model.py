@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
+from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi import settings as scvi_settings
 from scvi.data import AnnDataManager
@@ -584,23 +585,25 @@ class SpaLSTF(BaseModelClass):
         adata_st: AnnData,
         *,
         layer: str | None = None,
-        n_folds: int = cal.N_CALIBRATION_FOLDS,
+        n_folds: int | None = None,
         n_strata: int = cal.N_STRATA,
         max_cells: int = cal.MAX_CALIBRATION_CELLS,
         random_state: int = 0,
     ) -> cal.IntervalCalibration:
         """Calibrate the intervals and the per-gene reliability on the measured genes of ``adata_st``.
 
-        Inner leave-genes-out over the model's measured genes (``n_folds`` folds): for each fold, a closed-form copy
-        of the model (the ridge + neighbour blend with this model's preprocessing and settings, no training) is
-        built on the other measured genes and predicts the fold's genes in up to ``max_cells`` evenly spaced cells of
-        ``adata_st`` with signal. Its errors in the platform's space ``log1p(x / L * target_sum)`` (``L`` the cell's
-        total over the measured genes) give split-conformal quantiles in ``n_strata`` strata of the predicted raw
+        Inner leave-genes-out over the model's measured genes (``n_folds`` folds): for each fold, a closed-form copy of
+        the model (the ridge + neighbour blend with this model's preprocessing and settings, no training) is built on
+        the other measured genes and predicts the fold's genes in the cells of ``adata_st`` with signal among
+        ``max_cells`` evenly spaced ones. Its errors in the platform's space ``log1p(x / L * target_sum)`` (``L`` the
+        cell's total over the measured genes) give split-conformal quantiles in ``n_strata`` strata of the predicted raw
         measurement, and the agreement of its global and local predictions, paired with its real per-gene Spearman
-        correlation, gives the map to each imputed gene's expected SPCC (``docs/method.md``, section
-        "Uncertainty"). The imputed genes' values never enter; the cost is ``n_folds`` closed-form fits, not
-        trainings. The result is stored as :attr:`interval_calibration_` (saved with the model) and used by
-        :meth:`impute` with ``interval=``.
+        correlation, gives the map to each imputed gene's expected SPCC (``docs/method.md``, section "Uncertainty"). The
+        imputed genes' values never enter; the cost is ``n_folds`` closed-form fits, not trainings. The result is stored
+        as :attr:`interval_calibration_` (saved with the model) and used by every later :meth:`impute` with
+        ``interval=``, whatever cells it imputes; call this method again to calibrate on other data. The scores come
+        from the closed-form copies, not from the model itself: for a model whose estimate is mostly its network
+        (``preset="paper"``) the intervals describe the closed-form parts' errors.
 
         Parameters
         ----------
@@ -609,7 +612,8 @@ class SpaLSTF(BaseModelClass):
         layer
             Layer with the values; default: the layer the model was built with.
         n_folds
-            Inner folds over the measured genes (at most their number).
+            Inner folds over the measured genes (at most their number); default 5, or the number of measured genes
+            when there are fewer.
         n_strata
             Strata of the predicted measurement (``1``: one width per gene, the plain conformal interval).
         max_cells
@@ -628,7 +632,8 @@ class SpaLSTF(BaseModelClass):
         """
         from sklearn.model_selection import KFold
 
-        check_option("n_calibration_folds", n_folds, "n_folds")
+        if n_folds is not None:
+            check_option("n_calibration_folds", n_folds, "n_folds")
         check_option("n_strata", n_strata)
         check_option("max_calibration_cells", max_cells, "max_cells")
         layer = layer if layer is not None else self.st_layer
@@ -638,7 +643,12 @@ class SpaLSTF(BaseModelClass):
                 f"Intervals are calibrated on the measured genes, and the model has {len(measured)} (at least "
                 f"{cal.MIN_CALIBRATION_GENES} are needed); pass interval=None."
             )
-        n_folds = min(n_folds, len(measured))
+        if n_folds is None:
+            n_folds = min(cal.N_CALIBRATION_FOLDS, len(measured))
+        elif n_folds > len(measured):
+            raise ValueError(
+                f"n_folds={n_folds} exceeds the model's {len(measured)} measured genes; pass at most {len(measured)}."
+            )
         S = self._calibration_cells(adata_st, layer, max_cells)
         R = self._reference_sample(measured)
         target_sum = self.target_sum
@@ -657,12 +667,20 @@ class SpaLSTF(BaseModelClass):
             var=pd.DataFrame(index=measured),
         )
         reference.obs_names = self.adata.obs_names.copy()
-        with global_seed(random_state):
-            self.setup_anndata(reference)
-            folds = []
-            splitter = KFold(n_folds, shuffle=True, random_state=random_state)
-            for keep, hold in splitter.split(np.arange(len(measured))):
-                folds.append(self._inner_fold(reference, R, S, keep, hold, measured))
+        folds, copies = [], []
+        try:
+            with global_seed(random_state):  # the copies' (unused) networks draw their initial weights
+                self.setup_anndata(reference)
+                splitter = KFold(n_folds, shuffle=True, random_state=random_state)
+                for keep, hold in splitter.split(np.arange(len(measured))):
+                    fold, copy_id = self._inner_fold(reference, R, S, keep, hold, measured)
+                    folds.append(fold)
+                    copies.append(copy_id)
+        finally:  # scvi-tools keeps every registered AnnData in class-level stores; drop the copies' references
+            cls = type(self)
+            cls._setup_adata_manager_store.pop(reference.uns.get("_scvi_uuid"), None)
+            for copy_id in copies:
+                cls._per_instance_manager_store.pop(copy_id, None)
         calibration = cal.fit_interval_calibration(
             folds,
             gene_map=gene_map,
@@ -672,6 +690,9 @@ class SpaLSTF(BaseModelClass):
             n_strata=n_strata,
             n_cells=S.shape[0],
         )
+        st_spelling = dict(zip(measured, measured_st, strict=True))  # records name genes as adata_st does
+        calibration.calibration_genes = [st_spelling[g] for g in calibration.calibration_genes]
+        calibration.details["n_spatial_cells"] = int(adata_st.n_obs)
         self.interval_calibration_ = calibration
         return calibration
 
@@ -721,7 +742,9 @@ class SpaLSTF(BaseModelClass):
         X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         rows = prep.quantile_sample_rows(self.adata.n_obs, cal.MAX_REFERENCE_STATISTICS_CELLS)
         pos = self.adata.var_names.get_indexer(measured)
-        return to_dense(X[rows][:, pos])
+        if sparse.issparse(X):
+            return to_dense(X[rows][:, pos])
+        return to_dense(np.asarray(X)[np.ix_(rows, pos)])  # never a copy of every reference gene
 
     def _gene_map(self, R: np.ndarray, S: np.ndarray) -> cal.GeneMap:
         """The platform map of panel genes' statistics: reference (as the model's targets) and spatial moments."""
@@ -731,8 +754,11 @@ class SpaLSTF(BaseModelClass):
 
     def _inner_fold(
         self, reference: AnnData, R: np.ndarray, S: np.ndarray, keep: np.ndarray, hold: np.ndarray, measured
-    ) -> cal.InnerFold:
-        """One inner fold: a closed-form copy on the ``keep`` measured genes predicts the ``hold`` ones."""
+    ) -> tuple[cal.InnerFold, str]:
+        """One inner fold: a closed-form copy on the ``keep`` measured genes predicts the ``hold`` ones.
+
+        Returns the fold and the copy's scvi-tools instance id (its registration is dropped afterwards).
+        """
         library = S[:, keep].sum(axis=1)
         cells = library > 0
         kept_genes, held_genes = [measured[i] for i in keep], [measured[i] for i in hold]
@@ -764,7 +790,7 @@ class SpaLSTF(BaseModelClass):
             measured=cal.platform_values(S[cells][:, hold], library[cells], self.target_sum),
             library=library[cells],
             agreement=cal.agreement_features(copy.module, condition),
-        )
+        ), copy.id
 
     # training ----------------------------------------------------------------------------------------------------
     def train(
@@ -998,7 +1024,10 @@ class SpaLSTF(BaseModelClass):
             Central level (e.g. ``0.9``) of calibrated intervals around the point estimate, or ``None`` (default).
             The first call calibrates the model on the measured genes of ``adata_st`` (:meth:`calibrate_intervals`)
             unless it was calibrated before; :meth:`get_gene_reliability` then gives the expected SPCC of every gene.
-            The intervals are around the posterior-mean estimate (also when ``n_samples > 1``).
+            The intervals are calibrated around the posterior-mean estimate, also when ``n_samples > 1`` (the mean
+            returned is then the mean of the draws, each mapped into the platform's space). The bounds need not
+            contain the point (the two sides are calibrated separately); an upper bound can be infinite where too
+            few calibration scores support the level.
         out
             Path of an ``.h5ad`` file to write the result into, chunk by chunk. The file holds ``obs`` (index: the cell
             names of ``adata_st``), ``var`` (index: the imputed genes), ``X`` (float32 mean), ``layers["std"]`` (float32
@@ -1083,6 +1112,8 @@ class SpaLSTF(BaseModelClass):
         )
         if extra_levels and (interval is None or out is not None):
             raise ValueError("extra_levels needs interval= and an in-memory result.")
+        for level in extra_levels:
+            check_option("interval", level, "extra_levels")
         layer = layer if layer is not None else self.st_layer
         self._st_columns(adata_st)  # fail on missing genes before creating any file
         get_matrix(adata_st, layer, "adata_st")

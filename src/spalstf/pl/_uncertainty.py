@@ -9,6 +9,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from ..metrics import calibration_error
 from ._docs import show_save_doc
 from ._utils import SavePath, finish, new_figure
 
@@ -87,7 +88,7 @@ def calibration(
     nominal = table[table["nominal"]] if "nominal" in table else table.iloc[:0]
     for variant, rows in table.groupby("variant", sort=False):
         rows = rows.sort_values("level")
-        gap = float((rows["level"] - rows["coverage"]).abs().mean())
+        gap = calibration_error(pd.DataFrame({"nominal": rows["level"], "empirical": rows["coverage"]}))
         label = f"{_VARIANT_LABELS.get(variant, variant)}: error {gap:.3f}"
         at_nominal = nominal[nominal["variant"] == variant]
         if len(at_nominal):

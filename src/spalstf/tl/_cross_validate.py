@@ -30,7 +30,7 @@ from ..metrics import (
     interval_coverage,
     interval_score,
 )
-from ..model._calibration import platform_values, spearman_columns
+from ..model._calibration import CURVE_LEVELS, platform_values, spearman_columns
 from . import _peers
 from ._folds import gene_folds
 
@@ -220,7 +220,8 @@ class CrossValidationResult:
             rho = rel["reliability"].corr(rel["SPCC"], method="spearman") if len(rel) > 2 else np.nan
             truth = rel.dropna(subset=["SPCC_truth"])
             rho_truth = truth["reliability"].corr(truth["SPCC_truth"], method="spearman") if len(truth) > 2 else np.nan
-            curve = pd.DataFrame({"nominal": cell.index, "empirical": cell["coverage"].to_numpy()})
+            on_curve = cell[np.isin(cell.index, CURVE_LEVELS)]  # the method's own level may lie off the curve
+            curve = pd.DataFrame({"nominal": on_curve.index, "empirical": on_curve["coverage"].to_numpy()})
             rows[method] = {
                 "coverage": cell["coverage"].get(level, np.nan),
                 "mean_width": cell["mean_width"].get(level, np.nan),

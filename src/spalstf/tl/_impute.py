@@ -175,7 +175,8 @@ def spalstf_impute(
         Central level of calibrated intervals, e.g. ``0.9`` (:data:`~spalstf.model._defaults.INTERVAL_LEVEL`), or
         ``None`` (default) for none. With a level, the model is calibrated on the measured genes of ``adata_st``
         (inner leave-genes-out over the panel with closed-form copies of the model, no retraining;
-        :meth:`~spalstf.model.SpaLSTF.calibrate_intervals`), the expected SPCC of every imputed gene is written to
+        :meth:`~spalstf.model.SpaLSTF.calibrate_intervals`; a passed ``model`` that was calibrated before keeps its
+        calibration), the expected SPCC of every imputed gene is written to
         ``uns[key_added]["gene_reliability"]``, and the point estimate and the bounds are in the platform's space
         (below).
     out

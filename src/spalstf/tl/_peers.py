@@ -283,7 +283,11 @@ def impute_spalstf(
     options = {k: v for k, v in kwargs.items() if k not in arguments}
     arguments.update(genes=list(held_genes), random_state=random_state, copy=True)
     interval = arguments["interval"]
-    if interval is not None and arguments["out"] is None:
+    if interval is not None and arguments["out"] is not None:
+        raise ValueError(
+            "cross_validate scores intervals from in-memory results; remove out= from method_kwargs['spalstf']."
+        )
+    if interval is not None:
         arguments["extra_levels"] = CURVE_LEVELS
     adata, model, result = _spalstf_impute(adata_st, adata_sc, **arguments, **options)
     held = list(held_genes)
