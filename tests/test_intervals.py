@@ -319,3 +319,13 @@ def test_interval_metrics_refuse_swapped_or_misshapen_bounds():
         sp.metrics.interval_score(y, np.zeros((3, 1)), np.ones((3, 1)), level=0.9)
     with pytest.raises(ValueError, match="level must be strictly between 0 and 1"):
         sp.metrics.interval_score(y, y, y + 1, level=1.0)
+
+
+def test_sp_get_carries_the_bounds_as_layers(with_truth):
+    model, adata_st, adata_sc, _, (_, _, lower, upper) = with_truth
+    st = adata_st.copy()
+    sp.tl.spalstf_impute(st, adata_sc, model=model, interval=0.9, progress_bar=False)
+    genes = sp.get.imputed(st)
+    np.testing.assert_allclose(genes.layers["lower"], lower.to_numpy())
+    np.testing.assert_allclose(genes.layers["upper"], upper.to_numpy())
+    assert genes.uns["spalstf_imputed"]["gene_reliability"] == pytest.approx(model.get_gene_reliability().to_dict())

@@ -38,7 +38,7 @@ from scipy.stats import rankdata
 if TYPE_CHECKING:  # pragma: no cover
     from ._module import SpaLSTFModule
 
-#: Spatial cells at most used by the calibration (an evenly spaced subset of the cells with signal).
+#: Spatial cells at most sampled by the calibration (evenly spaced over all cells; those without signal are dropped).
 MAX_CALIBRATION_CELLS = 10_000
 #: Reference cells at most used for the per-gene statistics of the gene map.
 MAX_REFERENCE_STATISTICS_CELLS = 20_000
