@@ -322,26 +322,11 @@ def fit_interval_calibration(
         slope, shift = np.polyfit(e, z, 1)
     else:
         slope, shift = 0.0, float(z.mean())
-    slope = max(float(slope), 0.0)  # a negative line would reverse the genes' order; 0 keeps the gene-wise mean
+    slope, shift = max(float(slope), 0.0), float(shift)  # a negative slope would reverse the cells' order
 
-    cal = IntervalCalibration(
-        gene_map=gene_map,
-        shift=float(shift),
-        slope=slope,
-        target_sum=float(target_sum),
-        edges=np.zeros(0),
-        table=ScoreTable(np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1, np.int64)),
-        gene_table=ScoreTable(np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1, np.int64)),
-        agreement_knots=np.zeros(1),
-        spcc_knots=np.zeros(1),
-        gene_reliability={},
-        calibration_genes=[g for f in folds for g in f.genes],
-        n_cells=n_cells,
-        n_folds=len(folds),
-    )
     scores, keys, spcc, agreement = [], [], [], []
     for f in folds:
-        point = np.maximum(f.platform_mean + f.platform_scale * (cal.shift + cal.slope * f.estimate), 0.0)
+        point = np.maximum(f.platform_mean + f.platform_scale * (shift + slope * f.estimate), 0.0)
         ok = np.isfinite(f.measured)
         scores.append(((f.measured - point) / f.platform_scale)[ok])
         keys.append(measurement_key(point, f.library, target_sum)[ok])
@@ -349,18 +334,29 @@ def fit_interval_calibration(
         agreement.append(f.agreement)
     scores, keys = np.concatenate(scores), np.concatenate(keys)
     edges = np.unique(np.quantile(keys, np.arange(1, n_strata) / n_strata)) if n_strata > 1 else np.zeros(0)
-    cal.edges = edges
-    cal.table = ScoreTable.fit(scores, np.searchsorted(edges, keys), len(edges) + 1)
-    cal.gene_table = ScoreTable.fit(scores, np.zeros(len(scores), dtype=np.int64), 1)
-
     spcc, agreement = np.concatenate(spcc), np.concatenate(agreement)
     ok = np.isfinite(spcc) & np.isfinite(agreement)
     if ok.sum() < 2:
         raise ValueError("Too few panel genes with a defined Spearman correlation to calibrate the reliability.")
-    cal.agreement_knots, cal.spcc_knots = np.sort(agreement[ok]), np.sort(spcc[ok])
+    calibration_genes = [g for f in folds for g in f.genes]
+    cal = IntervalCalibration(
+        gene_map=gene_map,
+        shift=float(shift),
+        slope=slope,
+        target_sum=float(target_sum),
+        edges=edges,
+        table=ScoreTable.fit(scores, np.searchsorted(edges, keys), len(edges) + 1),
+        gene_table=ScoreTable.fit(scores, np.zeros(len(scores), dtype=np.int64), 1),
+        agreement_knots=np.sort(agreement[ok]),
+        spcc_knots=np.sort(spcc[ok]),
+        gene_reliability={},
+        calibration_genes=calibration_genes,
+        n_cells=n_cells,
+        n_folds=len(folds),
+        details={"panel_spcc": dict(zip(calibration_genes, map(float, spcc), strict=True))},
+    )
     expected = cal.reliability(imputed_agreement)
     cal.gene_reliability = {str(g): float(v) for g, v in zip(imputed_genes, expected, strict=True)}
-    cal.details = {"panel_spcc": dict(zip(cal.calibration_genes, map(float, spcc), strict=True))}
     return cal
 
 

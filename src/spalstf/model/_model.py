@@ -538,6 +538,26 @@ class SpaLSTF(BaseModelClass):
             values = prep.condition_values(rows, self.target_sum, self.cell_scaling, normalize=normalize)
             yield start, stop, prep.apply_alignment(self.alignment, params, values), library == 0, library
 
+    def _sampled_st_rows(self, adata_st: AnnData, layer: str | None, max_cells: int) -> tuple[np.ndarray, int, bool]:
+        """Sampled raw values of the measured genes of ``adata_st``, in one chunked pass.
+
+        Returns the values (float64) of the cells with signal among ``max_cells`` evenly spaced ones, the number of
+        cells without signal (over all cells), and whether the values are counts.
+        """
+        pos = self._st_columns(adata_st)
+        X = get_matrix(adata_st, layer, "adata_st")
+        names = list(self.gene_plan.measured_st)
+        sample = prep.quantile_sample_rows(adata_st.n_obs, max_cells)
+        kept, n_empty, counts = [], 0, True
+        for start, stop, rows in iter_row_chunks(X, rows_per_chunk(len(pos)), pos):
+            check_values(rows, "adata_st", names)
+            rows = to_dense(rows)
+            empty = rows.sum(axis=1) == 0
+            n_empty += int(empty.sum())
+            counts = counts and is_count_matrix(rows)
+            kept.append(rows[np.isin(np.arange(start, stop), sample) & ~empty])
+        return np.concatenate(kept), n_empty, counts
+
     def _fit_st_alignment(
         self, adata_st: AnnData, layer: str | None, normalize_st: bool | str
     ) -> tuple[dict[str, np.ndarray], bool]:
@@ -548,20 +568,7 @@ class SpaLSTF(BaseModelClass):
         are kept, and whether the values are counts decides the library normalisation when ``normalize_st`` is
         ``"auto"``.
         """
-        pos = self._st_columns(adata_st)
-        X = get_matrix(adata_st, layer, "adata_st")
-        names = list(self.gene_plan.measured_st)
-        sample = prep.quantile_sample_rows(adata_st.n_obs)
-        kept, n_empty, counts = [], 0, True
-        for start, stop, rows in iter_row_chunks(X, rows_per_chunk(len(pos)), pos):
-            check_values(rows, "adata_st", names)
-            rows = to_dense(rows)
-            empty = rows.sum(axis=1) == 0
-            n_empty += int(empty.sum())
-            counts = counts and is_count_matrix(rows)
-            in_sample = np.isin(np.arange(start, stop), sample) & ~empty
-            kept.append(rows[in_sample])
-        values = np.concatenate(kept)
+        values, n_empty, counts = self._sampled_st_rows(adata_st, layer, prep.MAX_QUANTILE_CELLS)
         if len(values) < prep.MIN_FIT_CELLS:
             raise ValueError(
                 f"adata_st has {adata_st.n_obs - n_empty} cell(s) with signal on the measured genes; fitting the "
@@ -718,18 +725,8 @@ class SpaLSTF(BaseModelClass):
         return pd.Series(calibration.gene_reliability, name="gene_reliability").reindex(self.imputed_genes)
 
     def _calibration_cells(self, adata_st: AnnData, layer: str | None, max_cells: int) -> np.ndarray:
-        """Raw values (float64) of the measured genes in up to ``max_cells`` evenly spaced cells with signal."""
-        pos = self._st_columns(adata_st)
-        X = get_matrix(adata_st, layer, "adata_st")
-        names = list(self.gene_plan.measured_st)
-        sample = prep.quantile_sample_rows(adata_st.n_obs, max_cells)
-        kept = []
-        for start, stop, rows in iter_row_chunks(X, rows_per_chunk(len(pos)), pos):
-            check_values(rows, "adata_st", names)
-            rows = to_dense(rows)
-            in_sample = np.isin(np.arange(start, stop), sample) & (rows.sum(axis=1) > 0)
-            kept.append(rows[in_sample])
-        values = np.concatenate(kept)
+        """Raw values (float64) of the measured genes: the cells with signal among ``max_cells`` evenly spaced ones."""
+        values, _, _ = self._sampled_st_rows(adata_st, layer, max_cells)
         if len(values) < prep.MIN_FIT_CELLS:
             raise ValueError(
                 f"adata_st has {len(values)} sampled cell(s) with signal on the measured genes; calibrating "
@@ -1261,15 +1258,21 @@ class SpaLSTF(BaseModelClass):
                         step_callback=lambda: bar.update(1),
                     )
                 draws = draws.cpu().numpy().astype(np.float64)
-                if calibration is None:
-                    draws = np.maximum(draws * target_std + target_mean, 0.0)
-                else:
-                    draws = calibration.point(draws, target_mean, target_std)[0]
-                out = {"mean": draws.mean(0)}
-                if n_samples > 1:
-                    out["std"] = draws.std(0)
-                if calibration is not None:
+                if calibration is not None:  # the bounds are around the posterior mean, also when draws are made
                     point, scale = calibration.point(estimate.cpu().numpy(), target_mean, target_std)
+                if n_samples == 1:
+                    out = {
+                        "mean": point
+                        if calibration is not None
+                        else np.maximum(draws[0] * target_std + target_mean, 0.0)
+                    }
+                else:
+                    if calibration is None:
+                        draws = np.maximum(draws * target_std + target_mean, 0.0)
+                    else:
+                        draws = calibration.point(draws, target_mean, target_std)[0]
+                    out = {"mean": draws.mean(0), "std": draws.std(0)}
+                if calibration is not None:
                     out["lower"], out["upper"] = calibration.bounds(point, scale, library, interval)
                     for level in extra_levels:
                         out[("lower", level)], out[("upper", level)] = calibration.bounds(point, scale, library, level)

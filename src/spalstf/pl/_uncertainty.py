@@ -42,6 +42,17 @@ def _one_method(table: pd.DataFrame, method: str | None) -> tuple[pd.DataFrame, 
     return table[table["method"] == method], method
 
 
+def _diagonal_axes(ax: Axes | None, low: float, label: str = "_nolegend_") -> tuple[Figure, Axes]:
+    """A square panel from ``low`` to 1 on both axes (into ``ax``, or a new figure), with the diagonal drawn."""
+    fig, ax = new_figure((4.0, 4.0), ax)
+    ax = ax if ax is not None else fig.add_subplot()
+    ax.plot([low, 1], [low, 1], color="0.6", lw=1, ls="--", label=label)
+    ax.set_xlim(low, 1.0)
+    ax.set_ylim(low, 1.0)
+    ax.set_aspect("equal")
+    return fig, ax
+
+
 @show_save_doc
 def calibration(
     results: Any,
@@ -82,9 +93,8 @@ def calibration(
     """
     table = _table(results, "intervals", ["method", "variant", "level", "coverage", "interval_score"])
     table, method = _one_method(table, method)
-    fig, ax = new_figure((4.0, 4.0), ax)
-    ax = ax if ax is not None else fig.add_subplot()
-    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect calibration")
+    low = float(min(table["level"].min(), table["coverage"].min())) - 0.03
+    fig, ax = _diagonal_axes(ax, low, "perfect calibration")
     nominal = table[table["nominal"]] if "nominal" in table else table.iloc[:0]
     for variant, rows in table.groupby("variant", sort=False):
         rows = rows.sort_values("level")
@@ -95,10 +105,6 @@ def calibration(
             row = at_nominal.iloc[0]
             label += f", score@{row['level']:.0%} {row['interval_score']:.2f}"
         ax.plot(rows["level"], rows["coverage"], marker="o", ms=3, lw=1.5, label=label)
-    lo = float(min(table["level"].min(), table["coverage"].min())) - 0.03
-    ax.set_xlim(lo, 1.0)
-    ax.set_ylim(lo, 1.0)
-    ax.set_aspect("equal")
     ax.set_xlabel("nominal coverage")
     ax.set_ylabel("empirical coverage (held-out genes)")
     ax.set_title(f"{method}: interval calibration")
@@ -150,14 +156,8 @@ def reliability(
     table, method = _one_method(table, method)
     table = table.dropna(subset=["reliability", spcc])
     rho = table["reliability"].corr(table[spcc], method="spearman") if len(table) > 2 else np.nan
-    fig, ax = new_figure((4.0, 4.0), ax)
-    ax = ax if ax is not None else fig.add_subplot()
-    lo = float(min(table["reliability"].min(), table[spcc].min(), 0.0)) - 0.05
-    ax.plot([lo, 1], [lo, 1], color="0.6", lw=1, ls="--")
+    fig, ax = _diagonal_axes(ax, float(min(table["reliability"].min(), table[spcc].min(), 0.0)) - 0.05)
     ax.scatter(table["reliability"], table[spcc], s=14, alpha=0.8, linewidths=0)
-    ax.set_xlim(lo, 1.0)
-    ax.set_ylim(lo, 1.0)
-    ax.set_aspect("equal")
     ax.set_xlabel("predicted reliability (expected SPCC)")
     ax.set_ylabel("real SPCC" + (" (platform value)" if spcc == "SPCC" else " (ground truth)"))
     ax.set_title(f"{method}: {len(table)} genes, Spearman {rho:.2f}")

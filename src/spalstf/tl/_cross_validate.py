@@ -27,8 +27,6 @@ from ..metrics import (
     calibration_error,
     clustering_metrics,
     gene_metrics,
-    interval_coverage,
-    interval_score,
 )
 from ..model._calibration import CURVE_LEVELS, platform_values, spearman_columns
 from . import _peers
@@ -403,17 +401,13 @@ def _score_intervals(
         y = platform_values(spatial[held].to_numpy(), spatial[kept].to_numpy().sum(axis=1), TARGET_SUM)
         truth.append(y)
         level = pred.level
-        levels = {pred.level: {"per_cell": (pred.lower, pred.upper)}}
-        for (kind, lev), frame in pred.curve.items():
-            variant = "per_gene" if kind.startswith("gene_") else "per_cell"
-            side = 0 if kind.endswith("lower") else 1
-            levels.setdefault(lev, {}).setdefault(variant, [None, None])
-            pair = list(levels[lev][variant])
-            pair[side] = frame
-            levels[lev][variant] = pair
-        for lev, variants in levels.items():
-            for variant, (lo, hi) in variants.items():
-                bounds.setdefault((variant, lev), []).append((lo[held].to_numpy(), hi[held].to_numpy()))
+        pairs = {("per_cell", level): (pred.lower, pred.upper)}
+        for variant, (lo_key, hi_key) in INTERVAL_VARIANTS.items():
+            for kind, lev in pred.curve:
+                if kind == lo_key:
+                    pairs[(variant, lev)] = (pred.curve[(lo_key, lev)], pred.curve[(hi_key, lev)])
+        for key, (lo, hi) in pairs.items():
+            bounds.setdefault(key, []).append((lo[held].to_numpy(), hi[held].to_numpy()))
         platform_spcc = spearman_columns(pred.mean[held].to_numpy(), y)
         reliability.extend(
             {
@@ -433,16 +427,16 @@ def _score_intervals(
             continue
         lo = np.concatenate([p[0] for p in parts], axis=1)
         hi = np.concatenate([p[1] for p in parts], axis=1)
-        curve = calibration_curve(y, {lev: (lo, hi)})
+        row = calibration_curve(y, {lev: (lo, hi)}).iloc[0]
         rows.append(
             {
                 "method": method,
                 "variant": variant,
                 "level": float(lev),
                 "nominal": bool(np.isclose(lev, level)),
-                "coverage": interval_coverage(y, lo, hi),
-                "mean_width": float(curve["mean_width"].iloc[0]),
-                "interval_score": interval_score(y, lo, hi, lev),
+                "coverage": float(row["empirical"]),
+                "mean_width": float(row["mean_width"]),
+                "interval_score": float(row["interval_score"]),
             }
         )
     return rows, reliability
