@@ -287,6 +287,30 @@ def test_more_folds_than_measured_genes_is_refused(with_truth):
     assert model.interval_calibration_ is first
 
 
+def test_repeated_inner_splits_pool_every_panel_gene_once_per_split(with_truth):
+    model, adata_st, *_ = with_truth
+    first = model.interval_calibration_
+    try:
+        with pytest.raises(ValueError, match="n_repeats"):
+            model.calibrate_intervals(adata_st, n_repeats=0)
+        assert model.interval_calibration_ is first
+        one = model.calibrate_intervals(adata_st, n_repeats=1, random_state=3)
+        two = model.calibrate_intervals(adata_st, n_repeats=2, random_state=3)
+        for calibration, repeats in ((one, 1), (two, 2)):
+            assert sorted(calibration.calibration_genes) == sorted(model.gene_plan.measured_st)
+            assert set(calibration.details["panel_spcc"]) == set(calibration.calibration_genes)
+            assert len(calibration.spcc_knots) == repeats * 40  # each gene predicted once per split
+            assert calibration.describe(0.9)["n_repeats"] == repeats
+            assert calibration.describe(0.9)["n_folds"] == 5
+        # the second split adds its own predictions: the panel SPCC of a gene is the mean over its two predictions
+        assert not np.allclose(one.spcc_knots, two.spcc_knots[::2])
+        loo = model.calibrate_intervals(adata_st, n_folds=40, n_repeats=3)  # leave-one-out: every split the same
+        assert loo.describe(0.9)["n_repeats"] == 1
+        assert len(loo.spcc_knots) == 40
+    finally:
+        model.interval_calibration_ = first
+
+
 # metrics -----------------------------------------------------------------------------------------------------------
 def test_interval_metrics_on_known_values():
     y = pd.DataFrame({"a": [0.0, 1.0, 2.0, np.nan], "b": [5.0, 1.0, 1.0, 1.0]})

@@ -8,13 +8,14 @@ What an interval is about
 
 How it is calibrated (:func:`fit_interval_calibration`; the orchestration over AnnData objects is
 :meth:`spalstf.model.SpaLSTF.calibrate_intervals`)
-    Inner leave-genes-out over the *measured* genes only: the panel is split into folds; for each, a closed-form copy
-    of the model (ridge + neighbour blend, the same preprocessing, no training) is built on the other panel genes and
-    predicts the fold's genes in a sample of spatial cells, where they were measured. Its errors in platform space,
-    divided by a per-gene scale, are the conformal scores. Split-conformal quantiles of the signed scores are taken
-    separately in *strata* of the predicted raw measurement ``L * expm1(p) / target_sum`` (Mondrian conformal): an
-    interval's width depends on the gene (its scale) and on the cell (its library and predicted value). The genes
-    being imputed never enter the calibration.
+    Inner leave-genes-out over the *measured* genes only: the panel is split into folds (the split is repeated with
+    other seeds, :data:`N_CALIBRATION_REPEATS` times by default, and everything below pools the repeats); for each fold,
+    a closed-form copy of the model (ridge + neighbour blend, the same preprocessing, no training) is built on the other
+    panel genes and predicts the fold's genes in a sample of spatial cells, where they were measured. Its errors in
+    platform space, divided by a per-gene scale, are the conformal scores. Split-conformal quantiles of the signed
+    scores are taken separately in *strata* of the predicted raw measurement ``L * expm1(p) / target_sum`` (Mondrian
+    conformal): an interval's width depends on the gene (its scale) and on the cell (its library and predicted value).
+    The genes being imputed never enter the calibration.
 
 Per-gene reliability
     For each gene, the Spearman agreement, across the sample of spatial cells, between two views of the same
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.stats import rankdata
 
@@ -45,6 +47,9 @@ MAX_REFERENCE_STATISTICS_CELLS = 20_000
 #: Default number of inner folds over the panel genes and of strata of the predicted measurement.
 N_CALIBRATION_FOLDS = 5
 N_STRATA = 5
+#: Default number of inner splits into folds (each a different random split); the calibration pools them. One split
+#: makes the reliability map depend on which panel genes happen to share a fold (``benchmarks/reliability_splits.py``).
+N_CALIBRATION_REPEATS = 3
 #: Fewest measured genes that intervals can be calibrated on (each inner fold needs genes to predict and to use).
 MIN_CALIBRATION_GENES = 4
 #: Tail probabilities at which the score quantiles of each stratum are stored (0.5, 0.5005, ..., 1).
@@ -282,6 +287,7 @@ class IntervalCalibration:
             "n_calibration_cells": int(self.n_cells),
             "n_spatial_cells": int(self.details.get("n_spatial_cells", self.n_cells)),
             "n_folds": int(self.n_folds),
+            "n_repeats": int(self.details.get("n_repeats", 1)),
             "n_strata": len(self.edges) + 1,
             "point_map": {"shift": float(self.shift), "slope": float(self.slope)},
             "leakage": "only the measured genes of the spatial data; never the genes being imputed",
@@ -303,11 +309,14 @@ def fit_interval_calibration(
     target_sum: float,
     n_strata: int = N_STRATA,
     n_cells: int,
+    n_repeats: int = 1,
 ) -> IntervalCalibration:
     """Fit the point map, the strata and score tables, and the reliability map from the inner folds.
 
     ``gene_map`` is the map fitted on every measured gene (used for the imputed genes); each fold carries the map of
-    its own panel genes. ``imputed_agreement`` gives the imputed genes' :func:`agreement_features`.
+    its own panel genes. ``imputed_agreement`` gives the imputed genes' :func:`agreement_features`. ``folds`` holds
+    the folds of ``n_repeats`` splits of the panel (so each panel gene is predicted ``n_repeats`` times); scores and
+    the (agreement, SPCC) pairs of the reliability map are pooled over them.
     """
     # the pooled line from the standardised estimate to the standardised platform value
     z, e = [], []
@@ -338,7 +347,9 @@ def fit_interval_calibration(
     ok = np.isfinite(spcc) & np.isfinite(agreement)
     if ok.sum() < 2:
         raise ValueError("Too few panel genes with a defined Spearman correlation to calibrate the reliability.")
-    calibration_genes = [g for f in folds for g in f.genes]
+    predicted = [g for f in folds for g in f.genes]
+    calibration_genes = list(dict.fromkeys(predicted))  # each panel gene once, in the order first predicted
+    panel_spcc = pd.Series(spcc, index=predicted).groupby(level=0, sort=False).mean()
     cal = IntervalCalibration(
         gene_map=gene_map,
         shift=float(shift),
@@ -352,8 +363,8 @@ def fit_interval_calibration(
         gene_reliability={},
         calibration_genes=calibration_genes,
         n_cells=n_cells,
-        n_folds=len(folds),
-        details={"panel_spcc": dict(zip(calibration_genes, map(float, spcc), strict=True))},
+        n_folds=len(folds) // n_repeats,
+        details={"panel_spcc": {g: float(panel_spcc[g]) for g in calibration_genes}, "n_repeats": int(n_repeats)},
     )
     expected = cal.reliability(imputed_agreement)
     cal.gene_reliability = {str(g): float(v) for g, v in zip(imputed_genes, expected, strict=True)}

@@ -183,6 +183,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     # intervals
     "interval": ((lambda v: v is None or (_is_real(v) and 0 < v < 1)), "None or a number strictly between 0 and 1"),
     "n_calibration_folds": _int_at_least(2),
+    "n_calibration_repeats": _int_at_least(1),
     "n_strata": _int_at_least(1),
     "max_calibration_cells": _int_at_least(10),
 }

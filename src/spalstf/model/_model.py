@@ -593,23 +593,25 @@ class SpaLSTF(BaseModelClass):
         *,
         layer: str | None = None,
         n_folds: int | None = None,
+        n_repeats: int = cal.N_CALIBRATION_REPEATS,
         n_strata: int = cal.N_STRATA,
         max_cells: int = cal.MAX_CALIBRATION_CELLS,
         random_state: int = 0,
     ) -> cal.IntervalCalibration:
         """Calibrate the intervals and the per-gene reliability on the measured genes of ``adata_st``.
 
-        Inner leave-genes-out over the model's measured genes (``n_folds`` folds): for each fold, a closed-form copy of
-        the model (the ridge + neighbour blend with this model's preprocessing and settings, no training) is built on
-        the other measured genes and predicts the fold's genes in the cells of ``adata_st`` with signal among
-        ``max_cells`` evenly spaced ones. Its errors in the platform's space ``log1p(x / L * target_sum)`` (``L`` the
-        cell's total over the measured genes) give split-conformal quantiles in ``n_strata`` strata of the predicted raw
-        measurement, and the agreement of its global and local predictions, paired with its real per-gene Spearman
-        correlation, gives the map to each imputed gene's expected SPCC (``docs/method.md``, section "Uncertainty"). The
-        imputed genes' values never enter; the cost is ``n_folds`` closed-form fits, not trainings. The result is stored
-        as :attr:`interval_calibration_` (saved with the model) and used by every later :meth:`impute` with
-        ``interval=``, whatever cells it imputes; call this method again to calibrate on other data. The scores come
-        from the closed-form copies, not from the model itself: for a model whose estimate is mostly its network
+        Inner leave-genes-out over the model's measured genes (``n_folds`` folds, the split repeated ``n_repeats`` times
+        with different seeds and pooled): for each fold, a closed-form copy of the model (the ridge + neighbour blend
+        with this model's preprocessing and settings, no training) is built on the other measured genes and predicts the
+        fold's genes in the cells of ``adata_st`` with signal among ``max_cells`` evenly spaced ones. Its errors in the
+        platform's space ``log1p(x / L * target_sum)`` (``L`` the cell's total over the measured genes) give
+        split-conformal quantiles in ``n_strata`` strata of the predicted raw measurement, and the agreement of its
+        global and local predictions, paired with its real per-gene Spearman correlation, gives the map to each imputed
+        gene's expected SPCC (``docs/method.md``, section "Uncertainty"). The imputed genes' values never enter; the
+        cost is ``n_folds * n_repeats`` closed-form fits, not trainings. The result is stored as
+        :attr:`interval_calibration_` (saved with the model) and used by every later :meth:`impute` with ``interval=``,
+        whatever cells it imputes; call this method again to calibrate on other data. The scores come from the
+        closed-form copies, not from the model itself: for a model whose estimate is mostly its network
         (``preset="paper"``) the intervals describe the closed-form parts' errors.
 
         Parameters
@@ -621,12 +623,17 @@ class SpaLSTF(BaseModelClass):
         n_folds
             Inner folds over the measured genes (at most their number); default 5, or the number of measured genes
             when there are fewer.
+        n_repeats
+            Random splits of the measured genes into ``n_folds`` folds, pooled. More splits make the reliability map
+            and the score quantiles depend less on which genes happen to share a fold, at ``n_repeats`` times the
+            cost. With ``n_folds`` equal to the number of measured genes (leave-one-out) every split is the same, and
+            one is computed.
         n_strata
             Strata of the predicted measurement (``1``: one width per gene, the plain conformal interval).
         max_cells
             Spatial cells at most used (evenly spaced over those with signal).
         random_state
-            Seed of the split of the measured genes into folds.
+            Seed of the splits of the measured genes into folds.
 
         Returns
         -------
@@ -637,10 +644,11 @@ class SpaLSTF(BaseModelClass):
         >>> model.calibrate_intervals(adata_st)  # doctest: +SKIP
         >>> model.get_gene_reliability().sort_values().tail()  # doctest: +SKIP
         """
-        from sklearn.model_selection import KFold
+        from sklearn.model_selection import RepeatedKFold
 
         if n_folds is not None:
             check_option("n_calibration_folds", n_folds, "n_folds")
+        check_option("n_calibration_repeats", n_repeats, "n_repeats")
         check_option("n_strata", n_strata)
         check_option("max_calibration_cells", max_cells, "max_cells")
         layer = layer if layer is not None else self.st_layer
@@ -656,6 +664,8 @@ class SpaLSTF(BaseModelClass):
             raise ValueError(
                 f"n_folds={n_folds} exceeds the model's {len(measured)} measured genes; pass at most {len(measured)}."
             )
+        if n_folds == len(measured):
+            n_repeats = 1  # leave-one-out: every split is the same
         S = self._calibration_cells(adata_st, layer, max_cells)
         R = self._reference_sample(measured)
         target_sum = self.target_sum
@@ -678,7 +688,7 @@ class SpaLSTF(BaseModelClass):
         try:
             with global_seed(random_state):  # the copies' (unused) networks draw their initial weights
                 self.setup_anndata(reference)
-                splitter = KFold(n_folds, shuffle=True, random_state=random_state)
+                splitter = RepeatedKFold(n_splits=n_folds, n_repeats=n_repeats, random_state=random_state)
                 for keep, hold in splitter.split(np.arange(len(measured))):
                     fold, copy_id = self._inner_fold(reference, R, S, keep, hold, measured)
                     folds.append(fold)
@@ -696,6 +706,7 @@ class SpaLSTF(BaseModelClass):
             target_sum=target_sum,
             n_strata=n_strata,
             n_cells=S.shape[0],
+            n_repeats=n_repeats,
         )
         st_spelling = dict(zip(measured, measured_st, strict=True))  # records name genes as adata_st does
         calibration.calibration_genes = [st_spelling[g] for g in calibration.calibration_genes]
