@@ -311,6 +311,21 @@ def test_repeated_inner_splits_pool_every_panel_gene_once_per_split(with_truth):
         model.interval_calibration_ = first
 
 
+def test_default_calibration_sample_shrinks_with_the_panel_and_an_explicit_one_is_kept(with_truth, monkeypatch):
+    from spalstf.model import _calibration as cal
+
+    model, adata_st, *_ = with_truth
+    first = model.interval_calibration_
+    monkeypatch.setattr(cal, "MAX_CALIBRATION_ENTRIES", 40 * 3 * 100)  # 40 measured genes x 3 splits x 100 cells
+    monkeypatch.setattr(cal, "MIN_CALIBRATION_CELLS", 50)
+    try:
+        assert model.calibrate_intervals(adata_st).n_cells <= 100
+        assert 100 < model.calibrate_intervals(adata_st, max_cells=300).n_cells <= 300
+        assert model.calibrate_intervals(adata_st, n_repeats=1).n_cells > 250  # one split: three times the cells
+    finally:
+        model.interval_calibration_ = first
+
+
 # metrics -----------------------------------------------------------------------------------------------------------
 def test_interval_metrics_on_known_values():
     y = pd.DataFrame({"a": [0.0, 1.0, 2.0, np.nan], "b": [5.0, 1.0, 1.0, 1.0]})

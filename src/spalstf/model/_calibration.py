@@ -42,6 +42,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Spatial cells at most sampled by the calibration (evenly spaced over all cells; those without signal are dropped).
 MAX_CALIBRATION_CELLS = 10_000
+#: The calibration holds every inner fold's predictions until the pooled line is fitted: by default it samples at most
+#: this many entries (cells x measured genes x splits), so that its memory does not grow with the panel (about 50 bytes
+#: an entry), but never fewer than :data:`MIN_CALIBRATION_CELLS` cells.
+MAX_CALIBRATION_ENTRIES = 3_000_000
+MIN_CALIBRATION_CELLS = 1_000
 #: Reference cells at most used for the per-gene statistics of the gene map.
 MAX_REFERENCE_STATISTICS_CELLS = 20_000
 #: Default number of inner folds over the panel genes and of strata of the predicted measurement.
@@ -61,6 +66,23 @@ METHOD = (
     "split-conformal over inner leave-genes-out folds of the measured panel (closed-form copies of the model), "
     "signed scores in strata of the predicted raw measurement"
 )
+
+
+def default_calibration_cells(n_measured: int, n_repeats: int) -> int:
+    """Spatial cells the calibration samples by default: :data:`MAX_CALIBRATION_CELLS`, fewer for large panels.
+
+    At most :data:`MAX_CALIBRATION_ENTRIES` entries (cells x measured genes x splits), never fewer than
+    :data:`MIN_CALIBRATION_CELLS` cells.
+
+    Examples
+    --------
+    >>> default_calibration_cells(67, 3), default_calibration_cells(1000, 3), default_calibration_cells(5000, 3)
+    (10000, 1000, 1000)
+    >>> default_calibration_cells(500, 3)
+    2000
+    """
+    budget = MAX_CALIBRATION_ENTRIES // max(1, n_measured * n_repeats)
+    return int(min(MAX_CALIBRATION_CELLS, max(MIN_CALIBRATION_CELLS, budget)))
 
 
 def platform_values(values: np.ndarray, library: np.ndarray, target_sum: float) -> np.ndarray:

@@ -595,7 +595,7 @@ class SpaLSTF(BaseModelClass):
         n_folds: int | None = None,
         n_repeats: int = cal.N_CALIBRATION_REPEATS,
         n_strata: int = cal.N_STRATA,
-        max_cells: int = cal.MAX_CALIBRATION_CELLS,
+        max_cells: int | None = None,
         random_state: int = 0,
     ) -> cal.IntervalCalibration:
         """Calibrate the intervals and the per-gene reliability on the measured genes of ``adata_st``.
@@ -631,7 +631,10 @@ class SpaLSTF(BaseModelClass):
         n_strata
             Strata of the predicted measurement (``1``: one width per gene, the plain conformal interval).
         max_cells
-            Spatial cells at most used (evenly spaced over those with signal).
+            Spatial cells at most used (evenly spaced over those with signal). Default: 10,000, fewer for large
+            panels so that the calibration holds at most 3,000,000 entries (cells x measured genes x ``n_repeats``;
+            about 50 bytes each), but never fewer than 1,000 cells. The number used is recorded in
+            ``uns[key]["interval"]["n_calibration_cells"]``.
         random_state
             Seed of the splits of the measured genes into folds.
 
@@ -650,7 +653,8 @@ class SpaLSTF(BaseModelClass):
             check_option("n_calibration_folds", n_folds, "n_folds")
         check_option("n_calibration_repeats", n_repeats, "n_repeats")
         check_option("n_strata", n_strata)
-        check_option("max_calibration_cells", max_cells, "max_cells")
+        if max_cells is not None:
+            check_option("max_calibration_cells", max_cells, "max_cells")
         layer = layer if layer is not None else self.st_layer
         measured_st, measured = list(self.gene_plan.measured_st), list(self.gene_plan.measured)
         if len(measured) < cal.MIN_CALIBRATION_GENES:
@@ -666,6 +670,8 @@ class SpaLSTF(BaseModelClass):
             )
         if n_folds == len(measured):
             n_repeats = 1  # leave-one-out: every split is the same
+        if max_cells is None:
+            max_cells = cal.default_calibration_cells(len(measured), n_repeats)
         S = self._calibration_cells(adata_st, layer, max_cells)
         R = self._reference_sample(measured)
         target_sum = self.target_sum
