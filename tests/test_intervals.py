@@ -311,6 +311,24 @@ def test_repeated_inner_splits_pool_every_panel_gene_once_per_split(with_truth):
         model.interval_calibration_ = first
 
 
+def test_reliability_uses_the_statistic_that_ranks_the_panel_best(with_truth):
+    from spalstf.model._calibration import RELIABILITY_STATISTICS
+
+    model, adata_st, *_ = with_truth
+    calibration = model.interval_calibration_
+    record = calibration.describe(0.9)["reliability"]
+    ranking = record["panel_spearman"]
+    assert set(ranking) == set(RELIABILITY_STATISTICS)
+    assert all(-1 <= v <= 1 for v in ranking.values())
+    assert record["statistic"] == max(ranking, key=ranking.get)
+    # the map is the quantile map of that statistic over the panel genes' predictions (one per gene and split): its
+    # SPCC knots span the genes' mean SPCC over the splits
+    panel = np.array(list(calibration.details["panel_spcc"].values()))
+    assert calibration.spcc_knots.min() <= np.nanmin(panel) + 1e-9
+    assert calibration.spcc_knots.max() >= np.nanmax(panel) - 1e-9
+    assert len(calibration.agreement_knots) == len(calibration.spcc_knots)
+
+
 def test_default_calibration_sample_shrinks_with_the_panel_and_an_explicit_one_is_kept(with_truth, monkeypatch):
     from spalstf.model import _calibration as cal
 

@@ -18,11 +18,13 @@ How it is calibrated (:func:`fit_interval_calibration`; the orchestration over A
     The genes being imputed never enter the calibration.
 
 Per-gene reliability
-    For each gene, the Spearman agreement, across the sample of spatial cells, between two views of the same
-    prediction that err differently: the global closed-form fits (the ridge part, and the ridge + neighbour blend)
-    and the mean of the few nearest reference cells alone (:func:`agreement_features`). It needs no measurement.
-    On the panel genes of the inner folds, this agreement is paired with the real Spearman correlation between the
-    prediction and the measurement; the imputed genes' agreement is mapped onto that SPCC by quantile mapping
+    For each gene, two statistics computed without its measurement (:func:`agreement_features`), each a Spearman
+    correlation across the sample of spatial cells between two predictions that err differently:
+    ``global_local``, the closed-form blend of the global fits against the mean of the few nearest reference cells;
+    ``local_halves``, the mean of the odd-ranked nearest reference cells against that of the even-ranked ones. On the
+    panel genes of the inner folds, both are paired with the real Spearman correlation between the prediction and
+    the measurement; the statistic that ranks the panel genes' SPCC better is kept (the panel decides which kind of
+    error dominates on this pair), and the imputed genes' values of it are mapped onto that SPCC by quantile mapping
     (:meth:`IntervalCalibration.reliability`), giving an expected SPCC per gene.
 """
 
@@ -61,6 +63,8 @@ MIN_CALIBRATION_GENES = 4
 SCORE_PROBS = np.linspace(0.5, 1.0, 1001)
 #: Levels of the calibration curve of the benchmarks.
 CURVE_LEVELS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+#: The truth-free statistics of :func:`agreement_features` (columns), among which the panel picks the reliability's.
+RELIABILITY_STATISTICS = ("global_local", "local_halves")
 #: Method string recorded in ``uns[key]["interval"]["method"]``.
 METHOD = (
     "split-conformal over inner leave-genes-out folds of the measured panel (closed-form copies of the model), "
@@ -170,7 +174,7 @@ class InnerFold:
     library
         (cells,) the cells' library over the fold's other panel genes.
     agreement
-        (genes,) :func:`agreement_features` of the copy.
+        (genes, statistics) :func:`agreement_features` of the copy.
     """
 
     genes: list[str]
@@ -291,8 +295,9 @@ class IntervalCalibration:
     def reliability(self, agreement: np.ndarray) -> np.ndarray:
         """Expected SPCC of genes with this agreement: the quantile map of the panel genes' (agreement, SPCC).
 
-        Beyond the panel genes' range the map is flat (the lowest or highest panel SPCC). An undefined agreement
-        (NaN: a prediction constant over the cells) gives NaN.
+        ``agreement`` holds the genes' values of the chosen statistic (``details["reliability_statistic"]``). Beyond
+        the panel genes' range the map is flat (the lowest or highest panel SPCC). An undefined agreement (NaN: a
+        prediction constant over the cells) gives NaN.
         """
         a = np.asarray(agreement, np.float64)
         out = np.interp(np.nan_to_num(a), self.agreement_knots, self.spcc_knots)
@@ -312,6 +317,10 @@ class IntervalCalibration:
             "n_repeats": int(self.details.get("n_repeats", 1)),
             "n_strata": len(self.edges) + 1,
             "point_map": {"shift": float(self.shift), "slope": float(self.slope)},
+            "reliability": {
+                "statistic": self.details.get("reliability_statistic", "global_local"),
+                "panel_spearman": dict(self.details.get("statistic_spearman", {})),
+            },
             "leakage": "only the measured genes of the spatial data; never the genes being imputed",
         }
 
@@ -336,7 +345,8 @@ def fit_interval_calibration(
     """Fit the point map, the strata and score tables, and the reliability map from the inner folds.
 
     ``gene_map`` is the map fitted on every measured gene (used for the imputed genes); each fold carries the map of
-    its own panel genes. ``imputed_agreement`` gives the imputed genes' :func:`agreement_features`. ``folds`` holds
+    its own panel genes. ``imputed_agreement`` gives the imputed genes' :func:`agreement_features` (genes x
+    :data:`RELIABILITY_STATISTICS`). ``folds`` holds
     the folds of ``n_repeats`` splits of the panel (so each panel gene is predicted ``n_repeats`` times); scores and
     the (agreement, SPCC) pairs of the reliability map are pooled over them.
     """
@@ -366,6 +376,13 @@ def fit_interval_calibration(
     scores, keys = np.concatenate(scores), np.concatenate(keys)
     edges = np.unique(np.quantile(keys, np.arange(1, n_strata) / n_strata)) if n_strata > 1 else np.zeros(0)
     spcc, agreement = np.concatenate(spcc), np.concatenate(agreement)
+    # the statistic that ranks the panel genes' real SPCC best (pooled over the inner folds and splits)
+    ranking = {}
+    for j, name in enumerate(RELIABILITY_STATISTICS):
+        ok = np.isfinite(spcc) & np.isfinite(agreement[:, j])
+        ranking[name] = float(spearman_columns(agreement[ok, j, None], spcc[ok, None])[0]) if ok.sum() > 2 else np.nan
+    column = int(np.argmax([-np.inf if np.isnan(v) else v for v in ranking.values()]))
+    agreement = agreement[:, column]
     ok = np.isfinite(spcc) & np.isfinite(agreement)
     if ok.sum() < 2:
         raise ValueError("Too few panel genes with a defined Spearman correlation to calibrate the reliability.")
@@ -386,9 +403,14 @@ def fit_interval_calibration(
         calibration_genes=calibration_genes,
         n_cells=n_cells,
         n_folds=len(folds) // n_repeats,
-        details={"panel_spcc": {g: float(panel_spcc[g]) for g in calibration_genes}, "n_repeats": int(n_repeats)},
+        details={
+            "panel_spcc": {g: float(panel_spcc[g]) for g in calibration_genes},
+            "n_repeats": int(n_repeats),
+            "reliability_statistic": RELIABILITY_STATISTICS[column],
+            "statistic_spearman": ranking,
+        },
     )
-    expected = cal.reliability(imputed_agreement)
+    expected = cal.reliability(np.asarray(imputed_agreement)[:, column])
     cal.gene_reliability = {str(g): float(v) for g, v in zip(imputed_genes, expected, strict=True)}
     return cal
 
@@ -397,34 +419,46 @@ def fit_interval_calibration(
 def agreement_features(
     module: SpaLSTFModule, condition: torch.Tensor, *, gene_chunk: int = 256, cell_chunk: int = 1024
 ) -> np.ndarray:
-    """Per imputed gene of ``module``: agreement of global and local predictions over the cells of ``condition``.
+    """Per imputed gene of ``module``: the truth-free reliability statistics over the cells of ``condition``.
 
-    The mean of two Spearman correlations across the cells: of the ridge part, and of the ridge + neighbour blend,
-    each with the mean of the ``max(1, n_neighbors // 4)`` nearest reference cells alone. A gene that the condition
-    determines gets the same ranking of cells from a linear fit of the whole reference and from a handful of nearby
-    reference cells; a gene it does not determine gets a noisy local average that disagrees. Only the module's
-    closed-form parts are used, so a model and its closed-form copies compute it alike. Computed in chunks of genes
-    and cells (memory bounded by the chunk sizes).
+    Columns in the order of :data:`RELIABILITY_STATISTICS`, each a Spearman correlation across the cells:
+
+    ``global_local``
+        the ridge + neighbour blend (each part standardised, equal weights) against the mean of the
+        ``max(1, n_neighbors // 4)`` nearest reference cells alone. A gene that the condition determines gets the
+        same ranking of cells from the global fits and from a handful of nearby reference cells; a gene it does not
+        determine gets a noisy local average that disagrees.
+    ``local_halves``
+        the mean of the odd-ranked against that of the even-ranked of the ``n_neighbors`` nearest reference cells:
+        how reproducible the neighbourhood's value of the gene is, whatever the global fit says.
+
+    Only the module's closed-form parts are used, so a model and its closed-form copies compute them alike. Computed
+    in chunks of genes and cells (memory bounded by the chunk sizes).
     """
     module.eval()
     neighbors, _ = module.find_neighbors(condition)
     k_local = max(1, module.n_neighbors // 4)
     table = module.ref_profiles[:, module.n_measured :]
     nb_shift, nb_scale = _neighbour_standardisation(module)
-    out = np.empty(module.n_imputed)
+    out = np.empty((module.n_imputed, len(RELIABILITY_STATISTICS)))
     for g0 in range(0, module.n_imputed, gene_chunk):
         genes = slice(g0, min(g0 + gene_chunk, module.n_imputed))
-        ridge, nb_all, nb_local = [], [], []
+        ridge, nb_all, nb_local, odd, even = [], [], [], [], []
         for c0 in range(0, condition.shape[0], cell_chunk):
             c = condition[c0 : c0 + cell_chunk]
             nb = neighbors[c0 : c0 + cell_chunk]
-            sub = table[:, genes]
+            values = table[:, genes][nb]  # cells x neighbours x genes
             ridge.append((c.float() @ module.ridge_weight[:, genes]).cpu().numpy())
-            nb_all.append(sub[nb].mean(1).cpu().numpy())
-            nb_local.append(sub[nb[:, :k_local]].mean(1).cpu().numpy())
-        ridge, nb_all, nb_local = (np.concatenate(x).astype(np.float64) for x in (ridge, nb_all, nb_local))
+            nb_all.append(values.mean(1).cpu().numpy())
+            nb_local.append(values[:, :k_local].mean(1).cpu().numpy())
+            even.append(values[:, 0::2].mean(1).cpu().numpy())
+            odd.append(values[:, 1::2].mean(1).cpu().numpy() if values.shape[1] > 1 else even[-1])
+        ridge, nb_all, nb_local, odd, even = (
+            np.concatenate(x).astype(np.float64) for x in (ridge, nb_all, nb_local, odd, even)
+        )
         blend = (ridge - module.ridge_shift[genes].cpu().numpy()) + (nb_all - nb_shift[genes]) / nb_scale[genes]
-        out[genes] = 0.5 * (spearman_columns(ridge, nb_local) + spearman_columns(blend, nb_local))
+        out[genes, 0] = spearman_columns(blend, nb_local)
+        out[genes, 1] = spearman_columns(odd, even)
     return out
 
 
