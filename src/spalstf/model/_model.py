@@ -605,14 +605,14 @@ class SpaLSTF(BaseModelClass):
         with this model's preprocessing and settings, no training) is built on the other measured genes and predicts the
         fold's genes in the cells of ``adata_st`` with signal among ``max_cells`` evenly spaced ones. Its errors in the
         platform's space ``log1p(x / L * target_sum)`` (``L`` the cell's total over the measured genes) give
-        split-conformal quantiles in ``n_strata`` strata of the predicted raw measurement, and the agreement of its
-        global and local predictions, paired with its real per-gene Spearman correlation, gives the map to each imputed
-        gene's expected SPCC (``docs/method.md``, section "Uncertainty"). The imputed genes' values never enter; the
-        cost is ``n_folds * n_repeats`` closed-form fits, not trainings. The result is stored as
-        :attr:`interval_calibration_` (saved with the model) and used by every later :meth:`impute` with ``interval=``,
-        whatever cells it imputes; call this method again to calibrate on other data. The scores come from the
-        closed-form copies, not from the model itself: for a model whose estimate is mostly its network
-        (``preset="paper"``) the intervals describe the closed-form parts' errors.
+        split-conformal quantiles in ``n_strata`` strata of the predicted raw measurement, and two truth-free statistics
+        of its predictions, paired with its real per-gene Spearman correlation, give the reliability: the statistic that
+        ranks the panel genes better is mapped to each imputed gene's expected SPCC (``docs/method.md``, section
+        "Uncertainty"). The imputed genes' values never enter; the cost is ``n_folds * n_repeats`` closed-form fits, not
+        trainings. The result is stored as :attr:`interval_calibration_` (saved with the model) and used by every later
+        :meth:`impute` with ``interval=``, whatever cells it imputes; call this method again to calibrate on other data.
+        The scores come from the closed-form copies, not from the model itself: for a model whose estimate is mostly its
+        network (``preset="paper"``) the intervals describe the closed-form parts' errors.
 
         Parameters
         ----------
@@ -676,7 +676,7 @@ class SpaLSTF(BaseModelClass):
         R = self._reference_sample(measured)
         target_sum = self.target_sum
 
-        # the model itself: its gene map (every measured gene) and the imputed genes' agreement
+        # the model itself: its gene map (every measured gene) and the imputed genes' reliability statistics
         gene_map = self._gene_map(R, S)
         sample = AnnData(X=S, var=pd.DataFrame(index=measured_st))
         condition = torch.from_numpy(
