@@ -318,7 +318,8 @@ class IntervalCalibration:
             "n_strata": len(self.edges) + 1,
             "point_map": {"shift": float(self.shift), "slope": float(self.slope)},
             "reliability": {
-                "statistic": self.details.get("reliability_statistic", "global_local"),
+                # a calibration saved by an earlier version used the mean of two global-vs-local agreements
+                "statistic": self.details.get("reliability_statistic", "mean of ridge and blend vs local (earlier)"),
                 "panel_spearman": dict(self.details.get("statistic_spearman", {})),
             },
             "leakage": "only the measured genes of the spatial data; never the genes being imputed",
@@ -346,9 +347,9 @@ def fit_interval_calibration(
 
     ``gene_map`` is the map fitted on every measured gene (used for the imputed genes); each fold carries the map of
     its own panel genes. ``imputed_agreement`` gives the imputed genes' :func:`agreement_features` (genes x
-    :data:`RELIABILITY_STATISTICS`). ``folds`` holds
-    the folds of ``n_repeats`` splits of the panel (so each panel gene is predicted ``n_repeats`` times); scores and
-    the (agreement, SPCC) pairs of the reliability map are pooled over them.
+    :data:`RELIABILITY_STATISTICS`). ``folds`` holds the folds of ``n_repeats`` splits of the panel (so each panel gene
+    is predicted ``n_repeats`` times); the scores, the choice of the reliability statistic and the (statistic, SPCC)
+    pairs of its map are pooled over them.
     """
     # the pooled line from the standardised estimate to the standardised platform value
     z, e = [], []
