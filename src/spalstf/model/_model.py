@@ -776,7 +776,8 @@ class SpaLSTF(BaseModelClass):
         library = S[:, keep].sum(axis=1)
         cells = library > 0
         kept_genes, held_genes = [measured[i] for i in keep], [measured[i] for i in hold]
-        st_view = AnnData(X=S[cells][:, keep], var=pd.DataFrame(index=kept_genes))
+        kept_values = S[cells][:, keep]
+        st_view = AnnData(X=kept_values, var=pd.DataFrame(index=kept_genes))
         copy = type(self)(
             reference,
             st_view,
@@ -792,7 +793,7 @@ class SpaLSTF(BaseModelClass):
             np.concatenate([c for _, _, c, _, _ in copy._st_condition_chunks(st_view, None, 4096)])
         ).to(self.device)
         estimate = copy.module.posterior_mean(condition).cpu().numpy().astype(np.float64)
-        fold_map = self._gene_map(R[:, keep], S[cells][:, keep])
+        fold_map = self._gene_map(R[:, keep], kept_values)
         platform_mean, platform_scale = fold_map.apply(
             copy.module.target_mean.cpu().numpy(), copy.module.target_std.cpu().numpy()
         )
@@ -1261,9 +1262,10 @@ class SpaLSTF(BaseModelClass):
             for start, stop, values, empty, library in self._st_condition_chunks(adata_st, layer, batch_size):
                 without_signal.extend(str(n) for n in adata_st.obs_names[start:stop][empty])
                 cond = torch.from_numpy(values).to(device)
-                estimate = self.module.posterior_mean(cond)
+                # the posterior mean is the point (one sample) and the centre of the bounds; draws alone need none
+                need_estimate = n_samples == 1 or calibration is not None
+                estimate = self.module.posterior_mean(cond).cpu().numpy() if need_estimate else None
                 if n_samples == 1:
-                    draws = estimate[None]
                     bar.update(1)
                 else:
                     draws = self.module.sample(
@@ -1274,14 +1276,14 @@ class SpaLSTF(BaseModelClass):
                         n_sampling_steps=n_sampling_steps,
                         step_callback=lambda: bar.update(1),
                     )
-                draws = draws.cpu().numpy().astype(np.float64)
+                    draws = draws.cpu().numpy().astype(np.float64)
                 if calibration is not None:  # the bounds are around the posterior mean, also when draws are made
-                    point, scale = calibration.point(estimate.cpu().numpy(), target_mean, target_std)
+                    point, scale = calibration.point(estimate, target_mean, target_std)
                 if n_samples == 1:
                     out = {
                         "mean": point
                         if calibration is not None
-                        else np.maximum(draws[0] * target_std + target_mean, 0.0)
+                        else np.maximum(estimate.astype(np.float64) * target_std + target_mean, 0.0)
                     }
                 else:
                     if calibration is None:
