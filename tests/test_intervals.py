@@ -302,8 +302,10 @@ def test_repeated_inner_splits_pool_every_panel_gene_once_per_split(with_truth):
             assert len(calibration.spcc_knots) == repeats * 40  # each gene predicted once per split
             assert calibration.describe(0.9)["n_repeats"] == repeats
             assert calibration.describe(0.9)["n_folds"] == 5
-        # the second split adds its own predictions: the panel SPCC of a gene is the mean over its two predictions
+        # the second split adds predictions of its own, so the map's knots are not those of one split
         assert not np.allclose(one.spcc_knots, two.spcc_knots[::2])
+        # and each gene's recorded panel SPCC lies within the range of its predictions' SPCC
+        assert min(two.details["panel_spcc"].values()) >= two.spcc_knots.min() - 1e-9
         loo = model.calibrate_intervals(adata_st, n_folds=40, n_repeats=3)  # leave-one-out: every split the same
         assert loo.describe(0.9)["n_repeats"] == 1
         assert len(loo.spcc_knots) == 40
