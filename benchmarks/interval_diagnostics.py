@@ -39,6 +39,7 @@ from cross_validate import _load, limit_threads
 def measure(name: str, shared: Path) -> dict:
     import spalstf as sp
     from spalstf.model._calibration import platform_values, spearman_columns
+    from spalstf.model._spatial_input import SpatialInput
     from spalstf.tl._folds import gene_folds
     from spalstf.tl._impute import _registration_view
 
@@ -52,7 +53,7 @@ def measure(name: str, shared: Path) -> dict:
         sp.model.SpaLSTF.setup_anndata(reference)
         model = sp.model.SpaLSTF(reference, st, genes=held, blend=("ridge", "neighbours"))
         calibration = model.calibrate_intervals(st)
-        chunks = list(model._st_condition_chunks(st, None, 4096))
+        chunks = list(model._st_condition_chunks(SpatialInput.prepare(st, None), 4096))
         condition = torch.from_numpy(np.concatenate([c[2] for c in chunks]))
         library = np.concatenate([c[4] for c in chunks])
         module = model.module

@@ -266,6 +266,7 @@ def test_undefined_agreement_gives_an_undefined_reliability():
 def test_reliability_does_not_depend_on_which_parts_the_estimate_blends(one_thread, tiny_model):
     """The agreement uses only the closed-form parts; a network-only model standardises them as its copies do."""
     from spalstf.model._calibration import agreement_features
+    from spalstf.model._spatial_input import SpatialInput
 
     adata_st, adata_sc, _ = _pair_with_truth(n_ref=120, n_st=80)
     out = []
@@ -273,7 +274,7 @@ def test_reliability_does_not_depend_on_which_parts_the_estimate_blends(one_thre
         reference = adata_sc.copy()
         SpaLSTF.setup_anndata(reference)
         model = SpaLSTF(reference, adata_st, blend=blend, **tiny_model)
-        chunks = model._st_condition_chunks(adata_st, None, 1024)
+        chunks = model._st_condition_chunks(SpatialInput.prepare(adata_st, None), 1024)
         condition = torch.from_numpy(np.concatenate([c for _, _, c, _, _ in chunks]))
         out.append(agreement_features(model.module, condition))
     np.testing.assert_allclose(out[0], out[1], rtol=1e-5, atol=1e-6)

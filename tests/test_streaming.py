@@ -13,7 +13,7 @@ from scipy import sparse
 
 import spalstf as sp
 import spalstf._streaming as streaming
-import spalstf.model._model as model_mod
+import spalstf.model._spatial_input as spatial_input_mod
 
 ATOL = 1e-5
 DDIM = {"n_samples": 2, "sampler": "ddim", "n_sampling_steps": 3, "random_state": 1}
@@ -83,8 +83,8 @@ def test_reader_reads_at_most_batch_size_rows(trained, reference, monkeypatch):
         def __array__(self, *args, **kwargs):
             raise AssertionError("the whole matrix was materialised")
 
-    real = model_mod.get_matrix
-    monkeypatch.setattr(model_mod, "get_matrix", lambda *a: Recorder(real(*a)))
+    real = spatial_input_mod.get_matrix
+    monkeypatch.setattr(spatial_input_mod, "get_matrix", lambda *a: Recorder(real(*a)))
     mean, _ = model.impute(adata_st, progress_bar=False, batch_size=16)
     pd.testing.assert_frame_equal(mean, reference["mean"], check_exact=False, rtol=0, atol=ATOL)
     assert keys and all(isinstance(k, slice) and k.stop - k.start <= 16 for k in keys)

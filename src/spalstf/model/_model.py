@@ -27,7 +27,7 @@ from scvi.train import TrainRunner
 from tqdm.auto import tqdm
 
 from .._constants import IMPUTED_KEY, INDICES_OBS_KEY
-from .._expression import is_count_matrix, log1p_normalize, to_dense
+from .._expression import log1p_normalize, to_dense
 from .._genes import GenePlan, plan_genes
 from .._logging import quiet_libraries
 from .._outputs import LOWER_LAYER, STD_LAYER, UPPER_LAYER, result_metadata
@@ -37,7 +37,6 @@ from .._validation import (
     check_counts,
     check_in_memory,
     check_nonempty,
-    check_unique_names,
     check_values,
     format_names,
     get_matrix,
@@ -58,6 +57,7 @@ from ._defaults import (
 from ._module import Attention, Context, Sampler, SpaLSTFModule
 from ._noise import cell_keys
 from ._preprocessing import Alignment
+from ._spatial_input import SpatialInput
 from ._training_plan import SpaLSTFTrainingPlan
 
 logger = logging.getLogger(__name__)
@@ -286,10 +286,10 @@ class SpaLSTF(BaseModelClass):
         elif adata_st is None:
             raise ValueError("Pass `adata_st` (the spatial data) to build a new SpaLSTF model.")
         else:
-            check_nonempty(adata_st, "adata_st")
+            spatial = SpatialInput.prepare(adata_st, st_layer, "st_layer")
             ranking = adata.var["dispersions_norm"] if "dispersions_norm" in adata.var else None
             plan = plan_genes(
-                adata_st.var_names,
+                spatial.var_names,
                 adata.var_names,
                 genes,
                 case_sensitive=case_sensitive,
@@ -309,7 +309,7 @@ class SpaLSTF(BaseModelClass):
 
         # the spatial alignment first: its errors (too few cells with signal) come before the reference work
         if adata_st is not None:
-            st_alignment, st_normalized = self._fit_st_alignment(adata_st, st_layer, self.settings["normalize_st"])
+            st_alignment, st_normalized = self._fit_st_alignment(spatial, self.settings["normalize_st"])
         else:  # restored by load_state_dict
             st_alignment = prep.alignment_placeholders(self.alignment, len(plan.measured))
             st_normalized = True
@@ -502,65 +502,33 @@ class SpaLSTF(BaseModelClass):
         stats.update({"target_mean": target_mean, "target_std": target_std})
         return profiles, stats
 
-    def _st_columns(self, adata_st: AnnData) -> np.ndarray:
-        """Column positions of the model's measured genes in ``adata_st`` (model order); raises if any is missing."""
-        check_nonempty(adata_st, "adata_st")
-        check_unique_names(adata_st.obs_names, "adata_st", "obs")  # per-cell noise and outputs are keyed by name
-        missing = [g for g in self.gene_plan.measured_st if g not in adata_st.var_names]
-        if missing:
-            raise KeyError(
-                f"adata_st lacks {len(missing)} gene(s) the model is conditioned on: {missing[:10]}. Pass the same "
-                "gene panel the model was built with."
-            )
-        return adata_st.var_names.get_indexer(list(self.gene_plan.measured_st))
+    def _st_conditions(self, values) -> np.ndarray:
+        """The aligned condition of spatial cells from their raw values of the measured genes (model order).
 
-    def _st_condition_chunks(
-        self, adata_st: AnnData, layer: str | None, chunk_size: int
-    ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
-        """Yield ``(start, stop, condition, empty, library)``: the aligned condition of ``adata_st`` rows, by chunks.
-
-        ``library`` is each cell's total over the measured genes in ``adata_st``'s own values, ``empty`` flags the
-        cells where it is 0. Works for in-memory (dense or sparse) and backed AnnData; only ``chunk_size`` rows are
-        read at once. Each row is mapped by the stored alignment alone, so a cell's condition does not depend on the
-        other cells.
+        Each row is mapped by the stored alignment alone, so a cell's condition does not depend on the other cells.
         """
-        pos = self._st_columns(adata_st)
-        X = get_matrix(adata_st, layer, "adata_st")
-        names = list(self.gene_plan.measured_st)
-        normalize = bool(self.module.st_normalized)
         params = {
             name: getattr(self.module, f"st_{name}").cpu().numpy()
             for name in prep.alignment_placeholders(self.alignment, 1)
         }
-        for start, stop, rows in iter_row_chunks(X, chunk_size, pos):
-            check_values(rows, "adata_st", names)
-            library = np.asarray(rows.sum(axis=1), dtype=np.float64).ravel()
-            values = prep.condition_values(rows, self.target_sum, self.cell_scaling, normalize=normalize)
-            yield start, stop, prep.apply_alignment(self.alignment, params, values), library == 0, library
+        normalize = bool(self.module.st_normalized)
+        values = prep.condition_values(values, self.target_sum, self.cell_scaling, normalize=normalize)
+        return prep.apply_alignment(self.alignment, params, values)
 
-    def _sampled_st_rows(self, adata_st: AnnData, layer: str | None, max_cells: int) -> tuple[np.ndarray, int, bool]:
-        """Sampled raw values of the measured genes of ``adata_st``, in one chunked pass.
+    def _st_condition_chunks(
+        self, spatial: SpatialInput, chunk_size: int
+    ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
+        """Yield ``(start, stop, condition, empty, library)``: the aligned condition of the spatial cells, by chunks.
 
-        Returns the values (float64) of the cells with signal among ``max_cells`` evenly spaced ones, the number of
-        cells without signal (over all cells), and whether the values are counts.
+        ``library`` is each cell's total over the measured genes in ``adata_st``'s own values, ``empty`` flags the
+        cells where it is 0. Works for in-memory (dense or sparse) and backed AnnData; only ``chunk_size`` rows are
+        read at once.
         """
-        pos = self._st_columns(adata_st)
-        X = get_matrix(adata_st, layer, "adata_st")
-        names = list(self.gene_plan.measured_st)
-        sample = prep.quantile_sample_rows(adata_st.n_obs, max_cells)
-        kept, n_empty, counts = [], 0, True
-        for start, stop, rows in iter_row_chunks(X, rows_per_chunk(len(pos)), pos):
-            check_values(rows, "adata_st", names)
-            rows = to_dense(rows)
-            empty = rows.sum(axis=1) == 0
-            n_empty += int(empty.sum())
-            counts = counts and is_count_matrix(rows)
-            kept.append(rows[np.isin(np.arange(start, stop), sample) & ~empty])
-        return np.concatenate(kept), n_empty, counts
+        for start, stop, rows in spatial.chunks(self.gene_plan.measured_st, chunk_size):
+            library = np.asarray(rows.sum(axis=1), dtype=np.float64).ravel()
+            yield start, stop, self._st_conditions(rows), library == 0, library
 
-    def _fit_st_alignment(
-        self, adata_st: AnnData, layer: str | None, normalize_st: bool | str
-    ) -> tuple[dict[str, np.ndarray], bool]:
+    def _fit_st_alignment(self, spatial: SpatialInput, normalize_st: bool | str) -> tuple[dict[str, np.ndarray], bool]:
         """Fit the spatial condition's per-gene alignment on the cells with signal; returns it and the normalisation.
 
         One chunked pass: cells whose measured genes are all zero are counted (and excluded, with a warning), the
@@ -568,16 +536,16 @@ class SpaLSTF(BaseModelClass):
         are kept, and whether the values are counts decides the library normalisation when ``normalize_st`` is
         ``"auto"``.
         """
-        values, n_empty, counts = self._sampled_st_rows(adata_st, layer, prep.MAX_QUANTILE_CELLS)
+        values, n_empty, counts = spatial.sample_with_signal(self.gene_plan.measured_st, prep.MAX_QUANTILE_CELLS)
         if len(values) < prep.MIN_FIT_CELLS:
             raise ValueError(
-                f"adata_st has {adata_st.n_obs - n_empty} cell(s) with signal on the measured genes; fitting the "
+                f"adata_st has {spatial.n_obs - n_empty} cell(s) with signal on the measured genes; fitting the "
                 f"spatial alignment needs at least {prep.MIN_FIT_CELLS}. Build the model with more spatial cells (it "
                 "can then impute any number of cells, one alone included)."
             )
         if n_empty:
             warnings.warn(
-                f"{n_empty} of {adata_st.n_obs} spatial cells have no signal (all measured genes are 0); they are left "
+                f"{n_empty} of {spatial.n_obs} spatial cells have no signal (all measured genes are 0); they are left "
                 "out of the statistics fitted on the spatial data, and their imputation reflects no measurement.",
                 UserWarning,
                 stacklevel=3,
@@ -655,7 +623,7 @@ class SpaLSTF(BaseModelClass):
         check_option("n_strata", n_strata)
         if max_cells is not None:
             check_option("max_calibration_cells", max_cells, "max_cells")
-        layer = layer if layer is not None else self.st_layer
+        spatial = SpatialInput.prepare(adata_st, layer if layer is not None else self.st_layer)
         measured_st, measured = list(self.gene_plan.measured_st), list(self.gene_plan.measured)
         if len(measured) < cal.MIN_CALIBRATION_GENES:
             raise ValueError(
@@ -672,16 +640,13 @@ class SpaLSTF(BaseModelClass):
             n_repeats = 1  # leave-one-out: every split is the same
         if max_cells is None:
             max_cells = cal.default_calibration_cells(len(measured), n_repeats)
-        S = self._calibration_cells(adata_st, layer, max_cells)
+        S = self._calibration_cells(spatial, max_cells)
         R = self._reference_sample(measured)
         target_sum = self.target_sum
 
         # the model itself: its gene map (every measured gene) and the imputed genes' reliability statistics
         gene_map = self._gene_map(R, S)
-        sample = AnnData(X=S, var=pd.DataFrame(index=measured_st))
-        condition = torch.from_numpy(
-            np.concatenate([c for _, _, c, _, _ in self._st_condition_chunks(sample, None, 4096)])
-        )
+        condition = torch.from_numpy(self._st_conditions(S))
         agreement = cal.agreement_features(self.module, condition.to(self.device))
 
         # the inner folds: closed-form copies on the other measured genes
@@ -716,7 +681,7 @@ class SpaLSTF(BaseModelClass):
         )
         st_spelling = dict(zip(measured, measured_st, strict=True))  # records name genes as adata_st does
         calibration.calibration_genes = [st_spelling[g] for g in calibration.calibration_genes]
-        calibration.details["n_spatial_cells"] = int(adata_st.n_obs)
+        calibration.details["n_spatial_cells"] = int(spatial.n_obs)
         self.interval_calibration_ = calibration
         return calibration
 
@@ -741,9 +706,9 @@ class SpaLSTF(BaseModelClass):
             )
         return pd.Series(calibration.gene_reliability, name="gene_reliability").reindex(self.imputed_genes)
 
-    def _calibration_cells(self, adata_st: AnnData, layer: str | None, max_cells: int) -> np.ndarray:
+    def _calibration_cells(self, spatial: SpatialInput, max_cells: int) -> np.ndarray:
         """Raw values (float64) of the measured genes: the cells with signal among ``max_cells`` evenly spaced ones."""
-        values, _, _ = self._sampled_st_rows(adata_st, layer, max_cells)
+        values, _, _ = spatial.sample_with_signal(self.gene_plan.measured_st, max_cells)
         if len(values) < prep.MIN_FIT_CELLS:
             raise ValueError(
                 f"adata_st has {len(values)} sampled cell(s) with signal on the measured genes; calibrating "
@@ -789,9 +754,7 @@ class SpaLSTF(BaseModelClass):
             **_CLOSED_FORM_NETWORK,
         )
         copy.module.to(self.device)
-        condition = torch.from_numpy(
-            np.concatenate([c for _, _, c, _, _ in copy._st_condition_chunks(st_view, None, 4096)])
-        ).to(self.device)
+        condition = torch.from_numpy(copy._st_conditions(kept_values)).to(self.device)
         estimate = copy.module.posterior_mean(condition).cpu().numpy().astype(np.float64)
         fold_map = self._gene_map(R[:, keep], kept_values)
         platform_mean, platform_scale = fold_map.apply(
@@ -1129,14 +1092,13 @@ class SpaLSTF(BaseModelClass):
             raise ValueError("extra_levels needs interval= and an in-memory result.")
         for level in extra_levels:
             check_option("interval", level, "extra_levels")
-        layer = layer if layer is not None else self.st_layer
-        self._st_columns(adata_st)  # fail on missing genes before creating any file
-        get_matrix(adata_st, layer, "adata_st")
-        out_path = check_out_path(out, overwrite, [adata_st]) if out is not None else None
+        spatial = SpatialInput.prepare(adata_st, layer if layer is not None else self.st_layer)
+        spatial.columns(self.gene_plan.measured_st)  # fail on missing genes before creating any file
+        out_path = check_out_path(out, overwrite, [spatial.adata]) if out is not None else None
         if interval is not None and getattr(self, "interval_calibration_", None) is None:
             logger.info("Calibrating the intervals on the %d measured genes of adata_st.", len(self.measured_genes))
-            self.calibrate_intervals(adata_st, layer=layer)
-        n_obs, obs_names, columns = adata_st.n_obs, adata_st.obs_names.copy(), pd.Index(self.imputed_genes)
+            self.calibrate_intervals(spatial)
+        n_obs, obs_names, columns = spatial.n_obs, spatial.obs_names.copy(), pd.Index(self.imputed_genes)
         if n_samples == 1:
             n_steps = 1
         elif sampler == "ddim":
@@ -1158,8 +1120,7 @@ class SpaLSTF(BaseModelClass):
 
         def run_chunks(write) -> list[str]:
             return self._impute_chunks(
-                adata_st,
-                layer,
+                spatial,
                 write,
                 n_samples,
                 sampler,
@@ -1230,8 +1191,7 @@ class SpaLSTF(BaseModelClass):
 
     def _impute_chunks(
         self,
-        adata_st: AnnData,
-        layer: str | None,
+        spatial: SpatialInput,
         write,
         n_samples: int,
         sampler: Sampler,
@@ -1255,12 +1215,12 @@ class SpaLSTF(BaseModelClass):
         target_std = self.module.target_std.cpu().numpy()
         self.module.eval()
         with tqdm(
-            total=n_steps * n_samples * int(np.ceil(adata_st.n_obs / batch_size)),
+            total=n_steps * n_samples * int(np.ceil(spatial.n_obs / batch_size)),
             desc=f"Sampling ({sampler})",
             disable=not progress_bar,
         ) as bar:
-            for start, stop, values, empty, library in self._st_condition_chunks(adata_st, layer, batch_size):
-                without_signal.extend(str(n) for n in adata_st.obs_names[start:stop][empty])
+            for start, stop, values, empty, library in self._st_condition_chunks(spatial, batch_size):
+                without_signal.extend(str(n) for n in spatial.obs_names[start:stop][empty])
                 cond = torch.from_numpy(values).to(device)
                 # the posterior mean is the point (one sample) and the centre of the bounds; draws alone need none
                 need_estimate = n_samples == 1 or calibration is not None
@@ -1270,7 +1230,7 @@ class SpaLSTF(BaseModelClass):
                 else:
                     draws = self.module.sample(
                         cond,
-                        cell_keys(adata_st.obs_names[start:stop], random_state),
+                        cell_keys(spatial.obs_names[start:stop], random_state),
                         n_samples=n_samples,
                         sampler=sampler,
                         n_sampling_steps=n_sampling_steps,

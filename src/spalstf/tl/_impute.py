@@ -28,6 +28,7 @@ from ..model._defaults import (
 )
 from ..model._model import check_impute_options
 from ..model._module import Sampler
+from ..model._spatial_input import SpatialInput
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -295,14 +296,13 @@ def _spalstf_impute(
     ``extra_levels`` (benchmarks) also computes the bounds at those levels (see ``SpaLSTF._impute``); they are
     returned in the result, not written.
     """
-    check_nonempty(adata_st, "adata_st")
+    spatial = SpatialInput.prepare(adata_st, layer_st, "layer_st")
     check_nonempty(adata_sc, "adata_sc")
     if require_spatial and SPATIAL_KEY not in adata_st.obsm:
         raise KeyError(
             f"adata_st.obsm[{SPATIAL_KEY!r}] is missing: store the cell coordinates there, or pass "
             "require_spatial=False to impute without them."
         )
-    get_matrix(adata_st, layer_st, "adata_st", "layer_st")
     model_options, train_options = _route_options(options)
     check_impute_options(
         n_samples=n_samples,
@@ -326,7 +326,7 @@ def _spalstf_impute(
         # seeded training; the caller's generators are restored afterwards (registration draws from numpy's too)
         with global_seed(random_state):
             SpaLSTF.setup_anndata(reference)
-            model = SpaLSTF(reference, adata_st, genes=genes, st_layer=layer_st, **model_options)
+            model = SpaLSTF(reference, spatial, genes=genes, st_layer=layer_st, **model_options)
             train_options.setdefault("enable_progress_bar", progress_bar)
             model.train(**train_options)
     else:
@@ -335,7 +335,7 @@ def _spalstf_impute(
         if genes is not None and list(genes) != model.imputed_genes:
             raise ValueError("`genes` differs from the genes the passed `model` imputes; pass genes=None.")
     result, metadata = model._impute(
-        adata_st,
+        spatial,
         layer=layer_st,
         n_samples=n_samples,
         sampler=sampler,

@@ -1,0 +1,103 @@
+"""The spatial data as the model reads it: validated once where it enters, then read in row chunks.
+
+Every entry point that takes ``adata_st`` (:class:`~spalstf.model.SpaLSTF`'s constructor, ``impute``,
+``calibrate_intervals`` and :func:`~spalstf.tl.spalstf_impute`) turns it into a :class:`SpatialInput` first
+(:meth:`SpatialInput.prepare`): the checks that depend on the object alone (cells, unique cell names, the layer) run
+there, once, and the private workers take the prepared object. The values themselves are checked chunk by chunk as
+they are read (a backed matrix is never read whole).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._expression import is_count_matrix, to_dense
+from .._streaming import iter_row_chunks, rows_per_chunk
+from .._validation import check_nonempty, check_unique_names, check_values, get_matrix
+from ._preprocessing import quantile_sample_rows
+
+
+@dataclass(frozen=True, eq=False)
+class SpatialInput:
+    """A validated spatial AnnData (in memory or backed) and the matrix holding its values.
+
+    Attributes
+    ----------
+    adata
+        The spatial AnnData, unchanged.
+    layer
+        The layer holding the values (``None``: ``X``).
+    matrix
+        ``adata.X`` or ``adata.layers[layer]`` (any AnnData matrix type; read by row chunks).
+    """
+
+    adata: AnnData
+    layer: str | None
+    matrix: Any
+
+    @classmethod
+    def prepare(cls, adata_st: AnnData | SpatialInput, layer: str | None, argument: str = "layer") -> SpatialInput:
+        """Validate ``adata_st`` and find its values; a prepared input is returned as it is.
+
+        Raises a `ValueError` for an object without cells or genes or with duplicated cell names (per-cell noise and
+        outputs are keyed by name), and a `KeyError` naming ``argument`` when the layer is missing.
+        """
+        if isinstance(adata_st, SpatialInput):
+            return adata_st
+        check_nonempty(adata_st, "adata_st")
+        check_unique_names(adata_st.obs_names, "adata_st", "obs")
+        return cls(adata_st, layer, get_matrix(adata_st, layer, "adata_st", argument))
+
+    @property
+    def n_obs(self) -> int:
+        """Number of cells."""
+        return self.adata.n_obs
+
+    @property
+    def obs_names(self) -> pd.Index:
+        """Cell names."""
+        return self.adata.obs_names
+
+    @property
+    def var_names(self) -> pd.Index:
+        """Gene names."""
+        return self.adata.var_names
+
+    def columns(self, genes: Sequence[str]) -> np.ndarray:
+        """Column positions of ``genes`` (all required), in their order; a `KeyError` lists the missing ones."""
+        missing = [g for g in genes if g not in self.adata.var_names]
+        if missing:
+            raise KeyError(
+                f"adata_st lacks {len(missing)} gene(s) the model is conditioned on: {missing[:10]}. Pass the same "
+                "gene panel the model was built with."
+            )
+        return self.adata.var_names.get_indexer(list(genes))
+
+    def chunks(self, genes: Sequence[str], chunk_size: int) -> Iterator[tuple[int, int, Any]]:
+        """Yield ``(start, stop, rows)``: the values of ``genes`` in chunks of ``chunk_size`` cells, checked as read."""
+        names = list(genes)
+        for start, stop, rows in iter_row_chunks(self.matrix, chunk_size, self.columns(names)):
+            check_values(rows, "adata_st", names)
+            yield start, stop, rows
+
+    def sample_with_signal(self, genes: Sequence[str], max_cells: int) -> tuple[np.ndarray, int, bool]:
+        """Raw values (float64) of ``genes`` in the cells with signal among ``max_cells`` evenly spaced ones.
+
+        One chunked pass; also returns the number of cells without signal (all ``genes`` zero) over all cells and
+        whether the values are counts.
+        """
+        sample = quantile_sample_rows(self.n_obs, max_cells)
+        kept, n_empty, counts = [], 0, True
+        for start, stop, rows in self.chunks(genes, rows_per_chunk(len(genes))):
+            rows = to_dense(rows)
+            empty = rows.sum(axis=1) == 0
+            n_empty += int(empty.sum())
+            counts = counts and is_count_matrix(rows)
+            kept.append(rows[np.isin(np.arange(start, stop), sample) & ~empty])
+        return np.concatenate(kept), n_empty, counts
