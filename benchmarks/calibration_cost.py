@@ -38,14 +38,13 @@ def _timed(func, repeats: int) -> list[float]:
 def measure(name: str, shared: Path, repeats: int) -> dict:
     import spalstf as sp
     from spalstf.tl._folds import gene_folds
-    from spalstf.tl._impute import _registration_view
 
     _, mdata = _load(name, None, shared)
     adata_st, adata_sc = mdata["spatial"], mdata["rna"]
     shared_genes = [g for g in adata_st.var_names if g in set(adata_sc.var_names)]
     kept, held = gene_folds(shared_genes, n_folds=5, random_state=0)[0]
     st = adata_st[:, kept].copy()
-    reference = _registration_view(adata_sc, None)
+    reference = adata_sc.copy()  # registration writes into the AnnData it is given
     sp.model.SpaLSTF.setup_anndata(reference)
     torch.manual_seed(0)
     model = sp.model.SpaLSTF(reference, st, genes=held)

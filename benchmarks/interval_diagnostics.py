@@ -41,7 +41,6 @@ def measure(name: str, shared: Path) -> dict:
     from spalstf.model._calibration import platform_values, spearman_columns
     from spalstf.model._spatial_input import SpatialInput
     from spalstf.tl._folds import gene_folds
-    from spalstf.tl._impute import _registration_view
 
     _, mdata = _load(name, None, shared)
     adata_st, adata_sc = mdata["spatial"], mdata["rna"]
@@ -49,7 +48,7 @@ def measure(name: str, shared: Path) -> dict:
     sums = {"neighbour_spread": [], "library": [], "point": []}
     for kept, held in gene_folds(genes, n_folds=5, random_state=0):
         st = adata_st[:, kept].copy()
-        reference = _registration_view(adata_sc, None)
+        reference = adata_sc.copy()  # registration writes into the AnnData it is given
         sp.model.SpaLSTF.setup_anndata(reference)
         model = sp.model.SpaLSTF(reference, st, genes=held, blend=("ridge", "neighbours"))
         calibration = model.calibrate_intervals(st)

@@ -46,14 +46,13 @@ def _outputs(model, st) -> dict[str, np.ndarray]:
 def _pair(name: str, shared: Path):
     import spalstf as sp
     from spalstf.tl._folds import gene_folds
-    from spalstf.tl._impute import _registration_view
 
     _, mdata = _load(name, None, shared)
     adata_st, adata_sc = mdata["spatial"], mdata["rna"]
     shared_genes = [g for g in adata_st.var_names if g in set(adata_sc.var_names)]
     kept, held = gene_folds(shared_genes, n_folds=5, random_state=0)[0]
     st = adata_st[:, kept].copy()
-    reference = _registration_view(adata_sc, None)
+    reference = adata_sc.copy()  # registration writes into the AnnData it is given
     sp.model.SpaLSTF.setup_anndata(reference)
     return sp, st, reference, held
 

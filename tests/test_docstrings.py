@@ -20,8 +20,10 @@ def _public_callables():
                 continue  # exceptions are documented by their message, not used directly
             if inspect.isfunction(obj) or inspect.isclass(obj):
                 yield f"sp.{ns}.{name}", obj
-            if inspect.isclass(obj):
-                for attr, member in vars(obj).items():
+            if inspect.isclass(obj):  # its methods, also those of its mixins (the package's own bases)
+                own = [c for c in inspect.getmro(obj) if c.__module__.startswith("spalstf")]
+                members = {attr: member for cls in reversed(own) for attr, member in vars(cls).items()}
+                for attr, member in members.items():
                     if attr.startswith("_") or isinstance(member, property):
                         continue
                     func = member.__func__ if isinstance(member, classmethod | staticmethod) else member

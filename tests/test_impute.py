@@ -307,3 +307,20 @@ def test_metadata_keeps_numpy_scalars_as_python_values():
     )
     assert meta["params"] == {"lr": 1e-3, "n_hidden": 64, "blend": ["ridge", "network"]}
     assert type(meta["params"]["n_hidden"]) is int
+
+
+def test_the_routing_tables_name_every_option_the_model_and_its_training_take():
+    """spalstf_impute routes **options by the tables of _defaults: a parameter added to SpaLSTF or train is in them."""
+    import inspect
+
+    from spalstf.model import _defaults
+
+    built_here = {"self", "adata", "adata_st", "genes", "st_layer", "gene_plan"}
+    assert set(_defaults.MODEL_ARGUMENTS) == set(inspect.signature(sp.model.SpaLSTF.__init__).parameters) - built_here
+    assert set(_defaults.TRAIN_ARGUMENTS) == set(inspect.signature(sp.model.SpaLSTF.train).parameters) - {
+        "self",
+        "trainer_kwargs",
+    }
+    settings = {*_defaults.MODULE_OPTIONS, *_defaults.PREPROCESSING_OPTIONS, *_defaults.TRAINING_OPTIONS}
+    for preset in _defaults.PRESETS.values():
+        assert set(preset) == settings

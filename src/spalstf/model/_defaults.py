@@ -16,6 +16,10 @@ import numpy as np
 from .._expression import TARGET_SUM
 
 Preset = Literal["cpu", "paper"]
+#: Values of the options ``sampler``, ``context`` and ``attention``.
+Sampler = Literal["ddim", "ddpm"]
+Context = Literal["bilstm", "none"]
+Attention = Literal["xca", "softmax"]
 
 #: Above this many model genes the paper uses hidden 1024 and batch 512 (else 512 and 2048).
 HIGH_DIM_GENES = 500
@@ -94,6 +98,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+#: Gradient-norm clipping of training (``SpaLSTF.train(gradient_clip_val=...)`` overrides it).
+GRADIENT_CLIP_VAL = 1.0
+
 #: Defaults of imputation (:meth:`~spalstf.model.SpaLSTF.impute` and :func:`~spalstf.tl.spalstf_impute`).
 SAMPLING_STEPS = 25
 IMPUTE_BATCH_SIZE = 1024
@@ -117,6 +124,24 @@ MODULE_OPTIONS = (
 )
 PREPROCESSING_OPTIONS = ("alignment", "normalize_st", "cell_scaling", "target_sum")
 TRAINING_OPTIONS = ("max_epochs", "max_steps", "batch_size", "lr", "weight_decay")
+
+#: The preset of :class:`~spalstf.model.SpaLSTF` when none is named.
+DEFAULT_PRESET: Preset = "cpu"
+#: Parameters of :class:`~spalstf.model.SpaLSTF` that :func:`~spalstf.tl.spalstf_impute` takes as ``**options``
+#: (the data, the layer and the genes it sets itself).
+MODEL_ARGUMENTS = ("preset", "case_sensitive", "n_top_genes", "require_counts", *MODULE_OPTIONS, *PREPROCESSING_OPTIONS)
+#: Parameters of :meth:`~spalstf.model.SpaLSTF.train` that :func:`~spalstf.tl.spalstf_impute` takes as ``**options``;
+#: the preset's training settings but ``weight_decay`` (the preset's alone), and the device and split options. Its
+#: other options go to the Lightning trainer.
+TRAIN_ARGUMENTS = (
+    *(name for name in TRAINING_OPTIONS if name != "weight_decay"),
+    "accelerator",
+    "devices",
+    "train_size",
+    "validation_size",
+    "datasplitter_kwargs",
+    "plan_kwargs",
+)
 
 
 # validation ------------------------------------------------------------------------------------------------------

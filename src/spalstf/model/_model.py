@@ -4,35 +4,28 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import anndata
 import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
-from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 from scipy import sparse
 from scvi import REGISTRY_KEYS
-from scvi import settings as scvi_settings
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, NumericalObsField
 from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
-from tqdm.auto import tqdm
 
-from .._constants import IMPUTED_KEY, INDICES_OBS_KEY
+from .._constants import INDICES_OBS_KEY
 from .._expression import log1p_normalize, to_dense
 from .._genes import GenePlan, plan_genes
 from .._logging import quiet_libraries
-from .._outputs import LOWER_LAYER, STD_LAYER, UPPER_LAYER, result_metadata
 from .._state import global_seed
-from .._streaming import H5adChunkWriter, check_out_path, iter_row_chunks, rows_per_chunk
+from .._streaming import iter_row_chunks, rows_per_chunk
 from .._validation import (
     check_counts,
     check_in_memory,
@@ -43,51 +36,27 @@ from .._validation import (
 )
 from . import _calibration as cal
 from . import _preprocessing as prep
+from ._condition_mixin import ConditionMixin
 from ._defaults import (
-    IMPUTE_BATCH_SIZE,
+    DEFAULT_PRESET,
     MODULE_OPTIONS,
     PRESETS,
-    SAMPLING_STEPS,
+    Attention,
+    Context,
     Preset,
     check_option,
     check_preset,
     presets_table,
     resolve,
 )
-from ._module import Attention, Context, Sampler, SpaLSTFModule
-from ._noise import cell_keys
+from ._impute_mixin import ImputationMixin
+from ._module import SpaLSTFModule
 from ._preprocessing import Alignment
 from ._spatial_input import SpatialInput
+from ._training_mixin import TrainingMixin
 from ._training_plan import SpaLSTFTrainingPlan
 
 logger = logging.getLogger(__name__)
-
-
-def check_impute_options(
-    *,
-    n_samples: int,
-    sampler: str,
-    n_sampling_steps: int,
-    batch_size: int,
-    n_diffusion_steps: int | None = None,
-    batch_size_name: str = "batch_size",
-    interval: float | None = None,
-) -> None:
-    """Raise a `ValueError` naming the argument when a sampling option is out of range (before any work is done).
-
-    When DDIM draws are made, ``n_sampling_steps`` may not exceed the model's ``n_diffusion_steps`` (when known): it
-    is used as given, never clamped.
-    """
-    check_option("n_samples", n_samples)
-    check_option("sampler", sampler)
-    check_option("n_sampling_steps", n_sampling_steps)
-    if n_diffusion_steps is not None and n_samples > 1 and sampler == "ddim" and n_sampling_steps > n_diffusion_steps:
-        raise ValueError(
-            f"n_sampling_steps must be at most the model's n_diffusion_steps ({n_diffusion_steps}), got "
-            f"{n_sampling_steps}."
-        )
-    check_option("batch_size", batch_size, batch_size_name)
-    check_option("interval", interval)
 
 
 #: Network sizes of the closed-form copies of :meth:`SpaLSTF.calibrate_intervals` (their network is never used).
@@ -115,28 +84,7 @@ def _check_reference_genes(adata: AnnData, var_names: pd.Index) -> None:
     )
 
 
-def _is_ddp(strategy) -> bool:
-    """Whether a Lightning strategy (name or instance) is DDP, i.e. needs a distributed sampler."""
-    if isinstance(strategy, str):
-        return strategy.startswith("ddp")
-    return isinstance(strategy, DDPStrategy)
-
-
-def _ddp_without_buffer_broadcast(strategy):
-    """Lightning's registered DDP strategy of that name, with ``broadcast_buffers=False``; anything else unchanged.
-
-    The module's buffers are constants (reference profiles, gene statistics, ridge weights, schedule bounds), so
-    DDP's per-step broadcast of buffers from rank 0 only moves the reference around; the training plan checks once
-    that the ranks agree on them.
-    """
-    if isinstance(strategy, str) and strategy.startswith("ddp") and strategy in StrategyRegistry:
-        entry = StrategyRegistry[strategy]
-        if issubclass(entry["strategy"], DDPStrategy):
-            return entry["strategy"](**{**entry["init_params"], "broadcast_buffers": False})
-    return strategy
-
-
-class SpaLSTF(BaseModelClass):
+class SpaLSTF(ImputationMixin, ConditionMixin, TrainingMixin, BaseModelClass):
     """SpaLSTF: a conditional diffusion model that imputes unmeasured spatial genes from a scRNA-seq reference.
 
     The model is trained on the reference (``adata``, raw counts). For each cell it learns the distribution of the
@@ -247,7 +195,7 @@ class SpaLSTF(BaseModelClass):
         st_layer: str | None = None,
         case_sensitive: bool = True,
         n_top_genes: int | None = 2000,
-        preset: Preset = "cpu",
+        preset: Preset = DEFAULT_PRESET,
         n_neighbors: int | None = None,
         n_hidden: int | None = None,
         n_blocks: int | None = None,
@@ -502,58 +450,6 @@ class SpaLSTF(BaseModelClass):
         stats.update({"target_mean": target_mean, "target_std": target_std})
         return profiles, stats
 
-    def _st_conditions(self, values) -> np.ndarray:
-        """The aligned condition of spatial cells from their raw values of the measured genes (model order).
-
-        Each row is mapped by the stored alignment alone, so a cell's condition does not depend on the other cells.
-        """
-        params = {
-            name: getattr(self.module, f"st_{name}").cpu().numpy()
-            for name in prep.alignment_placeholders(self.alignment, 1)
-        }
-        normalize = bool(self.module.st_normalized)
-        values = prep.condition_values(values, self.target_sum, self.cell_scaling, normalize=normalize)
-        return prep.apply_alignment(self.alignment, params, values)
-
-    def _st_condition_chunks(
-        self, spatial: SpatialInput, chunk_size: int
-    ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
-        """Yield ``(start, stop, condition, empty, library)``: the aligned condition of the spatial cells, by chunks.
-
-        ``library`` is each cell's total over the measured genes in ``adata_st``'s own values, ``empty`` flags the
-        cells where it is 0. Works for in-memory (dense or sparse) and backed AnnData; only ``chunk_size`` rows are
-        read at once.
-        """
-        for start, stop, rows in spatial.chunks(self.gene_plan.measured_st, chunk_size):
-            library = np.asarray(rows.sum(axis=1), dtype=np.float64).ravel()
-            yield start, stop, self._st_conditions(rows), library == 0, library
-
-    def _fit_st_alignment(self, spatial: SpatialInput, normalize_st: bool | str) -> tuple[dict[str, np.ndarray], bool]:
-        """Fit the spatial condition's per-gene alignment on the cells with signal; returns it and the normalisation.
-
-        One chunked pass: cells whose measured genes are all zero are counted (and excluded, with a warning), the
-        values of at most :data:`~spalstf.model._preprocessing.MAX_QUANTILE_CELLS` evenly spaced cells with signal
-        are kept, and whether the values are counts decides the library normalisation when ``normalize_st`` is
-        ``"auto"``.
-        """
-        values, n_empty, counts = spatial.sample_with_signal(self.gene_plan.measured_st, prep.MAX_QUANTILE_CELLS)
-        if len(values) < prep.MIN_FIT_CELLS:
-            raise ValueError(
-                f"adata_st has {spatial.n_obs - n_empty} cell(s) with signal on the measured genes; fitting the "
-                f"spatial alignment needs at least {prep.MIN_FIT_CELLS}. Build the model with more spatial cells (it "
-                "can then impute any number of cells, one alone included)."
-            )
-        if n_empty:
-            warnings.warn(
-                f"{n_empty} of {spatial.n_obs} spatial cells have no signal (all measured genes are 0); they are left "
-                "out of the statistics fitted on the spatial data, and their imputation reflects no measurement.",
-                UserWarning,
-                stacklevel=3,
-            )
-        normalize = counts if normalize_st == "auto" else bool(normalize_st)
-        values = prep.condition_values(values, self.target_sum, self.cell_scaling, normalize=normalize)
-        return prep.fit_alignment(self.alignment, values), normalize
-
     # intervals and reliability -----------------------------------------------------------------------------------
     def calibrate_intervals(
         self,
@@ -769,502 +665,3 @@ class SpaLSTF(BaseModelClass):
             library=library[cells],
             agreement=cal.agreement_features(copy.module, condition),
         ), copy.id
-
-    # training ----------------------------------------------------------------------------------------------------
-    def train(
-        self,
-        max_epochs: int | None = None,
-        max_steps: int | None = None,
-        batch_size: int | None = None,
-        lr: float | None = None,
-        accelerator: str = "auto",
-        devices: int | list[int] | str = "auto",
-        train_size: float = 1.0,
-        validation_size: float | None = None,
-        datasplitter_kwargs: dict | None = None,
-        plan_kwargs: dict | None = None,
-        **trainer_kwargs,
-    ):
-        """Train the model on the reference cells.
-
-        Goes through scvi-tools' :class:`~scvi.dataloaders.DataSplitter`, a Lightning training plan and
-        :class:`~scvi.train.TrainRunner`, so ``accelerator``, ``devices``, ``strategy`` and ``precision`` are
-        Lightning's. Losses per epoch are kept in :attr:`history` (``train_loss``, ``train_mse``, ``train_kl``,
-        ``train_mean_mse``; ``validation_*`` when ``train_size < 1`` and ``check_val_every_n_epoch`` is set).
-
-        Parameters
-        ----------
-        max_epochs, max_steps
-            The training budget: passes over the reference, or optimiser steps (then as many epochs as the steps
-            take). Default from the preset: the ``"cpu"`` preset trains a fixed number of steps, so its time does not
-            grow with the number of reference cells; ``"paper"`` trains 1200 epochs. With both given, training stops
-            at whichever comes first.
-        batch_size
-            Cells per mini-batch; default from the preset. Under DDP this is the batch **per process**: the
-            optimiser step averages the gradients of ``devices`` such batches.
-        lr
-            AdamW learning rate; default from the preset (cpu: 1e-3, paper: 1e-4).
-        accelerator, devices
-            Lightning device selection (``"auto"`` picks a GPU when there is one).
-        train_size, validation_size
-            Fractions of reference cells for training and validation (default: all cells train).
-        datasplitter_kwargs, plan_kwargs
-            Extra arguments of the data splitter and of the training plan.
-        **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer`, e.g. ``enable_progress_bar=False``; ``gradient_clip_val``
-            defaults to 1.0. Notably:
-
-            ``strategy``
-                ``"ddp"`` (scripts), ``"ddp_spawn"``, ``"ddp_notebook"`` (Jupyter) or a
-                :class:`~lightning.pytorch.strategies.DDPStrategy`: distributed data parallel training on
-                ``devices`` processes. Each process gets a distinct shard of the reference cells (scvi-tools'
-                :class:`~scvi.dataloaders.BatchDistributedSampler`, reshuffled every epoch) and Lightning's DDP
-                averages the gradients. A DDP strategy given by name is built with ``broadcast_buffers=False``:
-                the module's buffers (reference profiles, statistics, ridge weights) are constants, identical on
-                every rank (checked once at the start of training), and re-broadcasting the reference every step
-                would cost more than the step. ``find_unused_parameters`` is not needed: every parameter takes part
-                in every loss.
-            ``precision``
-                ``"bf16-mixed"`` or ``"16-mixed"`` (GPU) for mixed precision; the neighbour search, the ridge part,
-                the diffusion schedule, the perturbation and the loss statistics stay float32 (see
-                ``docs/distributed.md``).
-
-        Notes
-        -----
-        With ``strategy="ddp"`` Lightning starts the other ranks by re-running the calling script, so everything
-        after ``train`` runs once per rank: guard saving and imputation with ``model.trainer.is_global_zero``.
-        With ``train_size < 1`` under DDP, the train/validation split is drawn with ``scvi.settings.seed`` (0 when
-        unset) so that all ranks agree on it; validation runs when ``check_val_every_n_epoch`` is set.
-        :attr:`history` is filled on rank 0 only (losses are averaged over ranks). The KL term of the loss is
-        computed per rank over that rank's mini-batch (see :meth:`~spalstf.model._module.SpaLSTFModule.loss`).
-
-        Examples
-        --------
-        Four GPUs, one process each, 4 x 256 cells per optimiser step, bfloat16 mixed precision (in a script):
-
-        >>> model.train(  # doctest: +SKIP
-        ...     accelerator="gpu", devices=4, strategy="ddp", batch_size=256, precision="bf16-mixed"
-        ... )
-        >>> if model.trainer.is_global_zero:  # doctest: +SKIP
-        ...     model.save("spalstf_model")
-
-        Two CPU processes (gloo), e.g. to check a script before a GPU run:
-
-        >>> model.train(accelerator="cpu", devices=2, strategy="ddp")  # doctest: +SKIP
-        """
-        for name, value in (
-            ("max_epochs", max_epochs),
-            ("max_steps", max_steps),
-            ("batch_size", batch_size),
-            ("lr", lr),
-        ):
-            if value is not None:
-                check_option(name, value)
-        batch_size = self.settings["batch_size"] if batch_size is None else batch_size
-        if max_epochs is None and max_steps is None:
-            max_epochs, max_steps = self.settings["max_epochs"], self.settings["max_steps"]
-        if max_epochs is None:  # a budget of optimiser steps: as many epochs as it takes, then stop at the step
-            steps_per_epoch = max(1, int(np.ceil(self.adata.n_obs * train_size / min(batch_size, self.adata.n_obs))))
-            max_epochs = int(np.ceil(max_steps / steps_per_epoch))
-        if max_steps is not None:
-            trainer_kwargs["max_steps"] = max_steps
-        plan_kwargs = {
-            "lr": self.settings["lr"] if lr is None else lr,
-            "weight_decay": self.settings["weight_decay"],
-            **(plan_kwargs or {}),
-        }
-        trainer_kwargs.setdefault("gradient_clip_val", 1.0)
-        trainer_kwargs.setdefault("enable_checkpointing", False)
-        if "strategy" in trainer_kwargs:
-            trainer_kwargs["strategy"] = _ddp_without_buffer_broadcast(trainer_kwargs["strategy"])
-        distributed = _is_ddp(trainer_kwargs.get("strategy"))
-        # With every cell in training there is nothing to split; scvi-tools' split shuffle uses its own unseeded
-        # generator, so leaving it on would make training differ between runs with the same torch seed.
-        split_kwargs = {
-            "shuffle_set_split": train_size < 1.0 or bool(validation_size),
-            "distributed_sampler": distributed,
-            **(datasplitter_kwargs or {}),
-        }
-        splitter_args = {
-            "train_size": train_size,
-            "validation_size": validation_size,
-            "batch_size": min(batch_size, self.adata.n_obs),
-            "drop_last": False,
-        }
-        splitter = self._data_splitter_cls(self.adata_manager, **splitter_args, **split_kwargs)
-        if split_kwargs["shuffle_set_split"] and split_kwargs.get("external_indexing") is None:
-            # scvi-tools draws the split unseeded unless scvi.settings.seed is set, so the same torch seed would not
-            # give the same model. Draw it here: from scvi.settings.seed when set, else from torch's seed (the
-            # random_state of spalstf_impute); under DDP every rank must agree, so 0 when scvi's seed is unset.
-            if scvi_settings.seed is not None:
-                seed = scvi_settings.seed
-            else:
-                seed = 0 if distributed else torch.initial_seed() % 2**32
-            perm = np.random.RandomState(seed).permutation(self.adata.n_obs)
-            n_train, n_val = splitter.n_train, splitter.n_val
-            split_kwargs["external_indexing"] = [perm[n_val : n_val + n_train], perm[:n_val], perm[n_val + n_train :]]
-            splitter = self._data_splitter_cls(self.adata_manager, **splitter_args, **split_kwargs)
-        plan = self._training_plan_cls(self.module, **plan_kwargs)
-        start = time.perf_counter()
-        with quiet_libraries():  # Lightning's banners, tips and hints (see spalstf._logging); progress bars stay
-            runner = self._train_runner_cls(
-                self,
-                training_plan=plan,
-                data_splitter=splitter,
-                max_epochs=max_epochs,
-                accelerator=accelerator,
-                devices=devices,
-                **trainer_kwargs,
-            )
-            result = runner()
-        self.module.calibrate()  # the network part's statistics and the blend's calibration, on the reference
-        self.train_time_s_ = time.perf_counter() - start
-        self.train_params_ = {
-            "max_epochs": max_epochs,
-            "max_steps": max_steps,
-            "batch_size": batch_size,
-            **plan_kwargs,
-            "accelerator": accelerator,
-            "devices": devices,
-            "train_size": train_size,
-            "validation_size": validation_size,
-            **trainer_kwargs,
-        }
-        return result
-
-    # imputation --------------------------------------------------------------------------------------------------
-    @property
-    def imputed_genes(self) -> list[str]:
-        """Reference genes the model imputes (output columns)."""
-        return list(self.gene_plan.imputed)
-
-    @property
-    def measured_genes(self) -> list[str]:
-        """Reference genes the model is conditioned on (as spelled in the reference)."""
-        return list(self.gene_plan.measured)
-
-    @torch.no_grad()
-    def impute(
-        self,
-        adata_st: AnnData,
-        *,
-        layer: str | None = None,
-        n_samples: int = 1,
-        sampler: Sampler = "ddim",
-        n_sampling_steps: int = SAMPLING_STEPS,
-        batch_size: int = IMPUTE_BATCH_SIZE,
-        random_state: int = 0,
-        progress_bar: bool = True,
-        interval: float | None = None,
-        out: str | os.PathLike | None = None,
-        overwrite: bool = False,
-    ) -> tuple[pd.DataFrame, ...] | AnnData:
-        """Impute the model's genes for the cells of ``adata_st``, streaming over its cells.
-
-        Without ``interval``, outputs are log1p-normalised expression in the reference's units,
-        ``log1p(counts / library * target_sum)`` with the library over the measured genes of a reference cell: the
-        standardised model outputs mapped back with the reference's per-gene mean and standard deviation, and clipped
-        at 0, the smallest log1p expression. With ``interval``, every output is in the spatial platform's space,
-        ``log1p(x / L * target_sum)`` with ``L`` the spatial cell's total over the measured genes (what the platform
-        would measure; see :meth:`calibrate_intervals`).
-
-        The cells are processed in chunks of ``batch_size``: each chunk's rows are read from ``adata_st`` (in memory,
-        dense or sparse, or backed, ``anndata.read_h5ad(path, backed="r")``), turned into the condition, run through
-        the network and written into the output, so working memory does not grow with the number of cells. With
-        ``out``, the output itself goes to disk chunk by chunk and need not fit in memory either. ``adata_st`` is
-        never modified.
-
-        Parameters
-        ----------
-        adata_st
-            Spatial data holding (at least) the measured genes of the model; in memory or backed.
-        layer
-            Layer of ``adata_st`` with the expression values; default: the layer the model was built with.
-        n_samples
-            ``1`` (default): the model's point estimate of the posterior mean, ``mu(c)``: the blend, calibrated on the
-            reference, of the ridge fits, the neighbour average and the network head on the BiLSTM embedding (the method
-            page of the docs); no reverse diffusion is run, so ``sampler`` is not used. ``> 1``: that many draws
-            ``mu + r`` from the reverse diffusion (each started from seeded per-cell noise); their mean and their
-            standard deviation (the uncertainty) are returned. A single diffusion draw is a sample of the posterior,
-            not its mean, which is why it is not the default output.
-        sampler
-            For ``n_samples > 1``. ``"ddim"``: deterministic DDIM with ``n_sampling_steps`` steps (the noise draw is the
-            only randomness); ``"ddpm"``: the paper's ancestral chain over all T steps.
-        n_sampling_steps
-            Steps of the DDIM sampler.
-        batch_size
-            Cells read and imputed at a time (the working-memory bound); the result does not depend on it.
-        random_state
-            Seed of the per-cell noise (keyed by cell name, so independent of batch and order).
-        progress_bar
-            Show a progress bar over sampling steps.
-        interval
-            Central level (e.g. ``0.9``) of calibrated intervals around the point estimate, or ``None`` (default).
-            The first call calibrates the model on the measured genes of ``adata_st`` (:meth:`calibrate_intervals`)
-            unless it was calibrated before; :meth:`get_gene_reliability` then gives the expected SPCC of every gene.
-            The intervals are calibrated around the posterior-mean estimate, also when ``n_samples > 1`` (the mean
-            returned is then the mean of the draws, each mapped into the platform's space). The bounds need not
-            contain the point (the two sides are calibrated separately); an upper bound can be infinite where too
-            few calibration scores support the level.
-        out
-            Path of an ``.h5ad`` file to write the result into, chunk by chunk. The file holds ``obs`` (index: the cell
-            names of ``adata_st``), ``var`` (index: the imputed genes), ``X`` (float32 mean), ``layers["std"]`` (float32
-            standard deviation over draws; only when ``n_samples > 1``), ``layers["lower"]`` and ``layers["upper"]``
-            (the interval; only with ``interval``) and ``uns["spalstf_imputed"]`` (the metadata of
-            :func:`spalstf.tl.spalstf_impute`: measured genes, settings, output space, interval and gene reliability).
-            It is written as ``<out>.partial`` and renamed when complete.
-        overwrite
-            Replace an existing ``out`` file.
-
-        Returns
-        -------
-        Without ``out``: ``(mean, std)``, or ``(mean, std, lower, upper)`` with ``interval``: DataFrames indexed by
-        ``adata_st.obs_names`` with the imputed genes as columns; ``std`` is ``None`` when ``n_samples == 1``. Cells
-        without signal (all measured genes zero) have NaN bounds: their platform value is undefined. With ``out``:
-        the written file opened with ``anndata.read_h5ad(out, backed="r")``; ``X`` stays on disk, but anndata reads
-        the layers (``std``, ``lower``, ``upper``) into memory, so for outputs whose layers do not fit, read the file
-        with ``anndata.experimental.read_lazy`` or use :func:`~spalstf.tl.spalstf_impute`, which does not open it.
-
-        Examples
-        --------
-        >>> mean, std = model.impute(adata_st, n_samples=8)  # doctest: +SKIP
-        >>> mean, std, lower, upper = model.impute(adata_st, interval=0.9)  # doctest: +SKIP
-        >>> model.get_gene_reliability().sort_values(ascending=False).head()  # doctest: +SKIP
-        >>> big = anndata.read_h5ad("st_cells.h5ad", backed="r")  # doctest: +SKIP
-        >>> result = model.impute(big, out="imputed.h5ad", batch_size=4096)  # doctest: +SKIP
-        >>> result.X[:10]  # first 10 cells, read from disk  # doctest: +SKIP
-        """
-        result, _ = self._impute(
-            adata_st,
-            layer=layer,
-            n_samples=n_samples,
-            sampler=sampler,
-            n_sampling_steps=n_sampling_steps,
-            batch_size=batch_size,
-            random_state=random_state,
-            progress_bar=progress_bar,
-            interval=interval,
-            out=out,
-            overwrite=overwrite,
-        )
-        if out is not None or interval is None:
-            return result
-        return result["mean"], result["std"], result["lower"], result["upper"]
-
-    def _impute(
-        self,
-        adata_st: AnnData,
-        *,
-        layer: str | None,
-        n_samples: int,
-        sampler: Sampler,
-        n_sampling_steps: int,
-        batch_size: int,
-        random_state: int,
-        progress_bar: bool,
-        out: str | os.PathLike | None,
-        overwrite: bool,
-        interval: float | None = None,
-        extra_levels: Sequence[float] = (),
-        key_added: str = IMPUTED_KEY,
-        open_result: bool = True,
-    ) -> tuple[tuple[pd.DataFrame, pd.DataFrame | None] | dict[str, Any] | AnnData | Path, dict[str, Any]]:
-        """The worker of :meth:`impute`: the result and its metadata (:func:`spalstf._outputs.result_metadata`).
-
-        In memory, the result is ``(mean, std)`` without ``interval``; with it, a dict with ``"mean"``, ``"std"``,
-        ``"lower"``, ``"upper"`` and, for each of ``extra_levels`` (benchmarks: the calibration curve),
-        ``("lower", level)``, ``("upper", level)``, ``("gene_lower", level)`` and ``("gene_upper", level)`` (the last
-        two: one width per gene). With ``out``, the metadata is also written into the file's ``uns[key_added]``, and
-        the result is the file opened backed, or its path with ``open_result=False`` (anndata's backed mode reads
-        the layers into memory; :func:`~spalstf.tl.spalstf_impute` needs none of it).
-        """
-        if not self.is_trained_:
-            raise RuntimeError("The model is not trained yet; call `model.train()` first.")
-        check_impute_options(
-            n_samples=n_samples,
-            sampler=sampler,
-            n_sampling_steps=n_sampling_steps,
-            batch_size=batch_size,
-            n_diffusion_steps=self.module.schedule.n_steps,
-            interval=interval,
-        )
-        if extra_levels and (interval is None or out is not None):
-            raise ValueError("extra_levels needs interval= and an in-memory result.")
-        for level in extra_levels:
-            check_option("interval", level, "extra_levels")
-        spatial = SpatialInput.prepare(adata_st, layer if layer is not None else self.st_layer)
-        spatial.columns(self.gene_plan.measured_st)  # fail on missing genes before creating any file
-        out_path = check_out_path(out, overwrite, [spatial.adata]) if out is not None else None
-        if interval is not None and getattr(self, "interval_calibration_", None) is None:
-            logger.info("Calibrating the intervals on the %d measured genes of adata_st.", len(self.measured_genes))
-            self.calibrate_intervals(spatial)
-        n_obs, obs_names, columns = spatial.n_obs, spatial.obs_names.copy(), pd.Index(self.imputed_genes)
-        if n_samples == 1:
-            n_steps = 1
-        elif sampler == "ddim":
-            n_steps = len(self.module.schedule.ddim_timesteps(n_sampling_steps))
-        else:
-            n_steps = self.module.schedule.n_steps
-        sampling = {
-            "n_samples": n_samples,
-            "sampler": sampler if n_samples > 1 else "posterior_mean",
-            "n_sampling_steps": n_sampling_steps,
-            "random_state": random_state,
-            "impute_batch_size": batch_size,
-            "interval": interval,
-        }
-        names = ["mean"] + (["std"] if n_samples > 1 else []) + (["lower", "upper"] if interval is not None else [])
-        for level in extra_levels:
-            names += [("lower", level), ("upper", level), ("gene_lower", level), ("gene_upper", level)]
-        start = time.perf_counter()
-
-        def run_chunks(write) -> list[str]:
-            return self._impute_chunks(
-                spatial,
-                write,
-                n_samples,
-                sampler,
-                n_sampling_steps,
-                batch_size,
-                random_state,
-                progress_bar,
-                n_steps,
-                interval,
-                tuple(extra_levels),
-            )
-
-        if out_path is None:
-            arrays = {name: np.empty((n_obs, len(columns)), dtype=np.float32) for name in names}
-
-            def write(start, stop, values):
-                for name, value in values.items():
-                    arrays[name][start:stop] = value
-
-            empty = run_chunks(write)
-            frames = {n: pd.DataFrame(a, index=obs_names, columns=columns, copy=False) for n, a in arrays.items()}
-            metadata = self._result_metadata(sampling, time.perf_counter() - start, empty, interval)
-            if interval is None:
-                return (frames["mean"], frames.get("std")), metadata
-            frames.setdefault("std", None)
-            return frames, metadata
-
-        layers = [n for n in ("std", "lower", "upper") if n in names]
-        file_layers = {"std": STD_LAYER, "lower": LOWER_LAYER, "upper": UPPER_LAYER}
-        with H5adChunkWriter(out_path, obs_names, columns, [file_layers[n] for n in layers]) as writer:
-
-            def write(start, stop, values):
-                writer.write(start, stop, values["mean"], **{file_layers[n]: values[n] for n in layers})
-
-            empty = run_chunks(write)
-            metadata = self._result_metadata(sampling, time.perf_counter() - start, empty, interval, out=out_path)
-            writer.close(uns={key_added: metadata})
-        return (anndata.read_h5ad(out_path, backed="r") if open_result else out_path), metadata
-
-    def _result_metadata(
-        self,
-        sampling: dict[str, Any],
-        impute_time_s: float,
-        without_signal: list[str],
-        interval: float | None = None,
-        out=None,
-    ) -> dict[str, Any]:
-        """Metadata of a result: every setting as used (model, training, sampling), genes, output space, times.
-
-        With ``interval``: the output space is the platform's, and the interval record and the gene reliability
-        are added.
-        """
-        calibration = getattr(self, "interval_calibration_", None) if interval is not None else None
-        return result_metadata(
-            cells_without_signal=without_signal,
-            measured_genes=list(self.gene_plan.measured_st),
-            imputed_genes=self.imputed_genes,
-            output_space=(
-                prep.model_output_space(self.target_sum) if calibration is None else platform_space(self.target_sum)
-            ),
-            params={**self.settings, **getattr(self, "train_params_", {}), **sampling},
-            train_time_s=getattr(self, "train_time_s_", float("nan")),
-            impute_time_s=impute_time_s,
-            out=out,
-            interval=None if calibration is None else calibration.describe(interval),
-            gene_reliability=None if calibration is None else dict(calibration.gene_reliability),
-        )
-
-    def _impute_chunks(
-        self,
-        spatial: SpatialInput,
-        write,
-        n_samples: int,
-        sampler: Sampler,
-        n_sampling_steps: int,
-        batch_size: int,
-        random_state: int,
-        progress_bar: bool,
-        n_steps: int,
-        interval: float | None = None,
-        extra_levels: tuple[float, ...] = (),
-    ) -> list[str]:
-        """Read, condition, impute and ``write(start, stop, values)`` each chunk of ``batch_size`` cells.
-
-        ``values`` maps the output names (``"mean"``, ``"std"``, ``"lower"``, ``"upper"``, the extra levels' bounds)
-        to the chunk's arrays. Returns the names of the cells without signal (all measured genes zero).
-        """
-        device = self.device
-        without_signal: list[str] = []
-        calibration = self.interval_calibration_ if interval is not None else None
-        target_mean = self.module.target_mean.cpu().numpy()
-        target_std = self.module.target_std.cpu().numpy()
-        self.module.eval()
-        with tqdm(
-            total=n_steps * n_samples * int(np.ceil(spatial.n_obs / batch_size)),
-            desc=f"Sampling ({sampler})",
-            disable=not progress_bar,
-        ) as bar:
-            for start, stop, values, empty, library in self._st_condition_chunks(spatial, batch_size):
-                without_signal.extend(str(n) for n in spatial.obs_names[start:stop][empty])
-                cond = torch.from_numpy(values).to(device)
-                # the posterior mean is the point (one sample) and the centre of the bounds; draws alone need none
-                need_estimate = n_samples == 1 or calibration is not None
-                estimate = self.module.posterior_mean(cond).cpu().numpy() if need_estimate else None
-                if n_samples == 1:
-                    bar.update(1)
-                else:
-                    draws = self.module.sample(
-                        cond,
-                        cell_keys(spatial.obs_names[start:stop], random_state),
-                        n_samples=n_samples,
-                        sampler=sampler,
-                        n_sampling_steps=n_sampling_steps,
-                        step_callback=lambda: bar.update(1),
-                    )
-                    draws = draws.cpu().numpy().astype(np.float64)
-                if calibration is not None:  # the bounds are around the posterior mean, also when draws are made
-                    point, scale = calibration.point(estimate, target_mean, target_std)
-                if n_samples == 1:
-                    out = {
-                        "mean": point
-                        if calibration is not None
-                        else np.maximum(estimate.astype(np.float64) * target_std + target_mean, 0.0)
-                    }
-                else:
-                    if calibration is None:
-                        draws = np.maximum(draws * target_std + target_mean, 0.0)
-                    else:
-                        draws = calibration.point(draws, target_mean, target_std)[0]
-                    out = {"mean": draws.mean(0), "std": draws.std(0)}
-                if calibration is not None:
-                    out["lower"], out["upper"] = calibration.bounds(point, scale, library, interval)
-                    for level in extra_levels:
-                        out[("lower", level)], out[("upper", level)] = calibration.bounds(point, scale, library, level)
-                        out[("gene_lower", level)], out[("gene_upper", level)] = calibration.bounds(
-                            point, scale, library, level, per_cell=False
-                        )
-                write(start, stop, out)
-        return without_signal
-
-
-def platform_space(target_sum: float) -> str:
-    """The ``output_space`` string of outputs with intervals: what the spatial platform measures."""
-    return (
-        f"log1p(x / L * {target_sum:g}) of the spatial platform: x the value in adata_st, L the cell's total over "
-        "the measured panel genes"
-    )

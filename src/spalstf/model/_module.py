@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._defaults import check_option
+from ._defaults import Attention, Context, Sampler, check_option
 from ._diffusion import Schedule
 from ._network import ConditionEncoder, ContextEncoder, Denoiser
 from ._noise import gaussian
-
-Sampler = Literal["ddim", "ddpm"]
-Context = Literal["bilstm", "none"]
-Attention = Literal["xca", "softmax"]
 
 #: Elements at most of the (cells x neighbours x genes) gather of the neighbour average (64 MB in float32).
 _GATHER_ELEMENTS = 2**24

@@ -297,10 +297,10 @@ def impute_spalstf(
     return IntervalPrediction(
         mean=mean,
         level=float(interval),
-        lower=result["lower"][held].astype(np.float64),
-        upper=result["upper"][held].astype(np.float64),
+        lower=result.frames["lower"][held].astype(np.float64),
+        upper=result.frames["upper"][held].astype(np.float64),
         reliability=model.get_gene_reliability().reindex(held),
-        curve={k: v[held].astype(np.float64) for k, v in result.items() if isinstance(k, tuple)},
+        curve={k: v[held].astype(np.float64) for k, v in result.frames.items() if isinstance(k, tuple)},
     )
 
 
@@ -575,11 +575,12 @@ def check_options(method: str, options: dict[str, Any]) -> None:
     if taken:
         raise TypeError(f"method_kwargs[{method!r}] sets {taken}, which cross_validate sets itself; remove it.")
     if func is impute_spalstf:
-        from ._impute import _route_options, spalstf_impute
+        from ..model._workflow import route_options
+        from ._impute import spalstf_impute
 
         own = set(inspect.signature(spalstf_impute).parameters)
         try:
-            _route_options({k: v for k, v in options.items() if k not in own})
+            route_options({k: v for k, v in options.items() if k not in own}, own)
         except TypeError as err:
             raise TypeError(f"method_kwargs[{method!r}]: {err}") from None
         return
