@@ -49,7 +49,7 @@ import torch
 from cross_validate import _load, _quiet, limit_threads, machine_info
 
 import spalstf as sp
-from spalstf.tl._cross_validate import CrossValidationResult
+from spalstf.tl import CrossValidationResult
 
 #: The variants: SpaLSTF options (model, training and imputation) of each.
 VARIANTS: dict[str, dict[str, Any]] = {

@@ -37,7 +37,7 @@ def _timed(func, repeats: int) -> list[float]:
 
 def measure(name: str, shared: Path, repeats: int) -> dict:
     import spalstf as sp
-    from spalstf.tl._folds import gene_folds
+    from spalstf.benchmark._folds import gene_folds
     from spalstf.tl._impute import _registration_view
 
     _, mdata = _load(name, None, shared)

@@ -48,7 +48,7 @@ import pandas as pd
 import torch
 
 import spalstf as sp
-from spalstf.tl._cross_validate import DEFAULT_METHODS
+from spalstf.benchmark._cross_validate import DEFAULT_METHODS
 
 
 def _quiet() -> None:
@@ -62,7 +62,7 @@ def _quiet() -> None:
     logging.getLogger().setLevel(logging.ERROR)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    cv_logger = logging.getLogger("spalstf.tl._cross_validate")
+    cv_logger = logging.getLogger("spalstf.benchmark._cross_validate")
     cv_logger.addHandler(handler)
     cv_logger.setLevel(logging.INFO)
     cv_logger.propagate = False

@@ -38,8 +38,8 @@ from cross_validate import _load, limit_threads
 
 def measure(name: str, shared: Path) -> dict:
     import spalstf as sp
+    from spalstf.benchmark._folds import gene_folds
     from spalstf.model._calibration import platform_values, spearman_columns
-    from spalstf.tl._folds import gene_folds
     from spalstf.tl._impute import _registration_view
 
     _, mdata = _load(name, None, shared)

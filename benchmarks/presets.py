@@ -23,7 +23,7 @@ import torch
 
 import spalstf as sp
 from spalstf._cli import _quiet
-from spalstf.tl._folds import gene_folds
+from spalstf.benchmark._folds import gene_folds
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ def worker(args) -> dict:
     from cross_validate import _load, _quiet
 
     import spalstf as sp
-    from spalstf.tl._folds import gene_folds
+    from spalstf.benchmark._folds import gene_folds
 
     _quiet()
     _, mdata = _load(args.dataset, None, Path(args.shared_data))
@@ -50,7 +50,7 @@ def worker(args) -> dict:
     st_fold = ad.AnnData(adata_st[:, kept].X.copy(), obs=adata_st.obs[[]].copy(), var=adata_st.var.loc[kept, []])
     t0 = time.perf_counter()
     if args.method == "gimvi":
-        from spalstf.tl._peers import impute_gimvi
+        from spalstf.benchmark._external_peers import impute_gimvi
 
         impute_gimvi(st_fold, reference, held, random_state=0)
     else:

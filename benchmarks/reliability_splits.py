@@ -37,8 +37,8 @@ TARGET_SUM = 1e4
 def _fold_models(name: str, shared: Path, models: Path | None, seed: int):
     """Per fold: (held genes, trained model, kept-gene spatial AnnData, real SPCC of the held genes, seconds)."""
     import spalstf as sp
+    from spalstf.benchmark._folds import gene_folds
     from spalstf.model._calibration import platform_values, spearman_columns
-    from spalstf.tl._folds import gene_folds
     from spalstf.tl._impute import _spalstf_impute
 
     _, mdata = _load(name, None, shared)
