@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-
-def _quiet() -> None:
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+from ._logging import silence_libraries
 
 
 def demo(out_dir: Path, folds: str, max_epochs: int | None, n_samples: int) -> pd.DataFrame:
@@ -71,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-epochs", type=int, default=None, help="training epochs (default: the model's preset)")
     p.add_argument("--n-samples", type=int, default=1, help="1: posterior-mean estimate; >1: diffusion draws")
     args = parser.parse_args(argv)
-    _quiet()
+    silence_libraries()
     np.set_printoptions(precision=3)
     if args.command == "demo":
         demo(args.out, args.folds, args.max_epochs, args.n_samples)
