@@ -15,7 +15,7 @@ from ._logging import silence_libraries
 def demo(out_dir: Path, folds: str, max_epochs: int | None, n_samples: int) -> pd.DataFrame:
     """Hold out genes of the bundled Drosophila pair fold by fold, impute them and score them."""
     import spalstf as sp
-    from spalstf.benchmark._folds import gene_folds
+    from spalstf.benchmark import gene_folds
 
     mdata = sp.datasets.drosophila_embryo()
     adata_st, adata_sc = mdata["spatial"], mdata["rna"]

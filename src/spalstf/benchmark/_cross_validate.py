@@ -317,8 +317,8 @@ def cross_validate(
         Seed of every method, and of the fold split unless ``split_random_state`` is given.
     method_kwargs
         Per-method options, e.g. ``{"spalstf": {"max_epochs": 30}, "gimvi": {"max_epochs": 50},
-        "tangram": {"num_epochs": 500}, "knn": {"n_neighbors": 10}}``; passed to the method's function in
-        the module ``spalstf.benchmark._peers`` (for ``"spalstf"``, to :func:`~spalstf.tl.spalstf_impute`).
+        "tangram": {"num_epochs": 500}, "knn": {"n_neighbors": 10}}``; passed to the method's function
+        ``spalstf.benchmark.impute_<name>`` (for ``"spalstf"``, to :func:`~spalstf.tl.spalstf_impute`).
     layer_st, layer_sc
         Layers holding the spatial values and the reference counts (``None``: ``.X``).
     truth

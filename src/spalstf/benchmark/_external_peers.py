@@ -1,6 +1,6 @@
 """The imputation methods of the benchmark that run another package's model: gimVI (scvi-tools) and Tangram.
 
-Each follows the signature shared by every method (see :mod:`spalstf.benchmark._peers`).
+Each follows the signature shared by every method (see :mod:`spalstf.benchmark`).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def impute_gimvi(
     Parameters
     ----------
     adata_st, adata_sc, held_genes, random_state
-        See the module docstring (``random_state`` sets ``scvi.settings.seed`` for the call; the global generators
+        See :mod:`spalstf.benchmark` (``random_state`` sets ``scvi.settings.seed`` for the call; the global generators
         are restored afterwards).
     max_epochs
         Training epochs (gimVI's default 200; lower it for quick tests).
@@ -213,7 +213,7 @@ def impute_tangram(
     Parameters
     ----------
     adata_st, adata_sc, held_genes, random_state
-        See the module docstring. ``random_state`` seeds the mapping: Tangram seeds its initial mapping only when
+        See :mod:`spalstf.benchmark`. ``random_state`` seeds the mapping: Tangram seeds its initial mapping only when
         ``random_state`` is truthy (so not for 0) and otherwise draws it from NumPy's global generator, which is
         therefore seeded with ``random_state`` for the call (and restored afterwards).
     mode, num_epochs, learning_rate, density_prior

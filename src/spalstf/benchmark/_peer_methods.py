@@ -1,7 +1,7 @@
 """The imputation methods of the benchmark that need no other package: kNN and ridge baselines, SpaGE, SpaLSTF.
 
-Each follows the signature shared by every method (see :mod:`spalstf.benchmark._peers`); this module also holds
-what they share with the methods of other packages (:mod:`spalstf.benchmark._external_peers`): the shared-gene
+Each follows the signature shared by every method (see :mod:`spalstf.benchmark`); this module also holds
+what they share with the methods of other packages (gimVI and Tangram): the shared-gene
 space of the reference, the result frame, :class:`IntervalPrediction` and :class:`MethodUnavailableError`.
 """
 
@@ -47,6 +47,16 @@ class IntervalPrediction:
         interval it is compared with).
     reliability
         Expected SPCC per held-out gene.
+
+    Examples
+    --------
+    >>> import spalstf as sp
+    >>> mdata = sp.datasets.drosophila_embryo()
+    >>> st, ref = mdata["spatial"], mdata["rna"]
+    >>> held = list(st.var_names[:10])
+    >>> pred = sp.benchmark.impute_spalstf(st[:, 10:].copy(), ref, held, interval=0.9)  # doctest: +SKIP
+    >>> pred.level, pred.lower.shape  # doctest: +SKIP
+    (0.9, (3039, 10))
     """
 
     mean: pd.DataFrame
@@ -100,7 +110,7 @@ def impute_knn(
     Parameters
     ----------
     adata_st, adata_sc, held_genes, random_state
-        See the module docstring (``random_state`` is unused: the method is deterministic).
+        See :mod:`spalstf.benchmark` (``random_state`` is unused: the method is deterministic).
     n_neighbors
         Reference neighbours per spatial cell (capped at the number of reference cells).
 
@@ -141,7 +151,7 @@ def impute_ridge(
     Parameters
     ----------
     adata_st, adata_sc, held_genes, random_state
-        See the module docstring (``random_state`` is unused).
+        See :mod:`spalstf.benchmark` (``random_state`` is unused).
     alpha
         Ridge penalty.
 
@@ -183,7 +193,7 @@ def impute_spage(
     Parameters
     ----------
     adata_st, adata_sc, held_genes, random_state
-        See the module docstring (``random_state`` seeds the PCA solver).
+        See :mod:`spalstf.benchmark` (``random_state`` seeds the PCA solver).
     n_pv
         Principal vectors; default half the kept genes.
     n_neighbors
@@ -230,7 +240,7 @@ def impute_spalstf(
     Parameters
     ----------
     adata_st, adata_sc, held_genes, random_state
-        See the module docstring.
+        See :mod:`spalstf.benchmark`.
     **kwargs
         Passed to :func:`~spalstf.tl.spalstf_impute` (model options such as ``preset`` or ``n_hidden``, training
         options such as ``max_epochs``, and ``n_samples``, ``sampler``, ``interval``, ...). Defaults are those of

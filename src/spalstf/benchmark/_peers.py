@@ -1,18 +1,6 @@
 """The imputation methods :func:`spalstf.tl.cross_validate` compares, by name, and the check of their options.
 
-Every function has the same signature::
-
-    impute_<name>(adata_st, adata_sc, held_genes, *, random_state, **kwargs) -> pandas.DataFrame
-
-``adata_st`` holds only the measured (kept) genes of the fold, values as the spatial source gives them in ``.X``
-(and the coordinates in ``obsm["spatial"]`` when known); ``adata_sc`` is the reference with raw counts in ``.X``;
-``held_genes`` are reference genes to predict. The result is a ``cells x held_genes`` frame indexed by
-``adata_st.obs_names``. The functions never modify their inputs.
-
-Shared-gene space of the simple baselines and of SpaGE: the reference is library-normalised and log-transformed,
-``log1p(counts / library * 1e4)`` (library = total counts over all reference genes); the spatial values are used as
-given. Predictions of held-out genes are in the reference's log1p(CP10k) units for ``knn``, ``ridge``, ``spage``,
-``tangram`` and ``spalstf``; ``gimvi`` returns its normalised expression (``get_imputed_values(normalized=True)``).
+Every method follows the signature described in :mod:`spalstf.benchmark`.
 """
 
 from __future__ import annotations
