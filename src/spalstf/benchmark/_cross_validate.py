@@ -295,7 +295,7 @@ def cross_validate(
     Resources: wall time (``time.perf_counter``) of each method call per fold, and its peak memory, the largest
     increase of the process's resident set size over its value at the start of the call (the kernel's high-water
     mark on Linux, reset at the start; elsewhere sampled every 50 ms by a background thread; see
-    ``spalstf._memory.PeakMemory``). Garbage is collected before each call (outside the timed region; the
+    :class:`~spalstf.benchmark.PeakMemory`). Garbage is collected before each call (outside the timed region; the
     objects that exist when ``cross_validate`` starts are frozen with :func:`gc.freeze` meanwhile, so that these
     collections are quick). Scoring is not included. Times depend on the torch and BLAS thread settings of the
     process (``torch.set_num_threads``).
