@@ -1,8 +1,8 @@
 """The imputation methods of the benchmark that need no other package: kNN and ridge baselines, SpaGE, SpaLSTF.
 
-Each follows the signature shared by every method (see :mod:`spalstf.benchmark`); this module also holds
-what they share with the methods of other packages (gimVI and Tangram): the shared-gene
-space of the reference, the result frame, :class:`IntervalPrediction` and :class:`MethodUnavailableError`.
+Each follows the signature shared by every method (see :mod:`spalstf.benchmark`); this module also holds what they
+share with the methods of other packages (gimVI and Tangram): the shared-gene space of the reference, the result
+frame, :class:`IntervalPrediction` and :class:`MethodUnavailableError`.
 """
 
 from __future__ import annotations
