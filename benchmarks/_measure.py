@@ -1,6 +1,6 @@
 """Shared helpers of the scaling benchmarks: peak memory of this process, fresh worker processes, result tables.
 
-Peak memory is measured with the package's one meter, :class:`spalstf._memory.PeakMemory` (the kernel's high-water
+Peak memory is measured with the package's one meter, :class:`spalstf.benchmark.PeakMemory` (the kernel's high-water
 mark of the resident set, reset at the start of each measured phase).
 """
 
@@ -16,7 +16,10 @@ from pathlib import Path
 
 import torch
 
-from spalstf._memory import GB, PeakMemory, rss_bytes  # noqa: F401 (re-exported to the scripts)
+from spalstf.benchmark import PeakMemory, rss_bytes  # noqa: F401 (re-exported to the scripts)
+
+#: Decimal gigabyte, the unit of the scaling tables.
+GB = 1e9
 
 
 def run_worker(script: str, args: list[str], threads: int) -> dict:

@@ -46,10 +46,10 @@ from typing import Any
 
 import pandas as pd
 import torch
-from cross_validate import _load, _quiet, limit_threads, machine_info
+from cross_validate import machine_info, quiet
 
 import spalstf as sp
-from spalstf.tl._cross_validate import CrossValidationResult
+from spalstf.benchmark import CrossValidationResult, limit_threads, load_pair
 
 #: The variants: SpaLSTF options (model, training and imputation) of each.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -117,9 +117,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--shared-data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    _quiet()
+    quiet()
     limit_threads(args.threads)
-    name, mdata = _load(args.dataset, args.local, args.shared_data)
+    name, mdata = load_pair(args.dataset, local=args.local, shared_data=args.shared_data)
     adata_st, adata_sc = mdata["spatial"], mdata["rna"]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]

@@ -23,7 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import machine, markdown_table, save
-from cross_validate import _load, limit_threads
+
+from spalstf.benchmark import limit_threads
 
 
 def _timed(func, repeats: int) -> list[float]:
@@ -37,9 +38,9 @@ def _timed(func, repeats: int) -> list[float]:
 
 def measure(name: str, shared: Path, repeats: int) -> dict:
     import spalstf as sp
-    from spalstf.tl._folds import gene_folds
+    from spalstf.benchmark import gene_folds, load_pair
 
-    _, mdata = _load(name, None, shared)
+    _, mdata = load_pair(name, shared_data=shared)
     adata_st, adata_sc = mdata["spatial"], mdata["rna"]
     shared_genes = [g for g in adata_st.var_names if g in set(adata_sc.var_names)]
     kept, held = gene_folds(shared_genes, n_folds=5, random_state=0)[0]

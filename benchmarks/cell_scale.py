@@ -179,9 +179,9 @@ def main() -> None:
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    from spalstf._cli import _quiet
+    from spalstf.benchmark import silence_libraries
 
-    _quiet()
+    silence_libraries()
     if args.worker:
         worker(args)
         return

@@ -38,7 +38,6 @@ import logging
 import os
 import platform
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -48,13 +47,18 @@ import pandas as pd
 import torch
 
 import spalstf as sp
-from spalstf.tl._cross_validate import DEFAULT_METHODS
+from spalstf.benchmark import DEFAULT_METHODS, limit_threads, load_pair, silence_libraries
 
 
-def _quiet() -> None:
+def quiet() -> None:
+    """Show the harness's progress on stdout and nothing of the libraries: no warning, log errors only.
+
+    On top of :func:`spalstf.benchmark.silence_libraries`: every warning is ignored, and the root logger (which
+    tangram sets to INFO on import and logs every step to) shows errors only.
+    """
+    silence_libraries()
     warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi", "root"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("root").setLevel(logging.ERROR)
     try:  # tangram sets the root logger to INFO on import and logs every step there
         import tangram  # noqa: F401
     except ImportError:
@@ -62,42 +66,10 @@ def _quiet() -> None:
     logging.getLogger().setLevel(logging.ERROR)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    cv_logger = logging.getLogger("spalstf.tl._cross_validate")
-    cv_logger.addHandler(handler)
-    cv_logger.setLevel(logging.INFO)
-    cv_logger.propagate = False
-
-
-def limit_threads(threads: int | None) -> None:
-    """Set torch's intra-op and the BLAS thread counts of this process (``None``: leave the defaults)."""
-    if threads is not None:
-        from threadpoolctl import threadpool_limits
-
-        torch.set_num_threads(threads)
-        threadpool_limits(threads)
-
-
-def _load(dataset: str, local: Path | None, shared: Path):
-    if local is not None:
-        import mudata as md
-
-        return local.stem, md.read_h5mu(local)
-    if dataset == "drosophila_embryo":
-        return dataset, sp.datasets.drosophila_embryo()
-    from spalstf.datasets import _registry
-
-    pair = _registry.registry().pair(dataset)
-    source = pair.source(None)
-    copies = {f.fname: shared / pair.name / f.fname for f in source.files}
-    if copies and all(p.exists() for p in copies.values()):
-        print(f"reading {pair.name} from {shared / pair.name} (sha256 checked by the loader)", flush=True)
-        with tempfile.TemporaryDirectory(prefix="spalstf-bench-") as tmp:  # the loader's cache layout, removed after
-            cache = Path(tmp)
-            (cache / "spalstf" / pair.name).mkdir(parents=True)
-            for fname, path in copies.items():
-                (cache / "spalstf" / pair.name / fname).symlink_to(path.resolve())
-            return pair.name, sp.datasets.load(pair.name, data_dir=cache, progressbar=False)
-    return pair.name, sp.datasets.load(pair.name)
+    benchmark_logger = logging.getLogger("spalstf.benchmark")
+    benchmark_logger.addHandler(handler)
+    benchmark_logger.setLevel(logging.INFO)
+    benchmark_logger.propagate = False
 
 
 def _parse_opt(text: str) -> tuple[str, Any]:
@@ -180,10 +152,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--gimvi-max-epochs", type=int, default=None)
     parser.add_argument("--tangram-num-epochs", type=int, default=None)
     args = parser.parse_args(argv)
-    _quiet()
+    quiet()
     limit_threads(args.threads)
 
-    name, mdata = _load(args.dataset, args.local, args.shared_data)
+    name, mdata = load_pair(args.dataset, local=args.local, shared_data=args.shared_data)
     adata_st, adata_sc = mdata["spatial"], mdata["rna"]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     spalstf_kwargs = dict(args.spalstf_opt)

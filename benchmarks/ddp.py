@@ -30,9 +30,9 @@ from _timing import EpochTimer, device_name, drosophila_pair
 
 def worker(args) -> None:
     import spalstf as sp
-    from spalstf._cli import _quiet
+    from spalstf.benchmark import silence_libraries
 
-    _quiet()
+    silence_libraries()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     adata_st, adata_sc = drosophila_pair()

@@ -115,9 +115,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    from spalstf._cli import _quiet
+    from spalstf.benchmark import silence_libraries
 
-    _quiet()
+    silence_libraries()
     torch.set_num_threads(args.threads)
     if args.worker:
         print(json.dumps((pipeline_worker if args.worker == "pipeline" else denoiser_worker)(args)))

@@ -3,7 +3,7 @@
 For each pair and precision: seconds per training epoch (median over ``--epochs`` epochs, the first left out as
 warm-up) and seconds per 1,000 cells imputed with the posterior mean (``n_samples=1``) and per DDIM draw
 (``n_samples=--draws``, ``--ddim-steps`` steps; reported per draw). Training uses Lightning's ``precision=``;
-imputation runs under :func:`spalstf.model._module.autocast` with the same precision. The posterior means of each
+imputation runs under :func:`spalstf.model.autocast` with the same precision. The posterior means of each
 mixed-precision run are compared with the float32 run of the same seed (max absolute difference, log1p units).
 
 Pairs: ``drosophila`` (bundled: reference 1,297 cells x 2,000 genes, spatial 3,039 cells x 84 genes; imputes the
@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _timing import EpochTimer, device_name, drosophila_pair, synchronize, synthetic_pair
 
 import spalstf as sp
-from spalstf._cli import _quiet
-from spalstf.model._module import autocast
+from spalstf.benchmark import silence_libraries
+from spalstf.model import autocast
 
 
 def run(name, adata_st, adata_sc, precision, args) -> dict:
@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     args = parser.parse_args()
-    _quiet()
+    silence_libraries()
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -33,16 +33,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import machine, markdown_table
-from cross_validate import _load, limit_threads
+
+from spalstf.benchmark import limit_threads
 
 
 def measure(name: str, shared: Path) -> dict:
     import spalstf as sp
+    from spalstf.benchmark import gene_folds, load_pair
     from spalstf.model._calibration import platform_values, spearman_columns
     from spalstf.model._spatial_input import SpatialInput
-    from spalstf.tl._folds import gene_folds
 
-    _, mdata = _load(name, None, shared)
+    _, mdata = load_pair(name, shared_data=shared)
     adata_st, adata_sc = mdata["spatial"], mdata["rna"]
     genes = [g for g in adata_st.var_names if g in set(adata_sc.var_names)]
     sums = {"neighbour_spread": [], "library": [], "point": []}

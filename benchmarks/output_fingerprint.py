@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cross_validate import _load, limit_threads
+from spalstf.benchmark import gene_folds, limit_threads, load_pair
 
 
 def _outputs(model, st) -> dict[str, np.ndarray]:
@@ -45,9 +44,8 @@ def _outputs(model, st) -> dict[str, np.ndarray]:
 
 def _pair(name: str, shared: Path):
     import spalstf as sp
-    from spalstf.tl._folds import gene_folds
 
-    _, mdata = _load(name, None, shared)
+    _, mdata = load_pair(name, shared_data=shared)
     adata_st, adata_sc = mdata["spatial"], mdata["rna"]
     shared_genes = [g for g in adata_st.var_names if g in set(adata_sc.var_names)]
     kept, held = gene_folds(shared_genes, n_folds=5, random_state=0)[0]

@@ -22,8 +22,7 @@ import pandas as pd
 import torch
 
 import spalstf as sp
-from spalstf._cli import _quiet
-from spalstf.tl._folds import gene_folds
+from spalstf.benchmark import gene_folds, silence_libraries
 
 
 def main() -> None:
@@ -31,7 +30,7 @@ def main() -> None:
     parser.add_argument("--paper-steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
-    _quiet()
+    silence_libraries()
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)

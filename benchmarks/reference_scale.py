@@ -34,13 +34,13 @@ def worker(args) -> dict:
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
-    from cross_validate import _load, _quiet
+    from cross_validate import quiet
 
     import spalstf as sp
-    from spalstf.tl._folds import gene_folds
+    from spalstf.benchmark import gene_folds, load_pair
 
-    _quiet()
-    _, mdata = _load(args.dataset, None, Path(args.shared_data))
+    quiet()
+    _, mdata = load_pair(args.dataset, shared_data=args.shared_data)
     adata_st, adata_sc = mdata["spatial"], mdata["rna"]
     shared = [g for g in adata_st.var_names if g in set(adata_sc.var_names)]
     kept, held = gene_folds(shared, 5, 0)[0]
@@ -50,7 +50,7 @@ def worker(args) -> dict:
     st_fold = ad.AnnData(adata_st[:, kept].X.copy(), obs=adata_st.obs[[]].copy(), var=adata_st.var.loc[kept, []])
     t0 = time.perf_counter()
     if args.method == "gimvi":
-        from spalstf.tl._peers import impute_gimvi
+        from spalstf.benchmark import impute_gimvi
 
         impute_gimvi(st_fold, reference, held, random_state=0)
     else:

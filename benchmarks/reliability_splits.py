@@ -29,7 +29,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import machine, markdown_table
-from cross_validate import _load, limit_threads
+
+from spalstf.benchmark import limit_threads
 
 TARGET_SUM = 1e4
 
@@ -37,11 +38,11 @@ TARGET_SUM = 1e4
 def _fold_models(name: str, shared: Path, models: Path | None, seed: int):
     """Per fold: (held genes, trained model, kept-gene spatial AnnData, real SPCC of the held genes, seconds)."""
     import spalstf as sp
+    from spalstf.benchmark import gene_folds, load_pair
     from spalstf.model._calibration import platform_values, spearman_columns
-    from spalstf.tl._folds import gene_folds
     from spalstf.tl._impute import _spalstf_impute
 
-    _, mdata = _load(name, None, shared)
+    _, mdata = load_pair(name, shared_data=shared)
     adata_st, adata_sc = mdata["spatial"], mdata["rna"]
     genes = [g for g in adata_st.var_names if g in set(adata_sc.var_names)]
     out = []

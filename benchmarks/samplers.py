@@ -23,8 +23,7 @@ import pandas as pd
 import torch
 
 import spalstf as sp
-from spalstf._cli import _quiet
-from spalstf.tl._folds import gene_folds
+from spalstf.benchmark import gene_folds, silence_libraries
 
 MODES = (
     ("posterior mean (default, n_samples=1)", {"n_samples": 1}),
@@ -40,7 +39,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     args = parser.parse_args()
-    _quiet()
+    silence_libraries()
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -29,7 +29,7 @@ import pandas as pd
 
 import spalstf as sp
 from spalstf._constants import IMPUTED_KEY, LOWER_SUFFIX, UPPER_SUFFIX
-from spalstf.tl._folds import gene_folds
+from spalstf.benchmark import gene_folds
 
 GENES = ["sna", "trn", "tkv", "Antp"]
 N_FOLDS, SEED, LEVEL = 5, 0, 0.9

@@ -9,15 +9,11 @@ import pandas as pd
 import pytest
 
 import spalstf as sp
-from spalstf.tl import CrossValidationResult, _peers
-from spalstf.tl._cross_validate import (
-    CLUSTERING_COLUMNS,
-    RESOURCES_COLUMNS,
-    SCORES_COLUMNS,
-    SKIPPED_PREFIX,
-    PeakMemory,
-)
-from spalstf.tl._spage import principal_vectors, spage_impute
+from spalstf._memory import PeakMemory
+from spalstf.benchmark import _external_peers, _peers
+from spalstf.benchmark._result import CLUSTERING_COLUMNS, RESOURCES_COLUMNS, SCORES_COLUMNS, SKIPPED_PREFIX
+from spalstf.benchmark._spage import principal_vectors, spage_impute
+from spalstf.tl import CrossValidationResult
 
 FAST = ("spage", "knn", "ridge")
 SUMMARY_COLUMNS = [
@@ -335,7 +331,7 @@ def test_principal_vectors():
 
 
 def test_spage_neighbour_weights():
-    from spalstf.tl._spage import _neighbour_weights
+    from spalstf.benchmark._spage import _neighbour_weights
 
     w = _neighbour_weights(np.array([0.1, 0.3, 1.2]))
     np.testing.assert_allclose(w, [0.75, 0.25, 0.0])  # (1 - 0.1/0.4) / 1, (1 - 0.3/0.4) / 1; d >= 1 dropped
@@ -347,10 +343,10 @@ def test_spage_neighbour_weights():
 # pieces ----------------------------------------------------------------------------------------------------------
 def test_gimvi_spatial_counts():
     counts = np.array([[1.0, 2.0], [3.0, 0.0]])
-    out, factor = _peers.gimvi_spatial_counts(counts, np.ones((4, 2)))
+    out, factor = _external_peers.gimvi_spatial_counts(counts, np.ones((4, 2)))
     assert factor == 1.0
     np.testing.assert_array_equal(out, counts)
-    out, factor = _peers.gimvi_spatial_counts(np.array([[0.25, 0.25], [0.5, 0.0]]), np.full((3, 2), 50.0))
+    out, factor = _external_peers.gimvi_spatial_counts(np.array([[0.25, 0.25], [0.5, 0.0]]), np.full((3, 2), 50.0))
     assert factor == pytest.approx(200.0)
     np.testing.assert_array_equal(out, [[50.0, 50.0], [100.0, 0.0]])
 
@@ -373,7 +369,7 @@ def test_gimvi_seed_leaves_scvi_settings_and_environment_as_found(monkeypatch):
     monkeypatch.setenv("PL_GLOBAL_SEED", "11")
     before = (scvi.settings.seed, torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     for _ in range(2):
-        with _peers._scvi_seed(3):
+        with _external_peers._scvi_seed(3):
             assert scvi.settings.seed == 3
     assert (scvi.settings.seed, torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == before
     assert "XLA_FLAGS" not in os.environ  # scvi's setter appends to it on every call
@@ -388,9 +384,9 @@ def test_tangram_seeded_and_global_rng_restored(pair):
     np.random.seed(7)
     expected = np.random.rand()
     np.random.seed(7)
-    first = _peers.impute_tangram(st, adata_sc, held, random_state=0, num_epochs=5)
+    first = _external_peers.impute_tangram(st, adata_sc, held, random_state=0, num_epochs=5)
     assert np.random.rand() == expected  # the global generator is left as it was
-    second = _peers.impute_tangram(st, adata_sc, held, random_state=0, num_epochs=5)
+    second = _external_peers.impute_tangram(st, adata_sc, held, random_state=0, num_epochs=5)
     pd.testing.assert_frame_equal(first, second)
     assert list(first.columns) == held
     assert first.index.equals(st.obs_names)
@@ -401,7 +397,7 @@ def test_importing_tangram_leaves_the_root_logger_alone(monkeypatch):
     import logging
     import types
 
-    from spalstf.tl import _peers
+    from spalstf.benchmark import _external_peers
 
     def fake_import(name):  # what tangram's import does: logging.basicConfig(level=INFO)
         logging.getLogger().setLevel(logging.INFO)
@@ -411,7 +407,7 @@ def test_importing_tangram_leaves_the_root_logger_alone(monkeypatch):
     root = logging.getLogger()
     before = (root.level, list(root.handlers))
     monkeypatch.setattr(importlib, "import_module", fake_import)
-    assert _peers._import_tangram().__name__ == "tangram"
+    assert _external_peers._import_tangram().__name__ == "tangram"
     assert (root.level, list(root.handlers)) == before
 
 

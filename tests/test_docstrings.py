@@ -8,7 +8,7 @@ import pytest
 
 import spalstf as sp
 
-NAMESPACES = ("tl", "get", "pl", "datasets", "metrics", "model")
+NAMESPACES = ("tl", "get", "pl", "datasets", "metrics", "model", "benchmark")
 
 
 def _public_callables():

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from spalstf._genes import GenePlan, plan_genes
-from spalstf.tl._folds import gene_folds
+from spalstf.benchmark._folds import gene_folds
 
 ST = pd.Index(["a", "b", "c"])
 SC = pd.Index(["x", "a", "d", "b", "e", "c", "f", "g"])

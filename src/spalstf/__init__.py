@@ -2,11 +2,11 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import _logging, datasets, get, metrics, model, pl, tl
+from . import _logging, benchmark, datasets, get, metrics, model, pl, tl
 
 try:
     __version__ = version("spalstf")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["datasets", "get", "metrics", "model", "pl", "tl", "__version__"]
+__all__ = ["benchmark", "datasets", "get", "metrics", "model", "pl", "tl", "__version__"]

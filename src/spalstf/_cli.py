@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-
-def _quiet() -> None:
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+from ._logging import silence_libraries
 
 
 def demo(out_dir: Path, folds: str, max_epochs: int | None, n_samples: int) -> pd.DataFrame:
     """Hold out genes of the bundled Drosophila pair fold by fold, impute them and score them."""
     import spalstf as sp
-    from spalstf.tl._folds import gene_folds
+    from spalstf.benchmark import gene_folds
 
     mdata = sp.datasets.drosophila_embryo()
     adata_st, adata_sc = mdata["spatial"], mdata["rna"]
@@ -71,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-epochs", type=int, default=None, help="training epochs (default: the model's preset)")
     p.add_argument("--n-samples", type=int, default=1, help="1: posterior-mean estimate; >1: diffusion draws")
     args = parser.parse_args(argv)
-    _quiet()
+    silence_libraries()
     np.set_printoptions(precision=3)
     if args.command == "demo":
         demo(args.out, args.folds, args.max_epochs, args.n_samples)

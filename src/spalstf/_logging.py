@@ -1,4 +1,4 @@
-"""The package logger, at scanpy's verbosity, and the quiet context around the libraries spalstf trains with.
+"""The package logger, at scanpy's verbosity, and the silencing of the libraries spalstf trains with.
 
 Messages of spalstf go through ``logging.getLogger("spalstf")`` (modules log to its children, e.g.
 ``"spalstf.tl._impute"``). Its one handler writes to the current ``sys.stderr`` and shows a message when its level
@@ -11,6 +11,8 @@ default) warnings, ``2``/``"info"`` and ``3``/``"hint"`` also information such a
 (:class:`~lightning.fabric.utilities.warnings.PossibleUserWarning`) and the deprecation notices of the libraries
 underneath are not shown; logger levels and warning filters are restored afterwards, so nothing changes outside
 these calls. Progress bars are not affected. With scanpy's verbosity at ``"debug"`` nothing is silenced.
+:func:`silence_libraries` is the same silencing for the rest of a process, for the command line and the benchmark
+scripts (there also :class:`UserWarning`, at every verbosity); both raise the same library loggers.
 """
 
 from __future__ import annotations
@@ -84,6 +86,20 @@ def _configure() -> None:
 _configure()
 
 
+def _raise_library_levels(level: int) -> dict[str, int]:
+    """Raise the loggers of the libraries underneath to ``level`` where they let lower levels through.
+
+    Returns the levels replaced (logger name -> level), for restoring them.
+    """
+    saved = {}
+    for name in _LIBRARY_LOGGERS:
+        library_logger = logging.getLogger(name)
+        if library_logger.getEffectiveLevel() < level:
+            saved[name] = library_logger.level
+            library_logger.setLevel(level)
+    return saved
+
+
 @contextmanager
 def quiet_libraries() -> Iterator[None]:
     """Silence the banners, hints and deprecation notices of Lightning and scvi-tools inside the block.
@@ -97,12 +113,7 @@ def quiet_libraries() -> Iterator[None]:
         return
     from lightning.fabric.utilities.warnings import PossibleUserWarning
 
-    saved = {}
-    for name in _LIBRARY_LOGGERS:
-        library_logger = logging.getLogger(name)
-        if library_logger.getEffectiveLevel() < logging.WARNING:
-            saved[name] = library_logger.level
-            library_logger.setLevel(logging.WARNING)
+    saved = _raise_library_levels(logging.WARNING)
     try:
         with warnings.catch_warnings():
             for category in (*_LIBRARY_WARNINGS, PossibleUserWarning):
@@ -111,3 +122,26 @@ def quiet_libraries() -> Iterator[None]:
     finally:
         for name, level in saved.items():
             logging.getLogger(name).setLevel(level)
+
+
+def silence_libraries() -> None:
+    """Silence Lightning and scvi-tools, and warnings, for the rest of the process (scripts, command line).
+
+    Unlike the silencing around spalstf's own training calls, nothing is restored: the loggers of Lightning and
+    scvi-tools (``"lightning"``, ``"lightning.pytorch"``, ``"lightning.fabric"``, ``"pytorch_lightning"``,
+    ``"scvi"``) show errors only (raised to ``ERROR`` where they let lower levels through), and
+    :class:`UserWarning` (spalstf's own included) and :class:`FutureWarning` are not shown, at every verbosity.
+    For a script whose output should hold its own results and nothing else; in a notebook or a library, leave the
+    warnings on.
+
+    Examples
+    --------
+    >>> import logging
+    >>> import spalstf as sp
+    >>> sp.benchmark.silence_libraries()  # doctest: +SKIP
+    >>> logging.getLogger("lightning.pytorch").getEffectiveLevel() == logging.ERROR  # doctest: +SKIP
+    True
+    """
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    _raise_library_levels(logging.ERROR)

@@ -1,4 +1,4 @@
-"""Peak memory of a block of code: the one meter of the package and its benchmarks (bytes; MiB or GB on display)."""
+"""Peak memory of a block of code: the one meter of the package and its benchmarks (bytes; MiB on display)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from collections.abc import Callable
 import numpy as np
 
 MIB = 2**20
-GB = 1e9
 
 
 def _status_bytes(field: str) -> float:
@@ -38,7 +37,13 @@ def _rss_reader() -> Callable[[], float]:
 
 
 def rss_bytes() -> float:
-    """Current resident set size of this process in bytes (NaN when it cannot be read)."""
+    """Current resident set size of this process in bytes (NaN when it cannot be read).
+
+    Examples
+    --------
+    >>> rss_bytes() > 0
+    True
+    """
     return _rss_reader()()
 
 
