@@ -13,7 +13,7 @@ from torch import nn
 
 from ._defaults import check_option
 from ._diffusion import Schedule
-from ._network import ConditionEncoder, ContextEncoder, Denoiser
+from ._network import ConditionEncoder, ContextEncoder, Denoiser, PointHead
 from ._noise import gaussian
 
 Sampler = Literal["ddim", "ddpm"]
@@ -87,8 +87,9 @@ class SpaLSTFModule(nn.Module):
         the mean of the unknown genes of the cell's ``n_neighbors`` nearest reference cells (cosine distance in the
         condition space): the cells of its context sequence;
     ``"network"``
-        the learned head ``mu(c, y)`` on the cell and its condition embedding ``y`` (the BiLSTM over the context
-        sequence), trained with MSE on the reference under Gaussian perturbation of ``c``.
+        the learned head ``mu(c, y)`` (:class:`~spalstf.model._network.PointHead`) on the cell and its condition
+        embedding ``y`` (the BiLSTM over the context sequence), trained with MSE on the reference under Gaussian
+        perturbation of ``c``.
 
     The blend is mapped back to the targets' units by a per-gene linear calibration fitted on the reference
     (:meth:`calibrate`). The diffusion model (XCiT denoiser, conditioned on the time step and ``y``) learns the
@@ -190,9 +191,7 @@ class SpaLSTFModule(nn.Module):
             self.encoder = ContextEncoder(n_measured + 2, n_hidden=n_lstm_hidden, n_layers=n_lstm_layers)
         else:
             self.encoder = ConditionEncoder(n_measured, n_hidden=n_lstm_hidden)
-        self.mean_head = nn.Sequential(
-            nn.Linear(self.encoder.n_out + n_measured, n_hidden), nn.SiLU(), nn.Linear(n_hidden, self.n_imputed)
-        )
+        self.mean_head = PointHead(self.encoder.n_out, n_measured, n_hidden=n_hidden, n_out=self.n_imputed)
         self.denoiser = Denoiser(
             n_genes,
             self.encoder.n_out,
@@ -252,7 +251,7 @@ class SpaLSTFModule(nn.Module):
 
     def network_estimate(self, condition: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """mu(c, y): the learned point head (standardised target units, float32)."""
-        return self.mean_head(torch.cat([y, condition], dim=1)).float()
+        return self.mean_head(condition, y).float()
 
     def predict_noise(self, x_t: torch.Tensor, condition: torch.Tensor, y: torch.Tensor, t: torch.Tensor):
         """Noise on the unknown genes predicted from noisy unknown genes ``x_t`` at step indices ``t`` (float32)."""
