@@ -32,15 +32,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy.stats import rankdata
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ._module import SpaLSTFModule
+from ._closed_form import ClosedFormBlend
 
 #: Spatial cells at most sampled by the calibration (evenly spaced over all cells; those without signal are dropped).
 MAX_CALIBRATION_CELLS = 10_000
@@ -418,14 +417,14 @@ def fit_interval_calibration(
 
 @torch.no_grad()
 def agreement_features(
-    module: SpaLSTFModule, condition: torch.Tensor, *, gene_chunk: int = 256, cell_chunk: int = 1024
+    blend: ClosedFormBlend, condition: torch.Tensor, *, gene_chunk: int = 256, cell_chunk: int = 1024
 ) -> np.ndarray:
-    """Per imputed gene of ``module``: the truth-free reliability statistics over the cells of ``condition``.
+    """Per unknown gene of ``blend``: the truth-free reliability statistics over the cells of ``condition``.
 
     Columns in the order of :data:`RELIABILITY_STATISTICS`, each a Spearman correlation across the cells:
 
     ``global_local``
-        the ridge + neighbour blend (each part standardised, equal weights) against the mean of the
+        the ridge + neighbour blend (each part standardised as in ``blend``, equal weights) against the mean of the
         ``max(1, n_neighbors // 4)`` nearest reference cells alone. A gene that the condition determines gets the
         same ranking of cells from the global fits and from a handful of nearby reference cells; a gene it does not
         determine gets a noisy local average that disagrees.
@@ -433,23 +432,27 @@ def agreement_features(
         the mean of the odd-ranked against that of the even-ranked of the ``n_neighbors`` nearest reference cells:
         how reproducible the neighbourhood's value of the gene is, whatever the global fit says.
 
-    Only the module's closed-form parts are used, so a model and its closed-form copies compute them alike. Computed
-    in chunks of genes and cells (memory bounded by the chunk sizes).
+    Only the closed-form parts are used (with the neighbour part standardised as
+    :meth:`~spalstf.model._closed_form.ClosedFormBlend.neighbour_standardisation` gives it, also when ``blend`` does
+    not blend it), so a model and the closed-form blends of its inner folds compute them alike. Computed in chunks of
+    genes and cells (memory bounded by the chunk sizes), the parts' sum in float64: only the ranks matter. Leaves
+    ``blend`` in eval mode.
     """
-    module.eval()
-    neighbors, _ = module.find_neighbors(condition)
-    k_local = max(1, module.n_neighbors // 4)
-    table = module.ref_profiles[:, module.n_measured :]
-    nb_shift, nb_scale = _neighbour_standardisation(module)
-    out = np.empty((module.n_imputed, len(RELIABILITY_STATISTICS)))
-    for g0 in range(0, module.n_imputed, gene_chunk):
-        genes = slice(g0, min(g0 + gene_chunk, module.n_imputed))
+    blend.eval()
+    neighbors, _ = blend.find_neighbors(condition)
+    k_local = max(1, blend.n_neighbors // 4)
+    table = blend.targets
+    nb_shift, nb_scale = (x.cpu().numpy() for x in blend.neighbour_standardisation())
+    ridge_shift = blend.ridge_shift.cpu().numpy()
+    out = np.empty((blend.n_imputed, len(RELIABILITY_STATISTICS)))
+    for g0 in range(0, blend.n_imputed, gene_chunk):
+        genes = slice(g0, min(g0 + gene_chunk, blend.n_imputed))
         ridge, nb_all, nb_local, odd, even = [], [], [], [], []
         for c0 in range(0, condition.shape[0], cell_chunk):
             c = condition[c0 : c0 + cell_chunk]
             nb = neighbors[c0 : c0 + cell_chunk]
             values = table[:, genes][nb]  # cells x neighbours x genes
-            ridge.append((c.float() @ module.ridge_weight[:, genes]).cpu().numpy())
+            ridge.append((c.float() @ blend.ridge_weight[:, genes]).cpu().numpy())
             nb_all.append(values.mean(1).cpu().numpy())
             nb_local.append(values[:, :k_local].mean(1).cpu().numpy())
             even.append(values[:, 0::2].mean(1).cpu().numpy())
@@ -457,26 +460,7 @@ def agreement_features(
         ridge, nb_all, nb_local, odd, even = (
             np.concatenate(x).astype(np.float64) for x in (ridge, nb_all, nb_local, odd, even)
         )
-        blend = (ridge - module.ridge_shift[genes].cpu().numpy()) + (nb_all - nb_shift[genes]) / nb_scale[genes]
-        out[genes, 0] = spearman_columns(blend, nb_local)
+        global_fit = (ridge - ridge_shift[genes]) + (nb_all - nb_shift[genes]) / nb_scale[genes]
+        out[genes, 0] = spearman_columns(global_fit, nb_local)
         out[genes, 1] = spearman_columns(odd, even)
     return out
-
-
-@torch.no_grad()
-def _neighbour_standardisation(module: SpaLSTFModule) -> tuple[np.ndarray, np.ndarray]:
-    """Per-gene centre and spread of the neighbour average over the reference, as the closed-form copies have them.
-
-    The module's own when its blend has the neighbour part (fitted by its ``calibrate``); else computed the same way
-    (the module's buffers of an unused part stay 0 and 1), without changing the module.
-    """
-    if "neighbours" in module.blend:
-        return module.neighbour_shift.cpu().numpy(), module.neighbour_scale.cpu().numpy()
-    from ._module import MAX_STATISTICS_CELLS
-
-    n_ref = module.ref_profiles.shape[0]
-    rows = torch.unique(torch.linspace(0, n_ref - 1, min(n_ref, MAX_STATISTICS_CELLS)).round().long()).to(module.device)
-    condition = module.ref_profiles[rows, : module.n_measured]
-    neighbors, _ = module.find_neighbors(condition, exclude=rows)
-    raw = module._part("neighbours", condition, neighbors, None)
-    return raw.mean(0).cpu().numpy(), raw.std(0, unbiased=False).clamp_min(1e-6).cpu().numpy()
