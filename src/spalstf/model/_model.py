@@ -463,44 +463,19 @@ class SpaLSTF(BaseModelClass):
 
     # preprocessing -----------------------------------------------------------------------------------------------
     def _reference_profiles(self, adata: AnnData, plan: GenePlan) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """``[condition, target]`` profiles of the reference cells (aligned, standardised) and the fitted statistics.
+        """``[condition, target]`` profiles of the reference cells and the fitted statistics.
 
-        One chunked pass over the reference rows (condition values, targets with the library over the measured
-        genes, running target statistics), then the condition's alignment fitted on the cells with signal and
-        applied in place, and the targets standardised in place: besides the returned float32 profiles only one
-        chunk is ever dense.
+        :func:`~spalstf.model._preprocessing.reference_profiles` on the registered matrix, with the model's settings.
         """
         X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        pos = adata.var_names.get_indexer(list(plan.measured) + list(plan.imputed))
-        n_m, n_genes = len(plan.measured), len(pos)
-        profiles = np.empty((adata.n_obs, n_genes), dtype=np.float32)
-        has_signal = np.zeros(adata.n_obs, dtype=bool)
-        target_stats = prep.RunningGeneStats(n_genes - n_m)
-        for start, stop, rows in iter_row_chunks(X, rows_per_chunk(X.shape[1]), pos):
-            rows = to_dense(rows)
-            library = rows[:, :n_m].sum(axis=1)
-            has_signal[start:stop] = library > 0
-            target = log1p_normalize(rows[:, n_m:], self.target_sum, library=library).astype(np.float32)
-            target_stats.update(target)
-            profiles[start:stop, :n_m] = prep.condition_values(rows[:, :n_m], self.target_sum, self.cell_scaling)
-            profiles[start:stop, n_m:] = target
-        fit_rows = prep.quantile_sample_rows(adata.n_obs)
-        fit_rows = fit_rows[has_signal[fit_rows]]
-        if len(fit_rows) < prep.MIN_FIT_CELLS:
-            raise ValueError(
-                f"Only {int(has_signal.sum())} reference cell(s) have counts on the measured genes; the model needs at "
-                f"least {prep.MIN_FIT_CELLS}. Check that adata_sc holds raw counts of the panel's genes."
-            )
-        alignment = prep.fit_alignment(self.alignment, profiles[fit_rows, :n_m])
-        for start in range(0, adata.n_obs, rows_per_chunk(n_m)):
-            stop = min(start + rows_per_chunk(n_m), adata.n_obs)
-            profiles[start:stop, :n_m] = prep.apply_alignment(self.alignment, alignment, profiles[start:stop, :n_m])
-        target_mean, target_std = target_stats.result()
-        profiles[:, n_m:] -= target_mean  # in place: no second copy of the reference
-        profiles[:, n_m:] /= target_std
-        stats = {f"ref_{k}": v for k, v in alignment.items()}
-        stats.update({"target_mean": target_mean, "target_std": target_std})
-        return profiles, stats
+        return prep.reference_profiles(
+            X,
+            adata.var_names.get_indexer(list(plan.measured) + list(plan.imputed)),
+            len(plan.measured),
+            alignment=self.alignment,
+            target_sum=self.target_sum,
+            cell_scaling=self.cell_scaling,
+        )
 
     def _st_columns(self, adata_st: AnnData) -> np.ndarray:
         """Column positions of the model's measured genes in ``adata_st`` (model order); raises if any is missing."""
