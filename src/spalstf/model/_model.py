@@ -27,11 +27,10 @@ from scvi.train import TrainRunner
 from tqdm.auto import tqdm
 
 from .._constants import IMPUTED_KEY, INDICES_OBS_KEY
-from .._expression import is_count_matrix, log1p_normalize, to_dense
+from .._expression import is_count_matrix, to_dense
 from .._genes import GenePlan, plan_genes
 from .._logging import quiet_libraries
 from .._outputs import LOWER_LAYER, STD_LAYER, UPPER_LAYER, result_metadata
-from .._state import global_seed
 from .._streaming import H5adChunkWriter, check_out_path, iter_row_chunks, rows_per_chunk
 from .._validation import (
     check_counts,
@@ -88,10 +87,6 @@ def check_impute_options(
         )
     check_option("batch_size", batch_size, batch_size_name)
     check_option("interval", interval)
-
-
-#: Network sizes of the closed-form copies of :meth:`SpaLSTF.calibrate_intervals` (their network is never used).
-_CLOSED_FORM_NETWORK = {"n_hidden": 8, "n_blocks": 1, "n_heads": 1, "n_lstm_hidden": 8, "n_lstm_layers": 1}
 
 
 def _check_reference_genes(adata: AnnData, var_names: pd.Index) -> None:
@@ -652,33 +647,30 @@ class SpaLSTF(BaseModelClass):
         target_sum = self.target_sum
 
         # the model itself: its gene map (every measured gene) and the imputed genes' reliability statistics
-        gene_map = self._gene_map(R, S)
+        gene_map = cal.GeneMap.from_values(R, S, target_sum)
         sample = AnnData(X=S, var=pd.DataFrame(index=measured_st))
         condition = torch.from_numpy(
             np.concatenate([c for _, _, c, _, _ in self._st_condition_chunks(sample, None, 4096)])
         )
         agreement = cal.agreement_features(self.module, condition.to(self.device))
 
-        # the inner folds: closed-form copies on the other measured genes
-        reference = AnnData(
-            X=self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)[:, self.adata.var_names.get_indexer(measured)],
-            var=pd.DataFrame(index=measured),
+        # the inner folds: closed-form blends on the other measured genes, fitted on the raw counts of the reference
+        reference = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)[
+            :, self.adata.var_names.get_indexer(measured)
+        ]
+        settings = cal.ClosedFormSettings(
+            alignment=self.alignment,
+            target_sum=target_sum,
+            cell_scaling=self.cell_scaling,
+            normalize_st=bool(self.module.st_normalized),
+            n_neighbors=self.settings["n_neighbors"],
+            ridge_alphas=self.settings["ridge_alphas"],
         )
-        reference.obs_names = self.adata.obs_names.copy()
-        folds, copies = [], []
-        try:
-            with global_seed(random_state):  # the copies' (unused) networks draw their initial weights
-                self.setup_anndata(reference)
-                splitter = RepeatedKFold(n_splits=n_folds, n_repeats=n_repeats, random_state=random_state)
-                for keep, hold in splitter.split(np.arange(len(measured))):
-                    fold, copy_id = self._inner_fold(reference, R, S, keep, hold, measured)
-                    folds.append(fold)
-                    copies.append(copy_id)
-        finally:  # scvi-tools keeps every registered AnnData in class-level stores; drop the copies' references
-            cls = type(self)
-            cls._setup_adata_manager_store.pop(reference.uns.get("_scvi_uuid"), None)
-            for copy_id in copies:
-                cls._per_instance_manager_store.pop(copy_id, None)
+        splitter = RepeatedKFold(n_splits=n_folds, n_repeats=n_repeats, random_state=random_state)
+        folds = [
+            cal.inner_fold(reference, R, S, keep, hold, measured, settings, self.device)
+            for keep, hold in splitter.split(np.arange(len(measured)))
+        ]
         calibration = cal.fit_interval_calibration(
             folds,
             gene_map=gene_map,
@@ -734,53 +726,6 @@ class SpaLSTF(BaseModelClass):
         if sparse.issparse(X):
             return to_dense(X[rows][:, pos])
         return to_dense(np.asarray(X)[np.ix_(rows, pos)])  # never a copy of every reference gene
-
-    def _gene_map(self, R: np.ndarray, S: np.ndarray) -> cal.GeneMap:
-        """The platform map of panel genes' statistics: reference (as the model's targets) and spatial moments."""
-        ref_mean, ref_std = cal.gene_moments(log1p_normalize(R, self.target_sum))
-        st_mean, st_std = cal.gene_moments(cal.platform_values(S, S.sum(axis=1), self.target_sum))
-        return cal.GeneMap.fit(ref_mean, ref_std, st_mean, st_std)
-
-    def _inner_fold(
-        self, reference: AnnData, R: np.ndarray, S: np.ndarray, keep: np.ndarray, hold: np.ndarray, measured
-    ) -> tuple[cal.InnerFold, str]:
-        """One inner fold: a closed-form copy on the ``keep`` measured genes predicts the ``hold`` ones.
-
-        Returns the fold and the copy's scvi-tools instance id (its registration is dropped afterwards).
-        """
-        library = S[:, keep].sum(axis=1)
-        cells = library > 0
-        kept_genes, held_genes = [measured[i] for i in keep], [measured[i] for i in hold]
-        kept_values = S[cells][:, keep]
-        st_view = AnnData(X=kept_values, var=pd.DataFrame(index=kept_genes))
-        copy = type(self)(
-            reference,
-            st_view,
-            genes=held_genes,
-            **{k: self.settings[k] for k in ("n_neighbors", "ridge_alphas", "alignment", "cell_scaling", "target_sum")},
-            normalize_st=bool(self.module.st_normalized),
-            blend=("ridge", "neighbours"),
-            require_counts=False,
-            **_CLOSED_FORM_NETWORK,
-        )
-        copy.module.to(self.device)
-        condition = torch.from_numpy(
-            np.concatenate([c for _, _, c, _, _ in copy._st_condition_chunks(st_view, None, 4096)])
-        ).to(self.device)
-        estimate = copy.module.posterior_mean(condition).cpu().numpy().astype(np.float64)
-        fold_map = self._gene_map(R[:, keep], kept_values)
-        platform_mean, platform_scale = fold_map.apply(
-            copy.module.target_mean.cpu().numpy(), copy.module.target_std.cpu().numpy()
-        )
-        return cal.InnerFold(
-            genes=held_genes,
-            estimate=estimate,
-            platform_mean=platform_mean,
-            platform_scale=platform_scale,
-            measured=cal.platform_values(S[cells][:, hold], library[cells], self.target_sum),
-            library=library[cells],
-            agreement=cal.agreement_features(copy.module, condition),
-        ), copy.id
 
     # training ----------------------------------------------------------------------------------------------------
     def train(

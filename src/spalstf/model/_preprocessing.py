@@ -236,6 +236,19 @@ def reference_profiles(
     return profiles, stats
 
 
+def spatial_conditions(
+    values: np.ndarray, *, alignment: Alignment, target_sum: float, cell_scaling: bool, normalize: bool
+) -> np.ndarray:
+    """Aligned conditions of spatial cells under the alignment fitted on these same cells (float32).
+
+    ``values``: raw measured-gene values (cells with signal x genes). What a model built on these cells would
+    condition them on: steps 1-2 (:func:`condition_values`, library normalisation when ``normalize``), the alignment
+    fitted on all of them (:func:`fit_alignment`) and applied to each (a per-value map, so the same in any chunks).
+    """
+    conditioned = condition_values(values, target_sum, cell_scaling, normalize=normalize)
+    return apply_alignment(alignment, fit_alignment(alignment, conditioned), conditioned)
+
+
 def standardize(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """``(values - mean) / std`` as float32."""
     return ((values - mean) / std).astype(np.float32)
