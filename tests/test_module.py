@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from spalstf.model._module import ridge_ensemble_weights
+from spalstf.model._closed_form import _ridge_basis
 
 
 def ridge_weight(C, X, alpha):
-    return next(ridge_ensemble_weights(C, X, [alpha]))
+    """``W_a`` of one penalty from the eigendecomposition the ensemble uses (primal or dual form)."""
+    evals, proj, to_weights, _, _ = _ridge_basis(C, X)
+    return to_weights(proj / (evals + alpha)[:, None])
 
 
 @pytest.mark.parametrize("n_cells", [40, 8])  # more cells than genes (primal) and fewer (dual form)
@@ -24,7 +26,7 @@ def test_ridge_weight_primal_and_dual_agree(n_cells):
 
 @pytest.mark.parametrize(("n_cells", "n_genes"), [(60, 5), (8, 12)])  # primal and dual form
 def test_ridge_ensemble_is_the_mean_of_standardised_fits(n_cells, n_genes):
-    from spalstf.model._module import ridge_ensemble
+    from spalstf.model._closed_form import ridge_ensemble
 
     rng = np.random.default_rng(0)
     C = torch.from_numpy(rng.normal(size=(n_cells, n_genes)) + 0.5)  # not centred: the means matter
@@ -102,3 +104,25 @@ def test_ablation_variants_train_and_impute(options):
 def test_bad_module_options_are_named(options, match):
     with pytest.raises(ValueError, match=match):
         _module(**options)
+
+
+def test_closed_form_blend_alone_estimates_as_a_module_blending_its_parts():
+    """The calibration's inner folds fit a ClosedFormBlend: it must give what a module with the same parts gives."""
+    from spalstf.model._closed_form import ClosedFormBlend
+
+    module = _module(blend=("ridge", "neighbours"))
+    blend = ClosedFormBlend(module.ref_profiles.clone(), 6, n_neighbors=5, ridge_alphas=(0.01, 1.0))
+    blend.calibrate()
+    condition = module.ref_profiles[:20, :6] + 0.1
+    torch.testing.assert_close(blend.posterior_mean(condition), module.posterior_mean(condition), rtol=0, atol=0)
+    for name in ("ridge_weight", "ridge_shift", "neighbour_shift", "neighbour_scale", "calibration_shift"):
+        torch.testing.assert_close(getattr(blend, name), getattr(module, name), rtol=0, atol=0)
+
+
+def test_module_state_keeps_the_names_of_saved_models():
+    """Saved models are restored by name: the closed-form buffers and the point head keep theirs."""
+    names = set(_module().state_dict())
+    closed_form = {"ref_profiles", "ridge_weight", "ridge_shift", "neighbour_shift", "neighbour_scale"}
+    module = {"mask", "x0_min", "x0_max", "network_shift", "network_scale", "calibration_shift", "calibration_scale"}
+    head = {"mean_head.0.weight", "mean_head.0.bias", "mean_head.2.weight", "mean_head.2.bias"}
+    assert closed_form | module | head <= names

@@ -74,9 +74,10 @@ def test_float32_parts_under_autocast(runs):
     assert y_h.dtype == mu_h.dtype == eps_h.dtype == torch.float32
     torch.testing.assert_close(mu_h, mu, rtol=0, atol=0.05)
     # the closed-form parts alone are exact
+    parts = module.part_table()
     with autocast("cpu", "bf16-mixed"):
-        ridge_h = module._part("ridge", cond, idx, y)
-        neighbours_h = module._part("neighbours", cond, idx, y)
+        ridge_h = parts["ridge"].predict(cond, idx, y)
+        neighbours_h = parts["neighbours"].predict(cond, idx, y)
     torch.testing.assert_close(ridge_h, cond @ module.ridge_weight, rtol=0, atol=1e-5)
     torch.testing.assert_close(
         neighbours_h, module.ref_profiles[idx][:, :, module.n_measured :].mean(1), rtol=0, atol=0

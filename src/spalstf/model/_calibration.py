@@ -10,11 +10,12 @@ How it is calibrated (:func:`fit_interval_calibration`; the orchestration over A
 :meth:`spalstf.model.SpaLSTF.calibrate_intervals`)
     Inner leave-genes-out over the *measured* genes only: the panel is split into folds (the split is repeated with
     other seeds, :data:`N_CALIBRATION_REPEATS` times by default, and everything below pools the repeats); for each fold,
-    a closed-form copy of the model (ridge + neighbour blend, the same preprocessing, no training) is built on the other
-    panel genes and predicts the fold's genes in a sample of spatial cells, where they were measured. Its errors in
-    platform space, divided by a per-gene scale, are the conformal scores. Split-conformal quantiles of the signed
-    scores are taken separately in *strata* of the predicted raw measurement ``L * expm1(p) / target_sum`` (Mondrian
-    conformal): an interval's width depends on the gene (its scale) and on the cell (its library and predicted value).
+    a closed-form copy of the model (a :class:`~spalstf.model._closed_form.ClosedFormBlend`: ridge + neighbour blend,
+    the same preprocessing, no training; :func:`inner_fold`) is fitted on the other panel genes and predicts the
+    fold's genes in a sample of spatial cells, where they were measured. Its errors in platform space, divided by a
+    per-gene scale, are the conformal scores. Split-conformal quantiles of the signed scores are taken separately in
+    *strata* of the predicted raw measurement ``L * expm1(p) / target_sum`` (Mondrian conformal): an interval's width
+    depends on the gene (its scale) and on the cell (its library and predicted value).
     The genes being imputed never enter the calibration.
 
 Per-gene reliability
@@ -32,15 +33,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy.stats import rankdata
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ._module import SpaLSTFModule
+from .._expression import log1p_normalize
+from . import _preprocessing as prep
+from ._closed_form import ClosedFormBlend
 
 #: Spatial cells at most sampled by the calibration (evenly spaced over all cells; those without signal are dropped).
 MAX_CALIBRATION_CELLS = 10_000
@@ -150,6 +152,17 @@ class GeneMap:
         floor = 0.1 * float(np.median(st_std)) if np.median(st_std) > 0 else 1e-3
         return cls(line(ref_mean, st_mean), line(ref_std, st_std), max(floor, 1e-6))
 
+    @classmethod
+    def from_values(cls, R: np.ndarray, S: np.ndarray, target_sum: float) -> GeneMap:
+        """The map fitted on the panel genes' raw values: reference counts ``R``, spatial values ``S`` (cells x genes).
+
+        The reference statistics are those of the model's targets (``log1p`` normalised over the panel genes), the
+        spatial ones those of :func:`platform_values`.
+        """
+        ref_mean, ref_std = gene_moments(log1p_normalize(R, target_sum))
+        st_mean, st_std = gene_moments(platform_values(S, S.sum(axis=1), target_sum))
+        return cls.fit(ref_mean, ref_std, st_mean, st_std)
+
     def apply(self, ref_mean, ref_std) -> tuple[np.ndarray, np.ndarray]:
         """Predicted platform mean and spread of genes with these reference statistics."""
         mean = self.mean_coef[0] + self.mean_coef[1] * np.asarray(ref_mean, np.float64)
@@ -166,7 +179,7 @@ class InnerFold:
     genes
         The fold's predicted panel genes.
     estimate
-        (cells, genes) the closed-form copy's standardised estimate.
+        (cells, genes) the standardised estimate of the fold's closed-form blend.
     platform_mean, platform_scale
         (genes,) the gene map of the fold (fitted on its other panel genes) applied to the genes.
     measured
@@ -174,7 +187,7 @@ class InnerFold:
     library
         (cells,) the cells' library over the fold's other panel genes.
     agreement
-        (genes, statistics) :func:`agreement_features` of the copy.
+        (genes, statistics) :func:`agreement_features` of that blend.
     """
 
     genes: list[str]
@@ -418,14 +431,14 @@ def fit_interval_calibration(
 
 @torch.no_grad()
 def agreement_features(
-    module: SpaLSTFModule, condition: torch.Tensor, *, gene_chunk: int = 256, cell_chunk: int = 1024
+    blend: ClosedFormBlend, condition: torch.Tensor, *, gene_chunk: int = 256, cell_chunk: int = 1024
 ) -> np.ndarray:
-    """Per imputed gene of ``module``: the truth-free reliability statistics over the cells of ``condition``.
+    """Per unknown gene of ``blend``: the truth-free reliability statistics over the cells of ``condition``.
 
     Columns in the order of :data:`RELIABILITY_STATISTICS`, each a Spearman correlation across the cells:
 
     ``global_local``
-        the ridge + neighbour blend (each part standardised, equal weights) against the mean of the
+        the ridge + neighbour blend (each part standardised as in ``blend``, equal weights) against the mean of the
         ``max(1, n_neighbors // 4)`` nearest reference cells alone. A gene that the condition determines gets the
         same ranking of cells from the global fits and from a handful of nearby reference cells; a gene it does not
         determine gets a noisy local average that disagrees.
@@ -433,23 +446,27 @@ def agreement_features(
         the mean of the odd-ranked against that of the even-ranked of the ``n_neighbors`` nearest reference cells:
         how reproducible the neighbourhood's value of the gene is, whatever the global fit says.
 
-    Only the module's closed-form parts are used, so a model and its closed-form copies compute them alike. Computed
-    in chunks of genes and cells (memory bounded by the chunk sizes).
+    Only the closed-form parts are used (with the neighbour part standardised as
+    :meth:`~spalstf.model._closed_form.ClosedFormBlend.neighbour_standardisation` gives it, also when ``blend`` does
+    not blend it), so a model and the closed-form blends of its inner folds compute them alike. Computed in chunks of
+    genes and cells (memory bounded by the chunk sizes), the parts' sum in float64: only the ranks matter. Leaves
+    ``blend`` in eval mode.
     """
-    module.eval()
-    neighbors, _ = module.find_neighbors(condition)
-    k_local = max(1, module.n_neighbors // 4)
-    table = module.ref_profiles[:, module.n_measured :]
-    nb_shift, nb_scale = _neighbour_standardisation(module)
-    out = np.empty((module.n_imputed, len(RELIABILITY_STATISTICS)))
-    for g0 in range(0, module.n_imputed, gene_chunk):
-        genes = slice(g0, min(g0 + gene_chunk, module.n_imputed))
+    blend.eval()
+    neighbors, _ = blend.find_neighbors(condition)
+    k_local = max(1, blend.n_neighbors // 4)
+    table = blend.targets
+    nb_shift, nb_scale = (x.cpu().numpy() for x in blend.neighbour_standardisation())
+    ridge_shift = blend.ridge_shift.cpu().numpy()
+    out = np.empty((blend.n_imputed, len(RELIABILITY_STATISTICS)))
+    for g0 in range(0, blend.n_imputed, gene_chunk):
+        genes = slice(g0, min(g0 + gene_chunk, blend.n_imputed))
         ridge, nb_all, nb_local, odd, even = [], [], [], [], []
         for c0 in range(0, condition.shape[0], cell_chunk):
             c = condition[c0 : c0 + cell_chunk]
             nb = neighbors[c0 : c0 + cell_chunk]
             values = table[:, genes][nb]  # cells x neighbours x genes
-            ridge.append((c.float() @ module.ridge_weight[:, genes]).cpu().numpy())
+            ridge.append((c.float() @ blend.ridge_weight[:, genes]).cpu().numpy())
             nb_all.append(values.mean(1).cpu().numpy())
             nb_local.append(values[:, :k_local].mean(1).cpu().numpy())
             even.append(values[:, 0::2].mean(1).cpu().numpy())
@@ -457,26 +474,107 @@ def agreement_features(
         ridge, nb_all, nb_local, odd, even = (
             np.concatenate(x).astype(np.float64) for x in (ridge, nb_all, nb_local, odd, even)
         )
-        blend = (ridge - module.ridge_shift[genes].cpu().numpy()) + (nb_all - nb_shift[genes]) / nb_scale[genes]
-        out[genes, 0] = spearman_columns(blend, nb_local)
+        global_fit = (ridge - ridge_shift[genes]) + (nb_all - nb_shift[genes]) / nb_scale[genes]
+        out[genes, 0] = spearman_columns(global_fit, nb_local)
         out[genes, 1] = spearman_columns(odd, even)
     return out
 
 
-@torch.no_grad()
-def _neighbour_standardisation(module: SpaLSTFModule) -> tuple[np.ndarray, np.ndarray]:
-    """Per-gene centre and spread of the neighbour average over the reference, as the closed-form copies have them.
+@dataclass(frozen=True)
+class ClosedFormSettings:
+    """How the inner folds build their closed-form blends: the model's preprocessing and closed-form options.
 
-    The module's own when its blend has the neighbour part (fitted by its ``calibrate``); else computed the same way
-    (the module's buffers of an unused part stay 0 and 1), without changing the module.
+    Attributes
+    ----------
+    alignment, target_sum, cell_scaling
+        The model's per-gene alignment, library size and per-cell scaling of the condition.
+    normalize_st
+        Whether the spatial values are library-normalised (the model's ``st_normalized``).
+    n_neighbors, ridge_alphas
+        The model's neighbour count and ridge penalties (as given, before the blend caps the neighbours).
     """
-    if "neighbours" in module.blend:
-        return module.neighbour_shift.cpu().numpy(), module.neighbour_scale.cpu().numpy()
-    from ._module import MAX_STATISTICS_CELLS
 
-    n_ref = module.ref_profiles.shape[0]
-    rows = torch.unique(torch.linspace(0, n_ref - 1, min(n_ref, MAX_STATISTICS_CELLS)).round().long()).to(module.device)
-    condition = module.ref_profiles[rows, : module.n_measured]
-    neighbors, _ = module.find_neighbors(condition, exclude=rows)
-    raw = module._part("neighbours", condition, neighbors, None)
-    return raw.mean(0).cpu().numpy(), raw.std(0, unbiased=False).clamp_min(1e-6).cpu().numpy()
+    alignment: str
+    target_sum: float
+    cell_scaling: bool
+    normalize_st: bool
+    n_neighbors: int
+    ridge_alphas: tuple[float, ...]
+
+
+def inner_fold(
+    reference,
+    R: np.ndarray,
+    S: np.ndarray,
+    keep: np.ndarray,
+    hold: np.ndarray,
+    genes: list[str],
+    settings: ClosedFormSettings,
+    device: torch.device | str = "cpu",
+) -> InnerFold:
+    """One inner fold: a closed-form blend on the ``keep`` measured genes predicts the ``hold`` ones.
+
+    The blend is what a model built on the ``keep`` genes as its panel, imputing the ``hold`` genes, would have as
+    its closed-form parts (ridge + neighbour average, no network): its reference profiles come from
+    :func:`~spalstf.model._preprocessing.reference_profiles` and the spatial cells' conditions from
+    :func:`~spalstf.model._preprocessing.spatial_conditions` (the alignment fitted on the cells with signal on the
+    ``keep`` genes), with the model's ``settings``. It is fitted and calibrated on the CPU and predicts on ``device``.
+
+    Parameters
+    ----------
+    reference
+        Raw counts of the measured genes (columns in the order of ``genes``) in every reference cell.
+    R
+        Raw counts of the measured genes in the sampled reference cells of the gene map.
+    S
+        Raw values of the measured genes in the sampled spatial cells.
+    keep, hold
+        Column positions of the fold's panel genes and of the genes it predicts.
+    genes
+        Names of the measured genes.
+    settings
+        The model's preprocessing and closed-form options.
+    device
+        Where the blend predicts.
+    """
+    library = S[:, keep].sum(axis=1)
+    cells = library > 0
+    if cells.sum() < prep.MIN_FIT_CELLS:
+        raise ValueError(
+            f"An inner fold has {int(cells.sum())} sampled spatial cell(s) with signal on its panel genes; calibrating "
+            f"intervals needs at least {prep.MIN_FIT_CELLS}. Calibrate on more spatial cells."
+        )
+    kept_values = S[cells][:, keep]
+    profiles, stats = prep.reference_profiles(
+        reference,
+        np.concatenate([keep, hold]),
+        len(keep),
+        alignment=settings.alignment,
+        target_sum=settings.target_sum,
+        cell_scaling=settings.cell_scaling,
+    )
+    blend = ClosedFormBlend(
+        torch.from_numpy(profiles), len(keep), n_neighbors=settings.n_neighbors, ridge_alphas=settings.ridge_alphas
+    )
+    blend.calibrate()
+    blend.to(device)
+    condition = prep.spatial_conditions(
+        kept_values,
+        alignment=settings.alignment,
+        target_sum=settings.target_sum,
+        cell_scaling=settings.cell_scaling,
+        normalize=settings.normalize_st,
+    )
+    condition = torch.from_numpy(condition).to(device)
+    platform_mean, platform_scale = GeneMap.from_values(R[:, keep], kept_values, settings.target_sum).apply(
+        stats["target_mean"], stats["target_std"]
+    )
+    return InnerFold(
+        genes=[genes[i] for i in hold],
+        estimate=blend.posterior_mean(condition).cpu().numpy().astype(np.float64),
+        platform_mean=platform_mean,
+        platform_scale=platform_scale,
+        measured=platform_values(S[cells][:, hold], library[cells], settings.target_sum),
+        library=library[cells],
+        agreement=agreement_features(blend, condition),
+    )

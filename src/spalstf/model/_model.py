@@ -21,11 +21,9 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from .._constants import INDICES_OBS_KEY
-from .._expression import log1p_normalize, to_dense
+from .._expression import to_dense
 from .._genes import GenePlan, plan_genes
 from .._logging import quiet_libraries
-from .._state import global_seed
-from .._streaming import iter_row_chunks, rows_per_chunk
 from .._validation import (
     check_counts,
     check_in_memory,
@@ -57,10 +55,6 @@ from ._training_mixin import TrainingMixin
 from ._training_plan import SpaLSTFTrainingPlan
 
 logger = logging.getLogger(__name__)
-
-
-#: Network sizes of the closed-form copies of :meth:`SpaLSTF.calibrate_intervals` (their network is never used).
-_CLOSED_FORM_NETWORK = {"n_hidden": 8, "n_blocks": 1, "n_heads": 1, "n_lstm_hidden": 8, "n_lstm_layers": 1}
 
 
 def _check_reference_genes(adata: AnnData, var_names: pd.Index) -> None:
@@ -411,44 +405,19 @@ class SpaLSTF(ImputationMixin, ConditionMixin, TrainingMixin, BaseModelClass):
 
     # preprocessing -----------------------------------------------------------------------------------------------
     def _reference_profiles(self, adata: AnnData, plan: GenePlan) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """``[condition, target]`` profiles of the reference cells (aligned, standardised) and the fitted statistics.
+        """``[condition, target]`` profiles of the reference cells and the fitted statistics.
 
-        One chunked pass over the reference rows (condition values, targets with the library over the measured
-        genes, running target statistics), then the condition's alignment fitted on the cells with signal and
-        applied in place, and the targets standardised in place: besides the returned float32 profiles only one
-        chunk is ever dense.
+        :func:`~spalstf.model._preprocessing.reference_profiles` on the registered matrix, with the model's settings.
         """
         X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        pos = adata.var_names.get_indexer(list(plan.measured) + list(plan.imputed))
-        n_m, n_genes = len(plan.measured), len(pos)
-        profiles = np.empty((adata.n_obs, n_genes), dtype=np.float32)
-        has_signal = np.zeros(adata.n_obs, dtype=bool)
-        target_stats = prep.RunningGeneStats(n_genes - n_m)
-        for start, stop, rows in iter_row_chunks(X, rows_per_chunk(X.shape[1]), pos):
-            rows = to_dense(rows)
-            library = rows[:, :n_m].sum(axis=1)
-            has_signal[start:stop] = library > 0
-            target = log1p_normalize(rows[:, n_m:], self.target_sum, library=library).astype(np.float32)
-            target_stats.update(target)
-            profiles[start:stop, :n_m] = prep.condition_values(rows[:, :n_m], self.target_sum, self.cell_scaling)
-            profiles[start:stop, n_m:] = target
-        fit_rows = prep.quantile_sample_rows(adata.n_obs)
-        fit_rows = fit_rows[has_signal[fit_rows]]
-        if len(fit_rows) < prep.MIN_FIT_CELLS:
-            raise ValueError(
-                f"Only {int(has_signal.sum())} reference cell(s) have counts on the measured genes; the model needs at "
-                f"least {prep.MIN_FIT_CELLS}. Check that adata_sc holds raw counts of the panel's genes."
-            )
-        alignment = prep.fit_alignment(self.alignment, profiles[fit_rows, :n_m])
-        for start in range(0, adata.n_obs, rows_per_chunk(n_m)):
-            stop = min(start + rows_per_chunk(n_m), adata.n_obs)
-            profiles[start:stop, :n_m] = prep.apply_alignment(self.alignment, alignment, profiles[start:stop, :n_m])
-        target_mean, target_std = target_stats.result()
-        profiles[:, n_m:] -= target_mean  # in place: no second copy of the reference
-        profiles[:, n_m:] /= target_std
-        stats = {f"ref_{k}": v for k, v in alignment.items()}
-        stats.update({"target_mean": target_mean, "target_std": target_std})
-        return profiles, stats
+        return prep.reference_profiles(
+            X,
+            adata.var_names.get_indexer(list(plan.measured) + list(plan.imputed)),
+            len(plan.measured),
+            alignment=self.alignment,
+            target_sum=self.target_sum,
+            cell_scaling=self.cell_scaling,
+        )
 
     # intervals and reliability -----------------------------------------------------------------------------------
     def calibrate_intervals(
@@ -541,30 +510,27 @@ class SpaLSTF(ImputationMixin, ConditionMixin, TrainingMixin, BaseModelClass):
         target_sum = self.target_sum
 
         # the model itself: its gene map (every measured gene) and the imputed genes' reliability statistics
-        gene_map = self._gene_map(R, S)
+        gene_map = cal.GeneMap.from_values(R, S, target_sum)
         condition = torch.from_numpy(self._st_conditions(S))
         agreement = cal.agreement_features(self.module, condition.to(self.device))
 
-        # the inner folds: closed-form copies on the other measured genes
-        reference = AnnData(
-            X=self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)[:, self.adata.var_names.get_indexer(measured)],
-            var=pd.DataFrame(index=measured),
+        # the inner folds: closed-form blends on the other measured genes, fitted on the raw counts of the reference
+        reference = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)[
+            :, self.adata.var_names.get_indexer(measured)
+        ]
+        settings = cal.ClosedFormSettings(
+            alignment=self.alignment,
+            target_sum=target_sum,
+            cell_scaling=self.cell_scaling,
+            normalize_st=bool(self.module.st_normalized),
+            n_neighbors=self.settings["n_neighbors"],
+            ridge_alphas=self.settings["ridge_alphas"],
         )
-        reference.obs_names = self.adata.obs_names.copy()
-        folds, copies = [], []
-        try:
-            with global_seed(random_state):  # the copies' (unused) networks draw their initial weights
-                self.setup_anndata(reference)
-                splitter = RepeatedKFold(n_splits=n_folds, n_repeats=n_repeats, random_state=random_state)
-                for keep, hold in splitter.split(np.arange(len(measured))):
-                    fold, copy_id = self._inner_fold(reference, R, S, keep, hold, measured)
-                    folds.append(fold)
-                    copies.append(copy_id)
-        finally:  # scvi-tools keeps every registered AnnData in class-level stores; drop the copies' references
-            cls = type(self)
-            cls._setup_adata_manager_store.pop(reference.uns.get("_scvi_uuid"), None)
-            for copy_id in copies:
-                cls._per_instance_manager_store.pop(copy_id, None)
+        splitter = RepeatedKFold(n_splits=n_folds, n_repeats=n_repeats, random_state=random_state)
+        folds = [
+            cal.inner_fold(reference, R, S, keep, hold, measured, settings, self.device)
+            for keep, hold in splitter.split(np.arange(len(measured)))
+        ]
         calibration = cal.fit_interval_calibration(
             folds,
             gene_map=gene_map,
@@ -620,48 +586,3 @@ class SpaLSTF(ImputationMixin, ConditionMixin, TrainingMixin, BaseModelClass):
         if sparse.issparse(X):
             return to_dense(X[rows][:, pos])
         return to_dense(np.asarray(X)[np.ix_(rows, pos)])  # never a copy of every reference gene
-
-    def _gene_map(self, R: np.ndarray, S: np.ndarray) -> cal.GeneMap:
-        """The platform map of panel genes' statistics: reference (as the model's targets) and spatial moments."""
-        ref_mean, ref_std = cal.gene_moments(log1p_normalize(R, self.target_sum))
-        st_mean, st_std = cal.gene_moments(cal.platform_values(S, S.sum(axis=1), self.target_sum))
-        return cal.GeneMap.fit(ref_mean, ref_std, st_mean, st_std)
-
-    def _inner_fold(
-        self, reference: AnnData, R: np.ndarray, S: np.ndarray, keep: np.ndarray, hold: np.ndarray, measured
-    ) -> tuple[cal.InnerFold, str]:
-        """One inner fold: a closed-form copy on the ``keep`` measured genes predicts the ``hold`` ones.
-
-        Returns the fold and the copy's scvi-tools instance id (its registration is dropped afterwards).
-        """
-        library = S[:, keep].sum(axis=1)
-        cells = library > 0
-        kept_genes, held_genes = [measured[i] for i in keep], [measured[i] for i in hold]
-        kept_values = S[cells][:, keep]
-        st_view = AnnData(X=kept_values, var=pd.DataFrame(index=kept_genes))
-        copy = type(self)(
-            reference,
-            st_view,
-            genes=held_genes,
-            **{k: self.settings[k] for k in ("n_neighbors", "ridge_alphas", "alignment", "cell_scaling", "target_sum")},
-            normalize_st=bool(self.module.st_normalized),
-            blend=("ridge", "neighbours"),
-            require_counts=False,
-            **_CLOSED_FORM_NETWORK,
-        )
-        copy.module.to(self.device)
-        condition = torch.from_numpy(copy._st_conditions(kept_values)).to(self.device)
-        estimate = copy.module.posterior_mean(condition).cpu().numpy().astype(np.float64)
-        fold_map = self._gene_map(R[:, keep], kept_values)
-        platform_mean, platform_scale = fold_map.apply(
-            copy.module.target_mean.cpu().numpy(), copy.module.target_std.cpu().numpy()
-        )
-        return cal.InnerFold(
-            genes=held_genes,
-            estimate=estimate,
-            platform_mean=platform_mean,
-            platform_scale=platform_scale,
-            measured=cal.platform_values(S[cells][:, hold], library[cells], self.target_sum),
-            library=library[cells],
-            agreement=cal.agreement_features(copy.module, condition),
-        ), copy.id

@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
+from ._closed_form import ClosedFormBlend, Part, check_measured, full_precision
 from ._defaults import Attention, Context, Sampler, check_option
 from ._diffusion import Schedule
-from ._network import ConditionEncoder, ContextEncoder, Denoiser
+from ._network import ConditionEncoder, ContextEncoder, Denoiser, PointHead
 from ._noise import gaussian
-
-#: Elements at most of the (cells x neighbours x genes) gather of the neighbour average (64 MB in float32).
-_GATHER_ELEMENTS = 2**24
-#: Reference cells at most used for the statistics of the parts and the calibration (evenly spaced).
-MAX_STATISTICS_CELLS = 4096
 
 #: Lightning precision names and the reduced-precision dtype their autocast uses (``None``: full precision).
 _AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {
@@ -63,12 +57,7 @@ def autocast(device: torch.device | str, precision: str | int = "32") -> Iterato
         yield
 
 
-def full_precision(device: torch.device | str) -> contextlib.AbstractContextManager:
-    """Switch autocast off (the float32 islands of the module: distances, ridge, loss statistics)."""
-    return torch.autocast(device_type=torch.device(device).type, enabled=False)
-
-
-class SpaLSTFModule(nn.Module):
+class SpaLSTFModule(ClosedFormBlend):
     """Conditional diffusion over the unknown genes of one cell, around a point estimate that blends three parts.
 
     The condition ``c`` of a cell is its aligned measured genes (see :mod:`spalstf.model._preprocessing`). The point
@@ -82,13 +71,17 @@ class SpaLSTFModule(nn.Module):
         the mean of the unknown genes of the cell's ``n_neighbors`` nearest reference cells (cosine distance in the
         condition space): the cells of its context sequence;
     ``"network"``
-        the learned head ``mu(c, y)`` on the cell and its condition embedding ``y`` (the BiLSTM over the context
-        sequence), trained with MSE on the reference under Gaussian perturbation of ``c``.
+        the learned head ``mu(c, y)`` (:class:`~spalstf.model._network.PointHead`) on the cell and its condition
+        embedding ``y`` (the BiLSTM over the context sequence), trained with MSE on the reference under Gaussian
+        perturbation of ``c``.
 
-    The blend is mapped back to the targets' units by a per-gene linear calibration fitted on the reference
-    (:meth:`calibrate`). The diffusion model (XCiT denoiser, conditioned on the time step and ``y``) learns the
-    distribution of the residual ``r = x0 - mu`` around the learned head; draws are ``estimate + r``, and their
-    spread is the model's uncertainty.
+    The module is the closed-form estimator of the first two (:class:`~spalstf.model._closed_form.ClosedFormBlend`:
+    reference, neighbour search, parts, blend, calibration) with the network part added to its table of parts; the
+    closed-form state keeps its buffer names, which saved models restore. The blend is mapped back to the targets'
+    units by a per-gene linear calibration fitted on the reference (:meth:`calibrate`: at construction for the
+    closed-form parts, and by :meth:`~spalstf.model.SpaLSTF.train` after training for the network). The diffusion
+    model (XCiT denoiser, conditioned on the time step and ``y``) learns the distribution of the residual
+    ``r = x0 - mu`` around the learned head; draws are ``estimate + r``, and their spread is the model's uncertainty.
 
     Gene order inside the module is ``[measured genes, imputed genes]``. The module stores the reference profiles
     (``ref_profiles``: aligned conditions and standardised targets) because a cell's context and neighbour average
@@ -149,45 +142,29 @@ class SpaLSTFModule(nn.Module):
         attention: Attention,
         blend: tuple[str, ...],
     ):
-        super().__init__()
-        n_ref, n_genes = ref_profiles.shape
-        if not 0 < n_measured < n_genes:
-            raise ValueError(f"n_measured must be in (0, {n_genes}), got {n_measured}.")
+        n_genes = ref_profiles.shape[1]
+        check_measured(n_measured, n_genes)
         for name, value in (("context", context), ("attention", attention), ("blend", blend)):
             check_option(name, value)
-        blend = tuple(blend)
-        self.n_measured = n_measured
-        self.n_imputed = n_genes - n_measured
-        self.n_neighbors = min(n_neighbors, n_ref - 1)
-        if self.n_neighbors < 1:
-            raise ValueError("The reference needs at least 2 cells to build a neighbour context.")
+        super().__init__(ref_profiles, n_measured, n_neighbors=n_neighbors, ridge_alphas=ridge_alphas)
         self.kl_weight = kl_weight
         self.perturbation_std = perturbation_std
         self.context = context
-        self.blend = blend
+        self.blend = tuple(blend)
         self.schedule = Schedule(n_diffusion_steps)
-        self.register_buffer("ref_profiles", ref_profiles.float())
         mask = torch.zeros(n_genes)
         mask[:n_measured] = 1.0
         self.register_buffer("mask", mask)
-        targets = self.ref_profiles[:, n_measured:]
-        self.register_buffer("x0_min", targets.min(0).values)
-        self.register_buffer("x0_max", targets.max(0).values)
-        conditions = self.ref_profiles[:, :n_measured]
-        weight, shift = ridge_ensemble(conditions, targets, [a * n_ref for a in ridge_alphas])
-        self.register_buffer("ridge_weight", weight)
-        self.register_buffer("ridge_shift", shift)
-        # per-gene centre and spread of the neighbour and network parts, and the calibration (set by calibrate())
-        for name, value in (("neighbour", 0.0), ("network", 0.0), ("calibration", 0.0)):
-            self.register_buffer(f"{name}_shift", torch.full((self.n_imputed,), value))
-            self.register_buffer(f"{name}_scale", torch.ones(self.n_imputed))
+        self.register_buffer("x0_min", self.targets.min(0).values)
+        self.register_buffer("x0_max", self.targets.max(0).values)
+        # per-gene centre and spread of the network part (set by calibrate())
+        self.register_buffer("network_shift", torch.zeros(self.n_imputed))
+        self.register_buffer("network_scale", torch.ones(self.n_imputed))
         if context == "bilstm":
             self.encoder = ContextEncoder(n_measured + 2, n_hidden=n_lstm_hidden, n_layers=n_lstm_layers)
         else:
             self.encoder = ConditionEncoder(n_measured, n_hidden=n_lstm_hidden)
-        self.mean_head = nn.Sequential(
-            nn.Linear(self.encoder.n_out + n_measured, n_hidden), nn.SiLU(), nn.Linear(n_hidden, self.n_imputed)
-        )
+        self.mean_head = PointHead(self.encoder.n_out, n_measured, n_hidden=n_hidden, n_out=self.n_imputed)
         self.denoiser = Denoiser(
             n_genes,
             self.encoder.n_out,
@@ -197,42 +174,12 @@ class SpaLSTFModule(nn.Module):
             n_tokens=n_tokens,
             attention=attention,
         )
-        self.calibrate(parts=[b for b in blend if b != "network"])
-
-    @property
-    def device(self) -> torch.device:
-        """Device of the module's parameters."""
-        return self.mask.device
+        self.calibrate(parts=[b for b in self.blend if b != "network"])
 
     def on_load(self, model, **kwargs) -> None:
         """Hook of scvi-tools' ``BaseModelClass.load``: nothing to rebuild, the state dict restores everything."""
 
     # context -----------------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def find_neighbors(
-        self, condition: torch.Tensor, exclude: torch.Tensor | None = None, chunk_size: int = 1024
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Nearest reference cells of each cell by cosine distance in the condition space.
-
-        Returns indices and cosine distances (``1 - cos``), nearest first; the result depends only on the cell and
-        the reference. ``exclude`` gives, per query, a reference row left out of its context (a training cell's own
-        row).
-        """
-        ref = F.normalize(self.ref_profiles[:, : self.n_measured], dim=1)
-        out_idx, out_dist = [], []
-        # float32 even under autocast: a reduced-precision similarity matmul would reorder near neighbours
-        with full_precision(ref.device):
-            for start in range(0, condition.shape[0], chunk_size):
-                q = F.normalize(condition[start : start + chunk_size].to(ref), dim=1)
-                sim = q @ ref.T
-                if exclude is not None:
-                    rows = torch.arange(q.shape[0], device=q.device)
-                    sim[rows, exclude[start : start + chunk_size]] = -float("inf")
-                top, idx = torch.topk(sim, self.n_neighbors, dim=1, largest=True, sorted=True)
-                out_idx.append(idx)
-                out_dist.append(1.0 - top)
-        return torch.cat(out_idx), torch.cat(out_dist)
-
     def encode(self, condition: torch.Tensor, neighbors: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
         """Condition embedding y': the BiLSTM over [cell, nearest reference cells...] (float32).
 
@@ -242,83 +189,31 @@ class SpaLSTFModule(nn.Module):
         a head that could read them would learn to copy them on the reference, where the nearest cells are nearer
         than a spatial cell's. With ``context="none"``, an MLP of the cell alone.
         """
-        table = self.ref_profiles[:, : self.n_measured]
-        return self.encoder.forward_indexed(condition, table, neighbors, distances).float()
+        return self.encoder.forward_indexed(condition, self.conditions, neighbors, distances).float()
 
     def network_estimate(self, condition: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """mu(c, y): the learned point head (standardised target units, float32)."""
-        return self.mean_head(torch.cat([y, condition], dim=1)).float()
+        return self.mean_head(condition, y).float()
 
     def predict_noise(self, x_t: torch.Tensor, condition: torch.Tensor, y: torch.Tensor, t: torch.Tensor):
         """Noise on the unknown genes predicted from noisy unknown genes ``x_t`` at step indices ``t`` (float32)."""
         x = torch.cat([condition, x_t], dim=1)
         return self.denoiser(x, self.mask, t + 1, y)[:, self.n_measured :].float()
 
-    # the point estimate ------------------------------------------------------------------------------------------
-    def _part(self, name: str, condition: torch.Tensor, neighbors: torch.Tensor, y: torch.Tensor | None):
-        """One part of the blend, raw (before standardisation), float32."""
-        with full_precision(condition.device):
-            if name == "ridge":
-                return condition.float() @ self.ridge_weight
-            if name == "neighbours":  # in row chunks: the gathered (cells x k x genes) tensor stays small
-                table = self.ref_profiles[:, self.n_measured :]
-                rows = max(1, _GATHER_ELEMENTS // max(1, neighbors.shape[1] * table.shape[1]))
-                return torch.cat([table[chunk].mean(1) for chunk in neighbors.split(rows)])
+    # the point estimate: the closed-form parts and the network head -------------------------------------------------
+    def part_table(self) -> dict[str, Part]:
+        """The closed-form parts and ``"network"``, the learned head (its standardisation is fitted by calibrate)."""
+        network = Part(self._network_part, self.network_shift, self.network_scale, fitted=True)
+        return {**super().part_table(), "network": network}
+
+    def _network_part(self, condition: torch.Tensor, neighbors: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         return self.network_estimate(condition, y)
 
-    def _blend(self, condition: torch.Tensor, neighbors: torch.Tensor, y: torch.Tensor | None, parts=None):
-        """Mean of the standardised parts (per-gene z-units over the reference cells)."""
-        parts = self.blend if parts is None else parts
-        total = 0.0
-        for name in parts:
-            shift, scale = self._standardisation(name)
-            total = total + (self._part(name, condition, neighbors, y) - shift) / scale
-        return total / len(parts)
-
-    def _standardisation(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if name == "ridge":
-            return self.ridge_shift, torch.ones_like(self.ridge_shift)  # the ensemble is standardised already
-        if name == "neighbours":
-            return self.neighbour_shift, self.neighbour_scale
-        return self.network_shift, self.network_scale
-
-    def estimate(self, condition: torch.Tensor, neighbors: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        """The point estimate of the unknown genes (standardised target units): the calibrated blend."""
-        return self.calibration_shift + self.calibration_scale * self._blend(condition, neighbors, y)
-
-    @torch.no_grad()
-    def calibrate(self, parts: list[str] | None = None) -> None:
-        """Fit the per-gene centre and spread of each part and the linear calibration of the blend, on the reference.
-
-        Uses at most :data:`MAX_STATISTICS_CELLS` evenly spaced reference cells, each with its neighbours searched
-        without itself (as a training cell's). The calibration is the least-squares line of each target gene on the
-        blend over those cells, so the estimate is in the targets' units. Called at construction (closed-form parts)
-        and by :meth:`~spalstf.model.SpaLSTF.train` after training (the network part).
-        """
-        parts = list(self.blend) if parts is None else parts
-        n_ref = self.ref_profiles.shape[0]
-        rows = torch.unique(torch.linspace(0, n_ref - 1, min(n_ref, MAX_STATISTICS_CELLS)).round().long())
-        rows = rows.to(self.device)
-        condition = self.ref_profiles[rows, : self.n_measured]
-        targets = self.ref_profiles[rows, self.n_measured :]
-        was_training = self.training
-        self.eval()
-        neighbors, distances = self.find_neighbors(condition, exclude=rows)
-        y = self.encode(condition, neighbors, distances) if "network" in parts else None
-        for name in ("neighbours", "network"):
-            if name in parts:
-                raw = self._part(name, condition, neighbors, y)
-                shift, scale = self._standardisation(name)
-                shift.copy_(raw.mean(0))
-                scale.copy_(raw.std(0, unbiased=False).clamp_min(1e-6))
-        if parts:
-            s = self._blend(condition, neighbors, y, parts)
-            s_mean, t_mean = s.mean(0), targets.mean(0)
-            cov = ((s - s_mean) * (targets - t_mean)).mean(0)
-            slope = cov / ((s - s_mean) ** 2).mean(0).clamp_min(1e-12)
-            self.calibration_scale.copy_(slope)
-            self.calibration_shift.copy_(t_mean - slope * s_mean)
-        self.train(was_training)
+    def _embedding(
+        self, condition: torch.Tensor, neighbors: torch.Tensor, distances: torch.Tensor, parts: Iterable[str]
+    ) -> torch.Tensor | None:
+        """The BiLSTM embedding when ``parts`` has the network head, else ``None`` (the other parts need none)."""
+        return self.encode(condition, neighbors, distances) if "network" in parts else None
 
     # training ----------------------------------------------------------------------------------------------------
     def training_noise(
@@ -377,13 +272,6 @@ class SpaLSTFModule(nn.Module):
 
     # imputation --------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def posterior_mean(self, condition: torch.Tensor) -> torch.Tensor:
-        """The point estimate of the unknown genes (standardised units) for cells with ``condition``."""
-        neighbors, distances = self.find_neighbors(condition)
-        y = self.encode(condition, neighbors, distances) if "network" in self.blend else None
-        return self.estimate(condition, neighbors, y)
-
-    @torch.no_grad()
     def sample(
         self,
         condition: torch.Tensor,
@@ -438,60 +326,6 @@ class SpaLSTFModule(nn.Module):
                 raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}.")
             draws.append(centre + x)
         return torch.stack(draws)
-
-
-def _ridge_basis(condition: torch.Tensor, targets: torch.Tensor):
-    """The eigendecomposition every ridge penalty shares (float64), in the smaller of the primal and the dual form.
-
-    Primal (genes <= cells): ``C^T C = V diag(l) V^T`` and ``proj = V^T C^T X``, so ``W_a = V diag(1 / (l + a)) proj``.
-    Dual (more condition genes than cells, e.g. 18,000 measured genes and 3,000 reference cells: a 72 MB matrix
-    instead of 2.6 GB): ``C C^T = U diag(l) U^T`` and ``proj = U^T X``, so ``W_a = C^T U diag(1 / (l + a)) proj``.
-    With ``coef = diag(1 / (l + a)) proj`` in both forms, returns ``(evals, proj, to_weights, gain, mean_row)``:
-
-    - ``to_weights(coef)`` is ``W_a`` (``V coef`` or ``C^T U coef``);
-    - the squared norm of the fitted values ``C W_a`` is ``sum_i gain_i coef_i^2`` (``gain = l`` primal, ``l^2`` dual);
-    - their mean over cells is ``mean_row @ coef`` (``mean(C) V`` or ``mean(C) C^T U``).
-    """
-    C, X = condition.double(), targets.double()
-    mean_c = C.mean(0)
-    if C.shape[1] <= C.shape[0]:
-        evals, V = torch.linalg.eigh(C.T @ C)
-        evals = evals.clamp_min(0)
-        return evals, V.T @ (C.T @ X), (lambda coef: V @ coef), evals, mean_c @ V
-    evals, U = torch.linalg.eigh(C @ C.T)
-    evals = evals.clamp_min(0)
-    return evals, U.T @ X, (lambda coef: C.T @ (U @ coef)), evals**2, (C @ mean_c) @ U
-
-
-def ridge_ensemble_weights(condition: torch.Tensor, targets: torch.Tensor, alphas) -> Iterator[torch.Tensor]:
-    """Ridge coefficients ``W_a = (C^T C + a I)^-1 C^T X`` for each penalty in ``alphas`` (float64), one at a time.
-
-    All penalties share one eigendecomposition (:func:`_ridge_basis`, primal or dual form).
-    """
-    evals, proj, to_weights, _, _ = _ridge_basis(condition, targets)
-    for a in alphas:
-        yield to_weights(proj / (evals + a)[:, None])
-
-
-def ridge_ensemble(condition: torch.Tensor, targets: torch.Tensor, alphas) -> tuple[torch.Tensor, torch.Tensor]:
-    """One linear map averaging ridge regressions with several penalties, each standardised by its spread.
-
-    Each penalty's prediction ``C W_a`` is divided by its per-gene standard deviation over the reference cells (a
-    strongly penalised fit predicts small values; its ranking of the cells is what it contributes), and the
-    standardised predictions are averaged. The average of linear maps is linear: returns ``(W, shift)`` with
-    ``mean_a (C W_a - m_a) / s_a = C W - shift`` (float32). The spreads and means come from the shared
-    eigendecomposition in O(genes x imputed genes) per penalty, and the weights are formed once for all penalties:
-    no (genes x genes) matrix and no per-penalty (cells x genes) prediction.
-    """
-    n = condition.shape[0]
-    evals, proj, to_weights, gain, mean_row = _ridge_basis(condition, targets)
-    total = torch.zeros_like(proj)
-    for a in alphas:
-        coef = proj / (evals + a)[:, None]
-        var = ((gain[:, None] * coef**2).sum(0) / n - (mean_row @ coef) ** 2).clamp_min(1e-24)
-        total += coef / var.sqrt()
-    total /= len(alphas)
-    return to_weights(total).float(), (mean_row @ total).float()
 
 
 def _gaussian_kl(pred: torch.Tensor, true: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

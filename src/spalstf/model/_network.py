@@ -1,4 +1,4 @@
-"""Networks of SpaLSTF: the BiLSTM condition encoder and the XCiT-style denoiser (and their ablation variants).
+"""Networks of SpaLSTF: the BiLSTM condition encoder, the point head, the XCiT-style denoiser, their ablation variants.
 
 Everything here works on one cell at a time (a batch is only a stack of independent cells): the BiLSTM runs over a
 cell's own context sequence and the attention runs over the gene tokens of that cell, never across cells.
@@ -80,6 +80,32 @@ class ConditionEncoder(nn.Module):
     ) -> torch.Tensor:
         """(cells, q) query values -> (cells, 2 * n_hidden); ``table``, ``neighbors`` and ``distances`` are unused."""
         return self.net(query)
+
+
+class PointHead(nn.Sequential):
+    """The learned point estimate ``mu(c, y)`` of a cell's unknown genes: an MLP of the embedding and the condition.
+
+    ``Linear -> SiLU -> Linear`` on ``[y, c]``. A :class:`~torch.nn.Sequential`, so its parameters keep the names
+    (``0.weight``, ``2.weight``, ...) under which saved models hold them.
+
+    Parameters
+    ----------
+    n_embedding
+        Features of the condition embedding ``y``.
+    n_measured
+        Genes of the condition ``c``.
+    n_hidden
+        Width of the hidden layer.
+    n_out
+        Unknown genes estimated.
+    """
+
+    def __init__(self, n_embedding: int, n_measured: int, *, n_hidden: int, n_out: int):
+        super().__init__(nn.Linear(n_embedding + n_measured, n_hidden), nn.SiLU(), nn.Linear(n_hidden, n_out))
+
+    def forward(self, condition: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """(cells, n_measured) condition and (cells, n_embedding) embedding -> (cells, n_out)."""
+        return super().forward(torch.cat([y, condition], dim=1))
 
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from .._expression import log1p_normalize, output_space
+from .._expression import log1p_normalize, output_space, to_dense
+from .._streaming import iter_row_chunks, rows_per_chunk
 
 Alignment = Literal["quantile", "zscore"]
 
@@ -187,6 +188,65 @@ class RunningGeneStats:
         std = np.sqrt(self.m2 / self.n)
         std = np.where(std > _EPS, std, 1.0)
         return self.mean.astype(np.float32), std.astype(np.float32)
+
+
+def reference_profiles(
+    X, pos: np.ndarray, n_measured: int, *, alignment: Alignment, target_sum: float, cell_scaling: bool
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``[condition, target]`` profiles of the reference cells (aligned, standardised) and the fitted statistics.
+
+    One chunked pass over the rows of ``X`` (raw counts, dense or sparse, in memory), reading the columns ``pos``: the
+    ``n_measured`` measured genes, then the targets. It computes the condition values, the targets with the library
+    over the measured genes, and running target statistics; then the condition's alignment is fitted on the cells
+    with signal and applied in place, and the targets are standardised in place: besides the returned float32
+    profiles only one chunk is ever dense. The chunks have :func:`~spalstf._streaming.rows_per_chunk` rows of ``X``'s
+    width (the target statistics are accumulated per chunk).
+
+    Returns the profiles and ``{"ref_<alignment parameter>": ..., "target_mean": ..., "target_std": ...}``.
+    """
+    n_cells, n_genes = X.shape[0], len(pos)
+    n_m = n_measured
+    profiles = np.empty((n_cells, n_genes), dtype=np.float32)
+    has_signal = np.zeros(n_cells, dtype=bool)
+    target_stats = RunningGeneStats(n_genes - n_m)
+    for start, stop, rows in iter_row_chunks(X, rows_per_chunk(X.shape[1]), pos):
+        rows = to_dense(rows)
+        library = rows[:, :n_m].sum(axis=1)
+        has_signal[start:stop] = library > 0
+        target = log1p_normalize(rows[:, n_m:], target_sum, library=library).astype(np.float32)
+        target_stats.update(target)
+        profiles[start:stop, :n_m] = condition_values(rows[:, :n_m], target_sum, cell_scaling)
+        profiles[start:stop, n_m:] = target
+    fit_rows = quantile_sample_rows(n_cells)
+    fit_rows = fit_rows[has_signal[fit_rows]]
+    if len(fit_rows) < MIN_FIT_CELLS:
+        raise ValueError(
+            f"Only {int(has_signal.sum())} reference cell(s) have counts on the measured genes; the model needs at "
+            f"least {MIN_FIT_CELLS}. Check that adata_sc holds raw counts of the panel's genes."
+        )
+    params = fit_alignment(alignment, profiles[fit_rows, :n_m])
+    for start in range(0, n_cells, rows_per_chunk(n_m)):
+        stop = min(start + rows_per_chunk(n_m), n_cells)
+        profiles[start:stop, :n_m] = apply_alignment(alignment, params, profiles[start:stop, :n_m])
+    target_mean, target_std = target_stats.result()
+    profiles[:, n_m:] -= target_mean  # in place: no second copy of the reference
+    profiles[:, n_m:] /= target_std
+    stats = {f"ref_{k}": v for k, v in params.items()}
+    stats.update({"target_mean": target_mean, "target_std": target_std})
+    return profiles, stats
+
+
+def spatial_conditions(
+    values: np.ndarray, *, alignment: Alignment, target_sum: float, cell_scaling: bool, normalize: bool
+) -> np.ndarray:
+    """Aligned conditions of spatial cells under the alignment fitted on these same cells (float32).
+
+    ``values``: raw measured-gene values (cells with signal x genes). What a model built on these cells would
+    condition them on: steps 1-2 (:func:`condition_values`, library normalisation when ``normalize``), the alignment
+    fitted on all of them (:func:`fit_alignment`) and applied to each (a per-value map, so the same in any chunks).
+    """
+    conditioned = condition_values(values, target_sum, cell_scaling, normalize=normalize)
+    return apply_alignment(alignment, fit_alignment(alignment, conditioned), conditioned)
 
 
 def standardize(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
