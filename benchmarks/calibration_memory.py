@@ -4,7 +4,7 @@ The calibration holds every inner fold's predictions (cells x measured genes x s
 fitted. For each panel size in ``--measured``, a synthetic pair (Poisson counts of 10 cell types; ``--cells`` spatial
 cells, 2,000 reference cells, 100 genes to impute) is built and a closed-form SpaLSTF model
 (``blend=("ridge", "neighbours")``; the calibration's copies are closed-form whatever the model) is calibrated in a
-fresh process, once with the default number of cells (:func:`~spalstf.model._calibration.default_calibration_cells`:
+fresh process, once with the default number of cells (:func:`~spalstf.model._defaults.default_calibration_cells`:
 at most 3,000,000 entries) and once with ``max_cells=10000``, the fixed sample of earlier versions. Reported: the
 cells used, the calibration's wall time and its peak resident memory above the memory before it.
 

@@ -40,7 +40,8 @@ from spalstf.benchmark import limit_threads
 def measure(name: str, shared: Path) -> dict:
     import spalstf as sp
     from spalstf.benchmark import gene_folds, load_pair
-    from spalstf.model._calibration import platform_values, spearman_columns
+    from spalstf.metrics._gene import spearman_columns
+    from spalstf.model._calibration import platform_values
     from spalstf.model._spatial_input import SpatialInput
 
     _, mdata = load_pair(name, shared_data=shared)

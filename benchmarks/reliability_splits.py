@@ -39,7 +39,8 @@ def _fold_models(name: str, shared: Path, models: Path | None, seed: int):
     """Per fold: (held genes, trained model, kept-gene spatial AnnData, real SPCC of the held genes, seconds)."""
     import spalstf as sp
     from spalstf.benchmark import gene_folds, load_pair
-    from spalstf.model._calibration import platform_values, spearman_columns
+    from spalstf.metrics._gene import spearman_columns
+    from spalstf.model._calibration import platform_values
     from spalstf.tl._impute import _spalstf_impute
 
     _, mdata = load_pair(name, shared_data=shared)
@@ -125,7 +126,7 @@ def main() -> None:
     limit_threads(args.threads)
     if args.models is not None:
         args.models.mkdir(parents=True, exist_ok=True)
-    from spalstf.model._calibration import N_CALIBRATION_REPEATS
+    from spalstf.model._defaults import N_CALIBRATION_REPEATS
 
     repeats = args.repeats if args.repeats is not None else N_CALIBRATION_REPEATS
     rows = measure(args.pair, args.shared_data, args.models, args.splits, args.seed, repeats, args.inner_folds)

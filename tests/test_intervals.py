@@ -333,12 +333,12 @@ def test_reliability_uses_the_statistic_that_ranks_the_panel_best(with_truth):
 
 
 def test_default_calibration_sample_shrinks_with_the_panel_and_an_explicit_one_is_kept(with_truth, monkeypatch):
-    from spalstf.model import _calibration as cal
+    from spalstf.model import _defaults
 
     model, adata_st, *_ = with_truth
     first = model.interval_calibration_
-    monkeypatch.setattr(cal, "MAX_CALIBRATION_ENTRIES", 40 * 3 * 100)  # 40 measured genes x 3 splits x 100 cells
-    monkeypatch.setattr(cal, "MIN_CALIBRATION_CELLS", 50)
+    monkeypatch.setattr(_defaults, "MAX_CALIBRATION_ENTRIES", 40 * 3 * 100)  # 40 measured genes x 3 splits x 100 cells
+    monkeypatch.setattr(_defaults, "MIN_CALIBRATION_CELLS", 50)
     try:
         assert model.calibrate_intervals(adata_st).n_cells <= 100
         assert 100 < model.calibrate_intervals(adata_st, max_cells=300).n_cells <= 300

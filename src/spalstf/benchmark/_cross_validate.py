@@ -21,7 +21,8 @@ from .._memory import PeakMemory
 from .._state import keep_torch_threads
 from .._validation import check_nonempty, check_unique_names, check_values, get_matrix
 from ..metrics import calibration_curve, clustering_metrics, gene_metrics
-from ..model._calibration import platform_values, spearman_columns
+from ..metrics._gene import spearman_columns
+from ..model._calibration import platform_values
 from . import _peers
 from ._folds import gene_folds
 from ._peer_methods import IntervalPrediction, MethodUnavailableError

@@ -9,7 +9,8 @@ What an interval is about
 How it is calibrated (:func:`fit_interval_calibration`; the orchestration over AnnData objects is
 :meth:`spalstf.model.SpaLSTF.calibrate_intervals`)
     Inner leave-genes-out over the *measured* genes only: the panel is split into folds (the split is repeated with
-    other seeds, :data:`N_CALIBRATION_REPEATS` times by default, and everything below pools the repeats); for each fold,
+    other seeds, :data:`~spalstf.model._defaults.N_CALIBRATION_REPEATS` times by default, and everything below pools
+    the repeats); for each fold,
     a closed-form copy of the model (a :class:`~spalstf.model._closed_form.ClosedFormBlend`: ridge + neighbour blend,
     the same preprocessing, no training; :func:`inner_fold`) is fitted on the other panel genes and predicts the
     fold's genes in a sample of spatial cells, where they were measured. Its errors in platform space, divided by a
@@ -38,27 +39,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import rankdata
 
 from .._expression import log1p_normalize
+from ..metrics._gene import spearman_columns
 from . import _preprocessing as prep
 from ._closed_form import ClosedFormBlend
+from ._defaults import N_STRATA
 
-#: Spatial cells at most sampled by the calibration (evenly spaced over all cells; those without signal are dropped).
-MAX_CALIBRATION_CELLS = 10_000
-#: The calibration holds every inner fold's predictions until the pooled line is fitted: by default it samples at most
-#: this many entries (cells x measured genes x splits), so that its memory does not grow with the panel (about 50 bytes
-#: an entry), but never fewer than :data:`MIN_CALIBRATION_CELLS` cells.
-MAX_CALIBRATION_ENTRIES = 3_000_000
-MIN_CALIBRATION_CELLS = 1_000
 #: Reference cells at most used for the per-gene statistics of the gene map.
 MAX_REFERENCE_STATISTICS_CELLS = 20_000
-#: Default number of inner folds over the panel genes and of strata of the predicted measurement.
-N_CALIBRATION_FOLDS = 5
-N_STRATA = 5
-#: Default number of inner splits into folds (each a different random split); the calibration pools them. One split
-#: makes the reliability map depend on which panel genes happen to share a fold (``benchmarks/reliability_splits.py``).
-N_CALIBRATION_REPEATS = 3
 #: Fewest measured genes that intervals can be calibrated on (each inner fold needs genes to predict and to use).
 MIN_CALIBRATION_GENES = 4
 #: Tail probabilities at which the score quantiles of each stratum are stored (0.5, 0.5005, ..., 1).
@@ -74,23 +63,6 @@ METHOD = (
 )
 
 
-def default_calibration_cells(n_measured: int, n_repeats: int) -> int:
-    """Spatial cells the calibration samples by default: :data:`MAX_CALIBRATION_CELLS`, fewer for large panels.
-
-    At most :data:`MAX_CALIBRATION_ENTRIES` entries (cells x measured genes x splits), never fewer than
-    :data:`MIN_CALIBRATION_CELLS` cells.
-
-    Examples
-    --------
-    >>> default_calibration_cells(67, 3), default_calibration_cells(1000, 3), default_calibration_cells(5000, 3)
-    (10000, 1000, 1000)
-    >>> default_calibration_cells(500, 3)
-    2000
-    """
-    budget = MAX_CALIBRATION_ENTRIES // max(1, n_measured * n_repeats)
-    return int(min(MAX_CALIBRATION_CELLS, max(MIN_CALIBRATION_CELLS, budget)))
-
-
 def platform_values(values: np.ndarray, library: np.ndarray, target_sum: float) -> np.ndarray:
     """``log1p(values / library * target_sum)`` (float64); NaN for cells whose library is 0 (undefined)."""
     values = np.asarray(values, dtype=np.float64)
@@ -104,24 +76,6 @@ def platform_values(values: np.ndarray, library: np.ndarray, target_sum: float) 
 def gene_moments(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and standard deviation (ddof 0) over the finite rows."""
     return np.nanmean(values, axis=0), np.nanstd(values, axis=0)
-
-
-def spearman_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Spearman correlation of each column of ``a`` with the same column of ``b`` over the rows where both are finite.
-
-    A constant column (or fewer than 3 rows) gives NaN.
-    """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    out = np.full(a.shape[1], np.nan)
-    for j in range(a.shape[1]):
-        ok = np.isfinite(a[:, j]) & np.isfinite(b[:, j])
-        if ok.sum() < 3:
-            continue
-        ra, rb = rankdata(a[ok, j]), rankdata(b[ok, j])
-        sa, sb = ra.std(), rb.std()
-        if sa > 0 and sb > 0:
-            out[j] = float(((ra - ra.mean()) * (rb - rb.mean())).mean() / (sa * sb))
-    return out
 
 
 @dataclass

@@ -216,6 +216,37 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 #: Default central level of the intervals of :func:`~spalstf.tl.spalstf_impute` (``interval=``).
 INTERVAL_LEVEL = 0.9
 
+#: Default number of inner folds over the panel genes and of strata of the predicted measurement.
+N_CALIBRATION_FOLDS = 5
+N_STRATA = 5
+#: Default number of inner splits into folds (each a different random split); the calibration pools them. One split
+#: makes the reliability map depend on which panel genes happen to share a fold (``benchmarks/reliability_splits.py``).
+N_CALIBRATION_REPEATS = 3
+#: Spatial cells at most sampled by the calibration (evenly spaced over all cells; those without signal are dropped).
+MAX_CALIBRATION_CELLS = 10_000
+#: The calibration holds every inner fold's predictions until the pooled line is fitted: by default it samples at most
+#: this many entries (cells x measured genes x splits), so that its memory does not grow with the panel (about 50 bytes
+#: an entry), but never fewer than :data:`MIN_CALIBRATION_CELLS` cells.
+MAX_CALIBRATION_ENTRIES = 3_000_000
+MIN_CALIBRATION_CELLS = 1_000
+
+
+def default_calibration_cells(n_measured: int, n_repeats: int) -> int:
+    """Spatial cells the calibration samples by default: :data:`MAX_CALIBRATION_CELLS`, fewer for large panels.
+
+    At most :data:`MAX_CALIBRATION_ENTRIES` entries (cells x measured genes x splits), never fewer than
+    :data:`MIN_CALIBRATION_CELLS` cells.
+
+    Examples
+    --------
+    >>> default_calibration_cells(67, 3), default_calibration_cells(1000, 3), default_calibration_cells(5000, 3)
+    (10000, 1000, 1000)
+    >>> default_calibration_cells(500, 3)
+    2000
+    """
+    budget = MAX_CALIBRATION_ENTRIES // max(1, n_measured * n_repeats)
+    return int(min(MAX_CALIBRATION_CELLS, max(MIN_CALIBRATION_CELLS, budget)))
+
 
 def check_option(name: str, value: Any, argument: str | None = None) -> None:
     """Raise a `ValueError` naming ``argument`` (default ``name``) and what it accepts when ``value`` breaks its rule.
