@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._preprocessing import evenly_spaced_rows
+
 #: The parts of the point estimate that need no training, in the order they are blended.
 CLOSED_FORM_PARTS = ("ridge", "neighbours")
 #: Elements at most of the (cells x neighbours x genes) gather of the neighbour average (64 MB in float32).
@@ -164,12 +166,11 @@ class ClosedFormBlend(nn.Module):
     def statistics_rows(self) -> torch.Tensor:
         """At most :data:`MAX_STATISTICS_CELLS` evenly spaced reference rows: the cells the statistics are fitted on.
 
-        Spaced in float32 (``torch.linspace``), so for references of more than :data:`MAX_STATISTICS_CELLS` cells the
-        rows are not exactly those of :func:`spalstf.model._preprocessing.quantile_sample_rows`.
+        The grid is laid in float32 (:func:`~spalstf.model._preprocessing.evenly_spaced_rows` with
+        ``single_precision``), as it always was, so that models keep their statistics.
         """
-        n_ref = self.ref_profiles.shape[0]
-        rows = torch.unique(torch.linspace(0, n_ref - 1, min(n_ref, MAX_STATISTICS_CELLS)).round().long())
-        return rows.to(self.device)
+        rows = evenly_spaced_rows(self.ref_profiles.shape[0], MAX_STATISTICS_CELLS, single_precision=True)
+        return torch.from_numpy(rows).to(self.device)
 
     # the parts ---------------------------------------------------------------------------------------------------
     def part_table(self) -> dict[str, Part]:

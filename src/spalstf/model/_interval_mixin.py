@@ -190,7 +190,7 @@ class IntervalMixin:
     def _reference_sample(self, measured: list[str]) -> np.ndarray:
         """Raw counts (float64) of the measured genes in up to 20,000 evenly spaced reference cells."""
         X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        rows = prep.quantile_sample_rows(self.adata.n_obs, cal.MAX_REFERENCE_STATISTICS_CELLS)
+        rows = prep.evenly_spaced_rows(self.adata.n_obs, cal.MAX_REFERENCE_STATISTICS_CELLS)
         pos = self.adata.var_names.get_indexer(measured)
         if sparse.issparse(X):
             return to_dense(X[rows][:, pos])

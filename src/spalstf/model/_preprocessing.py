@@ -71,10 +71,19 @@ def condition_values(X_measured, target_sum: float, cell_scaling: bool, normaliz
     return cell_maxabs_scale(L) if cell_scaling else L
 
 
-def quantile_sample_rows(n_cells: int, max_cells: int = MAX_QUANTILE_CELLS) -> np.ndarray:
-    """Rows used to fit the quantiles: all of them, or ``max_cells`` evenly spaced ones."""
+def evenly_spaced_rows(
+    n_cells: int, max_cells: int = MAX_QUANTILE_CELLS, *, single_precision: bool = False
+) -> np.ndarray:
+    """All ``n_cells`` rows, or ``max_cells`` evenly spaced ones (the rounded points of a linear grid).
+
+    ``single_precision`` lays the grid in float32 (:func:`torch.linspace`), as the reference statistics of the
+    closed-form blend have always been fitted: above about 4,000 rows it picks slightly different rows than the
+    float64 grid, and the statistics of saved models depend on which.
+    """
     if n_cells <= max_cells:
         return np.arange(n_cells)
+    if single_precision:
+        return torch.unique(torch.linspace(0, n_cells - 1, max_cells).round().long()).numpy()
     return np.unique(np.linspace(0, n_cells - 1, max_cells).round().astype(np.int64))
 
 
@@ -217,7 +226,7 @@ def reference_profiles(
         target_stats.update(target)
         profiles[start:stop, :n_m] = condition_values(rows[:, :n_m], target_sum, cell_scaling)
         profiles[start:stop, n_m:] = target
-    fit_rows = quantile_sample_rows(n_cells)
+    fit_rows = evenly_spaced_rows(n_cells)
     fit_rows = fit_rows[has_signal[fit_rows]]
     if len(fit_rows) < MIN_FIT_CELLS:
         raise ValueError(

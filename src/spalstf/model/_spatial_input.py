@@ -20,7 +20,7 @@ from anndata import AnnData
 from .._expression import is_count_matrix, to_dense
 from .._streaming import iter_row_chunks, rows_per_chunk
 from .._validation import check_nonempty, check_unique_names, check_values, get_matrix
-from ._preprocessing import quantile_sample_rows
+from ._preprocessing import evenly_spaced_rows
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,7 +92,7 @@ class SpatialInput:
         One chunked pass; also returns the number of cells without signal (all ``genes`` zero) over all cells and
         whether the values are counts.
         """
-        sample = quantile_sample_rows(self.n_obs, max_cells)
+        sample = evenly_spaced_rows(self.n_obs, max_cells)
         kept, n_empty, counts = [], 0, True
         for start, stop, rows in self.chunks(genes, rows_per_chunk(len(genes))):
             rows = to_dense(rows)

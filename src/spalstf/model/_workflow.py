@@ -2,7 +2,9 @@
 
 :func:`fit_and_impute` takes the spatial input (prepared), the reference, the options of ``spalstf_impute`` routed by
 the tables of :mod:`~spalstf.model._defaults` (:func:`route_options`) and an :class:`ImputeRequest`; everything is
-checked before the model is built, so a typo never costs a training.
+checked before the model is built, so a typo never costs a training. What ``tl`` needs of the model besides the
+public class and the table of defaults comes from here: the entry point, the prepared spatial input, the request
+and the result, and the shared parameter docs.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from .._state import global_seed
 from .._streaming import check_out_path
 from .._validation import check_in_memory, check_nonempty, get_matrix
 from ._defaults import DEFAULT_PRESET, MODEL_ARGUMENTS, PRESETS, TRAIN_ARGUMENTS, check_option, check_preset
-from ._imputation import ImputationResult, ImputeRequest
+from ._imputation import ImputationResult, ImputeRequest, fill_parameters
 from ._model import SpaLSTF
 from ._spatial_input import SpatialInput
+
+__all__ = ["ImputationResult", "ImputeRequest", "SpatialInput", "fill_parameters", "fit_and_impute", "route_options"]
 
 
 def _trainer_arguments() -> set[str]:

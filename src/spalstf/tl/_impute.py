@@ -14,9 +14,7 @@ from .._constants import IMPUTED_KEY, LOWER_SUFFIX, SPATIAL_KEY, STD_SUFFIX, UPP
 from .._spatialdata import import_spatialdata, is_spatialdata, resolve_table
 from ..model import SpaLSTF
 from ..model._defaults import IMPUTE_BATCH_SIZE, SAMPLING_STEPS, Sampler
-from ..model._imputation import ImputationResult, ImputeRequest, fill_parameters
-from ..model._spatial_input import SpatialInput
-from ..model._workflow import fit_and_impute
+from ..model._workflow import ImputationResult, ImputeRequest, SpatialInput, fill_parameters, fit_and_impute
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
