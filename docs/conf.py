@@ -64,6 +64,26 @@ autosummary_generate = True
 autodoc_member_order = "groupwise"
 autodoc_default_options = {"members": True, "inherited-members": False, "show-inheritance": False}
 autodoc_typehints = "description"
+
+
+def _package_members() -> list[str]:
+    """Public names the package's own classes define, also in the mixins a class inherits them from."""
+    import inspect
+
+    import spalstf
+
+    names = set()
+    for namespace in (spalstf.model, spalstf.tl, spalstf.benchmark):
+        for obj in vars(namespace).values():
+            if inspect.isclass(obj) and obj.__module__.startswith("spalstf"):
+                for cls in inspect.getmro(obj):
+                    if cls.__module__.startswith("spalstf"):
+                        names.update(name for name in vars(cls) if not name.startswith("_"))
+    return sorted(names)
+
+
+# the class template shows these even when a class inherits them (from its mixins), and hides other inherited members
+autosummary_context = {"package_members": _package_members()}
 always_document_param_types = False
 typehints_defaults = "comma"
 napoleon_google_docstring = False
