@@ -255,12 +255,28 @@ def _toy_calibration(table):
     )
 
 
-def test_undefined_agreement_gives_an_undefined_reliability():
+def test_every_gene_gets_a_reliability_and_genes_beyond_the_panel_keep_their_order():
+    """Never a bare NaN (an undefined agreement is no agreement), and no ties at the ends of the panel's range."""
     from spalstf.model._calibration import ScoreTable
 
     calibration = _toy_calibration(ScoreTable(np.zeros((1, 1)), np.zeros((1, 1)), np.ones(1, np.int64)))
-    out = calibration.reliability(np.array([0.5, np.nan, 2.0]))
-    assert out[0] == pytest.approx(0.4) and np.isnan(out[1]) and out[2] == pytest.approx(0.8)
+    out = calibration.reliability(np.array([0.5, np.nan, 1.1, 1.2, 2.0, -0.2, -0.3]))
+    assert np.isfinite(out).all() and out[0] == pytest.approx(0.4) and out[1] == pytest.approx(0.0)
+    assert out[2] == pytest.approx(0.88) and out[3] == pytest.approx(0.96) and out[4] == 1.0  # clipped at 1
+    assert out[5] == pytest.approx(-0.16) and out[6] == pytest.approx(-0.24)
+
+
+def test_agreement_is_zero_where_a_neighbourhood_is_constant(one_thread, tiny_model):
+    """A gene that is zero in every reference cell near the spatial cells has no rank agreement: 0, not NaN."""
+    from spalstf.model._calibration import agreement_features
+
+    adata_st, adata_sc, _ = _pair_with_truth(n_ref=120, n_st=80)
+    reference = adata_sc.copy()
+    reference.X[:, -1] = 0  # the last reference gene, imputed below, is zero everywhere
+    SpaLSTF.setup_anndata(reference)
+    model = SpaLSTF(reference, adata_st, genes=[reference.var_names[-1]], blend=("ridge", "neighbours"), **tiny_model)
+    condition = torch.from_numpy(model._st_conditions(np.asarray(adata_st[:, model.gene_plan.measured_st].X)))
+    assert np.array_equal(agreement_features(model.module, condition), np.zeros((1, 2)))
 
 
 def test_reliability_does_not_depend_on_which_parts_the_estimate_blends(one_thread, tiny_model):

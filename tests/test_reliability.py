@@ -264,3 +264,37 @@ def test_spalstf_impute_leaves_the_global_generators_as_it_found_them(pair, tiny
     _run(adata_st, adata_sc, tiny_model, tiny_train, random_state=7)
     torch.testing.assert_close(torch.rand(3), expected_torch)
     np.testing.assert_array_equal(np.random.rand(3), expected_np)
+
+
+@pytest.mark.parametrize(
+    ("genes", "alignment"),
+    [
+        (["Antp", "danr"], "quantile"),
+        (["Antp", "danr"], "zscore"),
+        (["Ama", "CG11208"], "quantile"),
+        (["sna", "trn", "Antp"], "quantile"),
+    ],
+)
+def test_small_panels_give_values_the_reference_can_produce(one_thread, genes, alignment):
+    """Two- and three-gene panels of the real pair: every imputed value lies within the reference's range of the gene.
+
+    (A neighbour average constant over the reference was divided by its near-zero spread: values up to 1e5.)
+    """
+    mdata = sp.datasets.drosophila_embryo()
+    st, reference = mdata["spatial"][:, genes].copy(), mdata["rna"].copy()
+    sp.model.SpaLSTF.setup_anndata(reference)
+    model = sp.model.SpaLSTF(reference, st, n_top_genes=20, alignment=alignment)
+    model.train(max_steps=3, enable_progress_bar=False)
+    mean, _ = model.impute(st, progress_bar=False)
+    module = model.module
+    highest = (module.x0_max * module.target_std + module.target_mean).numpy()
+    values = mean.to_numpy()
+    assert np.isfinite(values).all() and (values >= 0).all() and (values <= highest + 1e-4).all()
+
+
+def test_a_one_gene_panel_is_refused_with_the_reason():
+    mdata = sp.datasets.drosophila_embryo()
+    reference = mdata["rna"].copy()
+    sp.model.SpaLSTF.setup_anndata(reference)
+    with pytest.raises(ValueError, match=r"at least 2.*cosine similarity.*two or more measured genes"):
+        sp.model.SpaLSTF(reference, mdata["spatial"][:, ["sna"]].copy(), n_top_genes=20)

@@ -263,13 +263,20 @@ class IntervalCalibration:
         """Expected SPCC of genes with this agreement: the quantile map of the panel genes' (agreement, SPCC).
 
         ``agreement`` holds the genes' values of the chosen statistic (``details["reliability_statistic"]``). Beyond
-        the panel genes' range the map is flat (the lowest or highest panel SPCC). An undefined agreement (NaN: a
-        prediction constant over the cells) gives NaN.
+        the panel genes' range the map goes on along the straight line through its end knots, clipped to [-1, 1], so
+        that genes outside the range keep their order instead of tying at the lowest or highest panel SPCC. An
+        undefined agreement (NaN, from a calibration saved by an earlier version) counts as no agreement (0), as
+        :func:`agreement_features` now gives it.
         """
-        a = np.asarray(agreement, np.float64)
-        out = np.interp(np.nan_to_num(a), self.agreement_knots, self.spcc_knots)
-        out[~np.isfinite(a)] = np.nan
-        return out
+        a = np.nan_to_num(np.asarray(agreement, np.float64), nan=0.0)
+        x, y = self.agreement_knots, self.spcc_knots
+        out = np.interp(a, x, y)
+        if len(x) > 1 and x[-1] > x[0]:
+            slope = (y[-1] - y[0]) / (x[-1] - x[0])
+            below, above = a < x[0], a > x[-1]
+            out[below] = y[0] + slope * (a[below] - x[0])
+            out[above] = y[-1] + slope * (a[above] - x[-1])
+        return np.clip(out, -1.0, 1.0)
 
     def describe(self, level: float) -> dict[str, Any]:
         """The ``uns[key]["interval"]`` record: level, method, what it was calibrated on."""
@@ -389,7 +396,8 @@ def agreement_features(
 ) -> np.ndarray:
     """Per unknown gene of ``blend``: the truth-free reliability statistics over the cells of ``condition``.
 
-    Columns in the order of :data:`RELIABILITY_STATISTICS`, each a Spearman correlation across the cells:
+    Columns in the order of :data:`RELIABILITY_STATISTICS`, each a Spearman correlation across the cells (0 where one
+    side is constant over the cells, e.g. a gene that is zero in every nearby reference cell: no rank agreement):
 
     ``global_local``
         the ridge + neighbour blend (each part standardised as in ``blend``, equal weights) against the mean of the
@@ -431,7 +439,8 @@ def agreement_features(
         global_fit = (ridge - ridge_shift[genes]) + (nb_all - nb_shift[genes]) / nb_scale[genes]
         out[genes, 0] = spearman_columns(global_fit, nb_local)
         out[genes, 1] = spearman_columns(odd, even)
-    return out
+    # a side constant over the cells (the gene is zero in every nearby reference cell) ranks nothing: no agreement
+    return np.nan_to_num(out, nan=0.0)
 
 
 @dataclass(frozen=True)

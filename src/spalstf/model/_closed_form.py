@@ -24,6 +24,9 @@ CLOSED_FORM_PARTS = ("ridge", "neighbours")
 GATHER_ELEMENTS = 2**24
 #: Reference cells at most used for the statistics of the parts and the calibration (evenly spaced).
 MAX_STATISTICS_CELLS = 4096
+#: Spread over the reference cells (standardised target units, where each target has spread 1) below which a part of
+#: the blend is taken as constant for a gene: it cannot rank the cells, and it is left out of that gene's blend.
+MIN_PART_SPREAD = 1e-3
 
 
 def full_precision(device: torch.device | str) -> contextlib.AbstractContextManager:
@@ -275,8 +278,16 @@ class ClosedFormBlend(nn.Module):
 
 
 def _moments(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-gene mean and spread (ddof 0, at least 1e-6) of a part over the reference cells."""
-    return raw.mean(0), raw.std(0, unbiased=False).clamp_min(1e-6)
+    """Per-gene mean and spread (ddof 0) of a part over the reference cells.
+
+    A part that hardly varies over the reference cells for a gene (spread below :data:`MIN_PART_SPREAD`, in the
+    targets' standardised units) cannot rank cells by that gene: its spread is set to infinity, so its standardised
+    value is 0 and it adds nothing to the blend. Dividing by its tiny spread instead turned the few spatial cells
+    whose neighbours differ from every reference cell's into values of 10^5 (e.g. a sparse gene whose nearest
+    reference cells are all zero on the reference, and a one- or two-gene panel).
+    """
+    spread = raw.std(0, unbiased=False)
+    return raw.mean(0), torch.where(spread < MIN_PART_SPREAD, torch.full_like(spread, float("inf")), spread)
 
 
 def _ridge_basis(condition: torch.Tensor, targets: torch.Tensor):

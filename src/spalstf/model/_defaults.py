@@ -125,6 +125,9 @@ MODULE_OPTIONS = (
 PREPROCESSING_OPTIONS = ("alignment", "normalize_st", "cell_scaling", "target_sum")
 TRAINING_OPTIONS = ("max_epochs", "max_steps", "batch_size", "lr", "weight_decay")
 
+#: Fewest measured genes a model conditions on: the neighbour search is by cosine similarity over them.
+MIN_MEASURED_GENES = 2
+
 #: The preset of :class:`~spalstf.model.SpaLSTF` when none is named.
 DEFAULT_PRESET: Preset = "cpu"
 #: Parameters of :class:`~spalstf.model.SpaLSTF` that :func:`~spalstf.tl.spalstf_impute` takes as ``**options``

@@ -35,6 +35,7 @@ from . import _preprocessing as prep
 from ._condition_mixin import ConditionMixin
 from ._defaults import (
     DEFAULT_PRESET,
+    MIN_MEASURED_GENES,
     MODULE_OPTIONS,
     PRESETS,
     Attention,
@@ -236,6 +237,13 @@ class SpaLSTF(ImputationMixin, IntervalMixin, ConditionMixin, TrainingMixin, Bas
                 n_top_genes=n_top_genes,
                 gene_ranking=ranking,
             )
+            if len(plan.measured) < MIN_MEASURED_GENES:
+                raise ValueError(
+                    f"adata_st shares {len(plan.measured)} gene(s) with the reference to condition on "
+                    f"({format_names(list(plan.measured_st))}); SpaLSTF needs at least {MIN_MEASURED_GENES}: it finds "
+                    "a cell's nearest reference cells by cosine similarity over the measured genes, and over one gene "
+                    "every cell with signal is equally similar. Pass a panel of two or more measured genes."
+                )
         self.gene_plan = plan
         options = dict(locals())
         given = {k: v for k, v in options.items() if k in PRESETS[preset]}
