@@ -324,3 +324,28 @@ def test_the_routing_tables_name_every_option_the_model_and_its_training_take():
     settings = {*_defaults.MODULE_OPTIONS, *_defaults.PREPROCESSING_OPTIONS, *_defaults.TRAINING_OPTIONS}
     for preset in _defaults.PRESETS.values():
         assert set(preset) == settings
+
+
+def test_a_closed_form_blend_trains_nothing_and_imputes_as_a_trained_one(pair, tiny_model, tiny_train, monkeypatch):
+    """blend=("ridge", "neighbours") with one sample uses no network: spalstf_impute skips training, says so, and the
+    values are those of the same model after training; draws from such a model are refused."""
+    adata_st, adata_sc = pair
+    closed = {**tiny_model, "blend": ("ridge", "neighbours")}
+    calls = []
+    monkeypatch.setattr(sp.model.SpaLSTF, "train", lambda self, *a, **k: calls.append(1))
+    out = _run(adata_st, adata_sc, closed, tiny_train, copy=True)
+    monkeypatch.undo()
+    assert calls == [] and out.uns[KEY]["train_time_s"] == 0.0
+    assert out.uns[KEY]["params"]["training"].startswith("skipped")
+
+    reference = adata_sc.copy()
+    sp.model.SpaLSTF.setup_anndata(reference)
+    model = sp.model.SpaLSTF(reference, adata_st, **closed)
+    model.train(**tiny_train)
+    trained, _ = model.impute(adata_st, progress_bar=False)
+    np.testing.assert_array_equal(out.obsm[KEY].to_numpy(), trained.to_numpy())
+
+    skipped = sp.model.SpaLSTF(reference, adata_st, **closed)
+    skipped.skip_training("test")
+    with pytest.raises(RuntimeError, match="need the trained denoiser"):
+        skipped.impute(adata_st, n_samples=2, progress_bar=False)

@@ -146,6 +146,11 @@ class ImputationMixin:
         if not self.is_trained_:
             raise RuntimeError("The model is not trained yet; call `model.train()` first.")
         request.check(self.module.schedule.n_steps)
+        if request.n_samples > 1 and not getattr(self, "networks_trained_", True):
+            raise RuntimeError(
+                "Diffusion draws (n_samples > 1) need the trained denoiser, and this model's networks were not trained "
+                "(its blend has no network part and its training was skipped); call model.train() first."
+            )
         spatial = SpatialInput.prepare(adata_st, layer if layer is not None else self.st_layer)
         spatial.columns(self.gene_plan.measured_st)  # fail on missing genes before creating any file
         out_path = check_out_path(request.out, request.overwrite, [spatial.adata]) if request.out is not None else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -11,6 +12,8 @@ from scvi import settings as scvi_settings
 
 from .._logging import quiet_libraries
 from ._defaults import GRADIENT_CLIP_VAL, check_option
+
+logger = logging.getLogger(__name__)
 
 
 def _is_ddp(strategy) -> bool:
@@ -189,6 +192,7 @@ class TrainingMixin:
             result = runner()
         self.module.calibrate()  # the network part's statistics and the blend's calibration, on the reference
         self.train_time_s_ = time.perf_counter() - start
+        self.networks_trained_ = True
         self.train_params_ = {
             "max_epochs": max_epochs,
             "max_steps": max_steps,
@@ -201,3 +205,32 @@ class TrainingMixin:
             **trainer_kwargs,
         }
         return result
+
+    def skip_training(self, reason: str) -> None:
+        """Mark the model ready to impute without training its networks.
+
+        For a model whose blend has no ``"network"`` part the point estimate is the closed-form blend, fitted when
+        the model is built, so training would change nothing it returns. Diffusion draws need the trained denoiser:
+        :meth:`impute` refuses ``n_samples > 1`` until :meth:`train` has run. ``reason`` is logged and recorded in
+        ``train_params_`` (``uns[key]["params"]["training"]``).
+
+        Parameters
+        ----------
+        reason
+            Why no training is needed.
+
+        Examples
+        --------
+        >>> model = sp.model.SpaLSTF(adata_sc, adata_st, blend=("ridge", "neighbours"))  # doctest: +SKIP
+        >>> model.skip_training("the closed-form blend is all I need")  # doctest: +SKIP
+        >>> mean, _ = model.impute(adata_st)  # doctest: +SKIP
+        """
+        if "network" in self.settings["blend"]:
+            raise ValueError(
+                f"The blend {self.settings['blend']} uses the network part, which must be trained; call model.train()."
+            )
+        logger.info("Networks not trained: %s.", reason)
+        self.is_trained_ = True
+        self.networks_trained_ = False
+        self.train_time_s_ = 0.0
+        self.train_params_ = {"training": f"skipped: {reason}"}

@@ -96,7 +96,9 @@ def fit_and_impute(
     """Train a model on ``adata_sc`` for ``spatial`` (or reuse ``model``) and impute as ``request`` says.
 
     The options are routed (:func:`route_options`) and ``request`` is checked before the model is built. Training is
-    seeded with ``request.random_state``; the caller's random generators are restored afterwards. Returns the model
+    seeded with ``request.random_state``; the caller's random generators are restored afterwards. The networks are
+    not trained when nothing asked for uses them (a blend without ``"network"`` and one sample): the closed-form
+    blend is complete when the model is built (:meth:`SpaLSTF.skip_training`). Returns the model
     and the result of its imputation worker (the file is written but not opened when ``request.out`` is given).
     """
     check_nonempty(adata_sc, "adata_sc")
@@ -111,8 +113,11 @@ def fit_and_impute(
         with global_seed(request.random_state):
             SpaLSTF.setup_anndata(reference)
             model = SpaLSTF(reference, spatial, genes=genes, st_layer=spatial.layer, **model_options)
-            train_options.setdefault("enable_progress_bar", request.progress_bar)
-            model.train(**train_options)
+            if "network" in model.settings["blend"] or request.n_samples > 1:
+                train_options.setdefault("enable_progress_bar", request.progress_bar)
+                model.train(**train_options)
+            else:  # nothing asked for uses the networks: the closed-form blend is fitted already
+                model.skip_training(reason="the blend has no network part and no diffusion draws were asked for")
     elif options:
         raise ValueError(f"Options {sorted(options)} only apply when training; `model` is already trained.")
     elif genes is not None and list(genes) != model.imputed_genes:
