@@ -98,6 +98,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+#: ``normalize_st="auto"`` treats the spatial values as counts (and library-normalises them) when at most this
+#: fraction of their nonzero entries is non-integer; a few non-integer entries (a corrected or averaged value) warn,
+#: naming the fraction, but do not switch the normalisation of every cell.
+MAX_NON_INTEGER_FRACTION = 0.01
+
 #: Gradient-norm clipping of training (``SpaLSTF.train(gradient_clip_val=...)`` overrides it).
 GRADIENT_CLIP_VAL = 1.0
 

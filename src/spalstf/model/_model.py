@@ -149,8 +149,11 @@ class SpaLSTF(ImputationMixin, ConditionMixin, TrainingMixin, BaseModelClass):
         and on the spatial cells ``adata_st`` with signal (at least 10), and stored.
     normalize_st
         Library-normalise the spatial values over the measured genes (``True``), use them as given (``False``;
-        e.g. in situ intensities that are not proportional to molecule counts), or ``"auto"``: normalise when they
-        are non-negative integers (counts).
+        e.g. in situ intensities that are not proportional to molecule counts), or ``"auto"``: normalise unless the
+        values are clearly not counts, i.e. when at most 1% of the nonzero values on the measured genes are
+        non-integer (:data:`~spalstf.model._defaults.MAX_NON_INTEGER_FRACTION`; a `UserWarning` names the fraction
+        when some are). The choice made is logged and recorded as a bool in ``model.settings["normalize_st"]`` (and
+        in ``uns[key]["params"]`` of :func:`~spalstf.tl.spalstf_impute`).
     cell_scaling
         Per-cell max-abs scaling of the measured genes into [-1, 1] before the alignment (the paper's scaling).
     target_sum
@@ -258,6 +261,7 @@ class SpaLSTF(ImputationMixin, ConditionMixin, TrainingMixin, BaseModelClass):
         # the spatial alignment first: its errors (too few cells with signal) come before the reference work
         if adata_st is not None:
             st_alignment, st_normalized = self._fit_st_alignment(spatial, self.settings["normalize_st"])
+            self.settings["normalize_st"] = bool(st_normalized)  # what is used, not "auto"
         else:  # restored by load_state_dict
             st_alignment = prep.alignment_placeholders(self.alignment, len(plan.measured))
             st_normalized = True
@@ -357,7 +361,7 @@ class SpaLSTF(ImputationMixin, ConditionMixin, TrainingMixin, BaseModelClass):
             obs_columns, uns_keys = list(adata.obs.columns), set(adata.uns.keys())
         try:
             with quiet_libraries():  # scvi-tools' "File ... already downloaded"
-                return super().load(
+                model = super().load(
                     str(dir_path), adata=adata, accelerator=accelerator, device=device, prefix=prefix, **kwargs
                 )
         except Exception:
@@ -367,6 +371,9 @@ class SpaLSTF(ImputationMixin, ConditionMixin, TrainingMixin, BaseModelClass):
                 for key in [k for k in adata.uns.keys() if k not in uns_keys]:
                     del adata.uns[key]
             raise
+        # the normalisation restored with the state ("auto" was resolved when the model was built)
+        model.settings["normalize_st"] = bool(model.module.st_normalized)
+        return model
 
     # registration ------------------------------------------------------------------------------------------------
     @classmethod

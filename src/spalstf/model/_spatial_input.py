@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._expression import is_count_matrix, to_dense
+from .._expression import non_integer_counts, to_dense
 from .._streaming import iter_row_chunks, rows_per_chunk
 from .._validation import check_nonempty, check_unique_names, check_values, get_matrix
 from ._preprocessing import quantile_sample_rows
@@ -86,18 +86,20 @@ class SpatialInput:
             check_values(rows, "adata_st", names)
             yield start, stop, rows
 
-    def sample_with_signal(self, genes: Sequence[str], max_cells: int) -> tuple[np.ndarray, int, bool]:
+    def sample_with_signal(self, genes: Sequence[str], max_cells: int) -> tuple[np.ndarray, int, float]:
         """Raw values (float64) of ``genes`` in the cells with signal among ``max_cells`` evenly spaced ones.
 
         One chunked pass; also returns the number of cells without signal (all ``genes`` zero) over all cells and
-        whether the values are counts.
+        the fraction of the nonzero values of ``genes`` (over all cells, or about a million evenly spaced values per
+        chunk) that are not integers (0 for counts; 0 when every value is 0).
         """
         sample = quantile_sample_rows(self.n_obs, max_cells)
-        kept, n_empty, counts = [], 0, True
+        kept, n_empty, n_fractional, n_nonzero = [], 0, 0, 0
         for start, stop, rows in self.chunks(genes, rows_per_chunk(len(genes))):
             rows = to_dense(rows)
             empty = rows.sum(axis=1) == 0
             n_empty += int(empty.sum())
-            counts = counts and is_count_matrix(rows)
+            fractional, nonzero = non_integer_counts(rows)
+            n_fractional, n_nonzero = n_fractional + fractional, n_nonzero + nonzero
             kept.append(rows[np.isin(np.arange(start, stop), sample) & ~empty])
-        return np.concatenate(kept), n_empty, counts
+        return np.concatenate(kept), n_empty, n_fractional / max(n_nonzero, 1)
