@@ -101,10 +101,29 @@ def plan_genes(
                 UserWarning,
                 stacklevel=3,
             )
+    # spatial genes without a match that would find one once surrounding whitespace is removed ('Sox2 ' vs 'Sox2')
+    stripped_sc = {_match_key(g, case_sensitive).strip() for g in sc_genes}
+    sc_key_set = set(sc_keys)
+    unmatched = [g for g, k in zip(st_genes, st_keys, strict=True) if k not in sc_key_set]
+    padded = [g for g in unmatched if _match_key(g, case_sensitive).strip() in stripped_sc]
+    if padded and shared_mask.any():
+        warnings.warn(
+            f"{len(padded)} gene(s) of adata_st match a reference gene only when surrounding whitespace is removed "
+            f"(e.g. {padded[0]!r}); the model conditions on the {int(shared_mask.sum())} gene(s) that match as "
+            "written only. Strip the names first: `adata.var_names = adata.var_names.str.strip()` (on adata_st, "
+            "adata_sc or both).",
+            UserWarning,
+            stacklevel=3,
+        )
     if not shared_mask.any():
         hint = ""
         if case_sensitive and pd.Index([g.upper() for g in sc_genes]).isin([g.upper() for g in st_genes]).any():
             hint = " Some names match when case is ignored: pass case_sensitive=False."
+        if padded:
+            hint += (
+                f" {len(padded)} name(s) match once surrounding whitespace is removed (e.g. {padded[0]!r}): strip "
+                "them with `adata.var_names = adata.var_names.str.strip()`."
+            )
         raise ValueError(
             "adata_st and adata_sc share no gene names, so the reference cannot be conditioned on the spatial "
             f"measurements (e.g. ST {list(st_genes[:3])}, reference {list(sc_genes[:3])}).{hint}"
