@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -271,6 +272,7 @@ class SpaLSTF(ImputationMixin, ConditionMixin, TrainingMixin, BaseModelClass):
             len(plan.measured),
             **{k: self.settings[k] for k in MODULE_OPTIONS},
         )
+        self._record_clamped_neighbours(adata.n_obs)
         for name, value in stats.items():
             self.module.register_buffer(name, torch.from_numpy(value))
         for name, value in st_alignment.items():
@@ -289,6 +291,22 @@ class SpaLSTF(ImputationMixin, ConditionMixin, TrainingMixin, BaseModelClass):
             "measured_st": list(plan.measured_st),
             "imputed": list(plan.imputed),
         }
+
+    def _record_clamped_neighbours(self, n_ref: int) -> None:
+        """Record the context length the module uses (it caps ``n_neighbors`` at the reference cells but one).
+
+        A cell's context holds other reference cells only, so at most ``n_ref - 1``; a larger request is recorded as
+        used in :attr:`settings` (and so in ``uns[key]["params"]``) with a `UserWarning` saying so.
+        """
+        used, asked = int(self.module.n_neighbors), int(self.settings["n_neighbors"])
+        if used != asked:
+            warnings.warn(
+                f"n_neighbors={asked} exceeds the {n_ref} reference cells less one (a cell's context holds other "
+                f"reference cells only); {used} are used and recorded. Pass n_neighbors <= {used} to silence this.",
+                UserWarning,
+                stacklevel=3,
+            )
+        self.settings["n_neighbors"] = used
 
     # save / load -------------------------------------------------------------------------------------------------
     @classmethod
