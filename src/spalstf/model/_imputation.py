@@ -90,9 +90,18 @@ class ImputeRequest:
     def check(self, n_diffusion_steps: int | None = None, batch_size_name: str = "batch_size") -> None:
         """Raise a `ValueError` naming the argument when an option is out of range (before any work is done).
 
+        A ``key_added`` that is not a string raises a `TypeError`.
+
         When DDIM draws are made, ``n_sampling_steps`` may not exceed the model's ``n_diffusion_steps`` (when known):
         it is used as given, never clamped.
         """
+        if not isinstance(self.key_added, str):
+            raise TypeError(
+                f"key_added must be a non-empty string (the obsm/uns key of the result), got "
+                f"{type(self.key_added).__name__} {self.key_added!r}."
+            )
+        if not self.key_added:
+            raise ValueError("key_added must be a non-empty string (the obsm/uns key of the result), got ''.")
         check_option("n_samples", self.n_samples)
         check_option("sampler", self.sampler)
         check_option("n_sampling_steps", self.n_sampling_steps)

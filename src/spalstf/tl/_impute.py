@@ -5,9 +5,10 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 from anndata import AnnData
 
 from .._constants import IMPUTED_KEY, LOWER_SUFFIX, SPATIAL_KEY, STD_SUFFIX, UPPER_SUFFIX
@@ -35,6 +36,42 @@ def _table_of(sdata: SpatialData, table_key: str | None, copy: bool) -> tuple[Sp
         sdata = import_spatialdata().deepcopy(sdata)
     _, table, _ = resolve_table(sdata, table_key)
     return sdata, table
+
+
+def _is_our_result(adata: AnnData, key: str, obsm_key: str | None = None) -> bool:
+    """Whether ``uns[key]`` (and ``obsm[obsm_key]``, when given) were written by an earlier ``spalstf_impute``.
+
+    Ours: ``uns[key]`` holds our metadata (``imputed_genes`` and ``output_space``) and the obsm entry is a DataFrame
+    whose columns are those imputed genes.
+    """
+    meta = adata.uns.get(key)
+    if not isinstance(meta, Mapping) or "imputed_genes" not in meta or "output_space" not in meta:
+        return False
+    if obsm_key is None:
+        return True
+    frame = adata.obsm[obsm_key]
+    return isinstance(frame, pd.DataFrame) and [str(c) for c in frame.columns] == [
+        str(g) for g in meta["imputed_genes"]
+    ]
+
+
+def check_output_keys(adata: AnnData, key_added: str) -> None:
+    """Refuse a ``key_added`` whose keys hold something an earlier ``spalstf_impute`` did not write.
+
+    The call writes (or, when stale, removes) ``obsm[key_added]`` and its ``_std``, ``_lower`` and ``_upper`` keys,
+    and ``uns[key_added]``; an earlier result of ours there may be replaced, but coordinates, embeddings or another
+    tool's metadata never are. Raised before any training.
+    """
+    keys = [key_added + suffix for suffix in ("", STD_SUFFIX, LOWER_SUFFIX, UPPER_SUFFIX)]
+    foreign = [f"obsm[{k!r}]" for k in keys if k in adata.obsm and not _is_our_result(adata, key_added, k)]
+    if key_added in adata.uns and not _is_our_result(adata, key_added):
+        foreign.append(f"uns[{key_added!r}]")
+    if foreign:
+        raise ValueError(
+            f"key_added={key_added!r} would replace {', '.join(foreign)} of adata_st, not written by spalstf_impute "
+            f"(e.g. cell coordinates or an embedding). Pass another key_added (default {IMPUTED_KEY!r}), or delete "
+            "those keys first if they are an old result to discard."
+        )
 
 
 def spalstf_impute(
@@ -82,7 +119,10 @@ def spalstf_impute(
         Genes to impute. ``None``: reference genes the panel lacks, at most ``n_top_genes`` (default 2000) ranked by
         ``adata_sc.var["dispersions_norm"]`` when present, else in reference order.
     key_added
-        Key of the outputs in ``adata_st.obsm`` and ``adata_st.uns``.
+        Key of the outputs in ``adata_st.obsm`` and ``adata_st.uns`` (a non-empty string). An earlier result of
+        this function under that key is replaced; a key holding anything else (``"spatial"``, an embedding, another
+        tool's ``uns`` entry; also ``key_added + "_std"``, ``"_lower"``, ``"_upper"``) raises a `ValueError` before
+        any training.
     layer_st, layer_sc
         Layers holding the expression of each modality (``None``: ``.X``).
     n_samples
@@ -264,6 +304,8 @@ def _spalstf_impute(
         key_added=key_added,
         extra_levels=tuple(extra_levels),
     )
+    request.check()  # key_added's type first: the keys below are looked up with it
+    check_output_keys(adata_st, key_added)
     own_arguments = [name for name in inspect.signature(spalstf_impute).parameters if name != "options"]
     model, result = fit_and_impute(
         spatial,
