@@ -170,6 +170,9 @@ def _choice(*options: Any) -> tuple[Callable[[Any], bool], str]:
     return (lambda v: isinstance(v, str) and v in options), "one of " + ", ".join(repr(o) for o in options)
 
 
+#: Largest seed (NumPy's global generator takes 32-bit seeds).
+MAX_SEED = 2**32 - 1
+
 #: What every option accepts: a test and its description (the error message says it).
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "n_neighbors": _int_at_least(1),
@@ -207,6 +210,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "batch_size": _int_at_least(1),
     "lr": _POSITIVE_REAL,
     # imputation
+    "random_state": (
+        lambda v: _is_int(v) and 0 <= v <= MAX_SEED,
+        f"an integer between 0 and {MAX_SEED} (None is not accepted: results are always seeded, so pass the seed)",
+    ),
     "n_samples": _int_at_least(1),
     "n_sampling_steps": _int_at_least(1),
     "sampler": _choice("ddim", "ddpm"),

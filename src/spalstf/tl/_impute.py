@@ -132,7 +132,8 @@ def spalstf_impute(
     n_sampling_steps
         {n_sampling_steps}
     random_state
-        Seed of training and of the per-cell sampling noise.
+        Seed of training and of the per-cell sampling noise: an integer between 0 and 2**32 - 1. ``None`` and
+        non-integers raise a `ValueError` before any work (every result is seeded and reproducible).
     impute_batch_size
         Spatial cells read and imputed at a time (bounds the working memory; the result does not depend on it).
     interval
