@@ -85,6 +85,23 @@ def _check_reference_genes(adata: AnnData, var_names: pd.Index) -> None:
     )
 
 
+def _check_reference_cells(adata: AnnData, saved: dict[str, Any]) -> None:
+    """Raise a `ValueError` when ``adata`` has another number of cells than the reference the model was saved with.
+
+    The model keeps every reference cell's profile (the neighbour context), so it is loaded with the same cells.
+    """
+    profiles = (saved.get("model_state_dict") or {}).get("ref_profiles")
+    if profiles is None:
+        return
+    n_trained = int(profiles.shape[0])
+    if adata.n_obs != n_trained:
+        raise ValueError(
+            f"The model was trained on {n_trained} reference cells, but `adata` has {adata.n_obs}. The model keeps "
+            "every reference cell (their profiles form the neighbour context), so pass the reference it was trained "
+            "with, all its cells in the same order."
+        )
+
+
 class SpaLSTF(ImputationMixin, ConditionMixin, TrainingMixin, BaseModelClass):
     """SpaLSTF: a conditional diffusion model that imputes unmeasured spatial genes from a scRNA-seq reference.
 
@@ -323,7 +340,8 @@ class SpaLSTF(ImputationMixin, ConditionMixin, TrainingMixin, BaseModelClass):
 
         Checks what scvi-tools' loader would report obscurely, before it touches ``adata``: that ``dir_path`` holds
         a saved model, that its ``model.pt`` can be read, and that ``adata`` has the model's reference genes in the
-        model's order. If loading fails anyway, ``adata`` is left as it was (scvi-tools registers it in place).
+        model's order and the number of cells the model was trained on. If loading fails anyway, ``adata`` is left
+        as it was (scvi-tools registers it in place).
 
         Parameters
         ----------
@@ -376,6 +394,7 @@ class SpaLSTF(ImputationMixin, ConditionMixin, TrainingMixin, BaseModelClass):
             ) from err
         if adata is not None:
             _check_reference_genes(adata, var_names)
+            _check_reference_cells(adata, saved)
             obs_columns, uns_keys = list(adata.obs.columns), set(adata.uns.keys())
         try:
             with quiet_libraries():  # scvi-tools' "File ... already downloaded"
