@@ -25,16 +25,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def _table_of(sdata: SpatialData, table_key: str | None, copy: bool) -> tuple[SpatialData, AnnData]:
+def _table_of(
+    sdata: SpatialData, table_key: str | None, copy: bool, require_spatial: bool = True
+) -> tuple[SpatialData, AnnData]:
     """The SpatialData object to return (a deep copy with ``copy=True``) and its table ``table_key`` to impute into.
 
     The table is imputed in place; its region and instance keys and every element stay as they are. The table
-    annotating a region is what places the cells in space, so ``require_spatial`` does not ask for
-    ``obsm["spatial"]`` in it.
+    annotating a region is what places the cells in space, so ``require_spatial`` asks for that region (not for
+    ``obsm["spatial"]``); with ``require_spatial=False`` a table that annotates no region is imputed too.
     """
+    _, table, _ = resolve_table(sdata, table_key, require_region=require_spatial)  # checked before any copy
     if copy:
         sdata = import_spatialdata().deepcopy(sdata)
-    _, table, _ = resolve_table(sdata, table_key)
+        _, table, _ = resolve_table(sdata, table_key, require_region=require_spatial)
     return sdata, table
 
 
@@ -149,7 +152,9 @@ def spalstf_impute(
         A trained model to reuse (its genes are imputed and ``genes`` must be ``None`` or equal to them).
     require_spatial
         Raise if ``adata_st.obsm["spatial"]`` is missing (the plots and spatial statistics need it). With a
-        SpatialData object the table must annotate a region (its shapes or labels place the cells) instead.
+        SpatialData object the table must annotate a region (its shapes or labels place the cells) instead; with
+        ``False`` a table that annotates no region is imputed too. A table that annotates a region must identify
+        its cells: duplicated instance ids, or ids absent from the shapes' index, raise either way.
     table_key
         With a SpatialData object: the table of the spatial cells (``None``: its only table). Not used with an
         AnnData.
@@ -220,7 +225,7 @@ def spalstf_impute(
     """
     sdata = None
     if is_spatialdata(adata_st):  # the same call on the AnnData of its table
-        sdata, adata_st = _table_of(adata_st, table_key, copy)
+        sdata, adata_st = _table_of(adata_st, table_key, copy, require_spatial)
     elif table_key is not None:
         raise ValueError("table_key is for a SpatialData object; adata_st is an AnnData, so pass no table_key.")
     adata, _, _ = _spalstf_impute(
