@@ -223,7 +223,7 @@ def test_impute_on_an_upper_case_panel_hints_at_case(trained):
     model, _, adata_st = trained
     upper = adata_st.copy()
     upper.var_names = [g.upper() for g in upper.var_names]
-    with pytest.raises(KeyError, match="ignoring case"):
+    with pytest.raises(KeyError, match="case and surrounding whitespace are ignored"):
         model.impute(upper, progress_bar=False)
 
 

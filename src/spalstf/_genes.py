@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ import numpy as np
 import pandas as pd
 
 from ._validation import check_unique_names, format_names
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,8 @@ def plan_genes(
     genes
         Genes to impute. ``None`` imputes reference genes absent from the ST panel (at most ``n_top_genes`` of them,
         ranked by ``gene_ranking`` when given, else in reference order). Requested genes that the ST panel measured
-        are allowed (e.g. to cross-check a measured gene) but are then excluded from the condition.
+        are allowed (e.g. to cross-check a measured gene) but are then excluded from the condition (an INFO log line
+        says which and how many measured genes remain).
     case_sensitive
         If ``False``, match gene names between the two modalities ignoring case (``"Sox2"`` == ``"SOX2"``). Names
         are reported in the reference's spelling. Two genes that collide after case folding raise.
@@ -171,6 +175,17 @@ def plan_genes(
         raise ValueError(
             "No measured gene is left to condition on: every shared gene is also requested for imputation. "
             "Remove some measured genes from `genes`."
+        )
+    n_shared = int(shared_mask.sum())
+    if len(measured) < n_shared:
+        moved = [g for g, k, s in zip(sc_genes, sc_keys, shared_mask, strict=True) if s and k in imputed_keys]
+        logger.info(
+            "%d of the requested genes (%s) are measured in adata_st: they are imputed and left out of the condition, "
+            "which keeps %d of the %d measured genes.",
+            len(moved),
+            format_names(moved),
+            len(measured),
+            n_shared,
         )
     measured_st = [st_by_key[_match_key(g, case_sensitive)] for g in measured]
     return GenePlan(tuple(measured), tuple(measured_st), tuple(imputed))

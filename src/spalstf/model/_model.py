@@ -127,6 +127,7 @@ class SpaLSTF(ImputationMixin, ConditionMixin, TrainingMixin, BaseModelClass):
     genes
         Reference genes to impute. ``None``: reference genes absent from the ST panel, at most ``n_top_genes``,
         ranked by normalised dispersion when ``adata.var`` has a ``dispersions_norm`` column, else in reference order.
+        Requested genes that the panel measured are imputed and left out of the condition (a log line says so).
     st_layer
         Layer of ``adata_st`` with the expression values (``None``: ``adata_st.X``).
     case_sensitive

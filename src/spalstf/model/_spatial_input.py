@@ -73,9 +73,18 @@ class SpatialInput:
         """Column positions of ``genes`` (all required), in their order; a `KeyError` lists the missing ones."""
         missing = [g for g in genes if g not in self.adata.var_names]
         if missing:
+            hint = ""
+            folded = {str(g).strip().upper() for g in self.adata.var_names}
+            near = [g for g in missing if str(g).strip().upper() in folded]
+            if near:
+                hint = (
+                    f" {len(near)} of them are in adata_st when case and surrounding whitespace are ignored (e.g. "
+                    f"{near[0]!r}): rename adata_st's genes to the spelling of the panel the model was built with "
+                    "(case_sensitive=False applies when a model is built, not to later imputations)."
+                )
             raise KeyError(
                 f"adata_st lacks {len(missing)} gene(s) the model is conditioned on: {missing[:10]}. Pass the same "
-                "gene panel the model was built with."
+                f"gene panel the model was built with.{hint}"
             )
         return self.adata.var_names.get_indexer(list(genes))
 
