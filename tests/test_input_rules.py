@@ -211,11 +211,13 @@ def test_no_scvi_count_warning_beside_our_own_error(pair, tiny_model):
     assert not [w for w in caught if "unnormalized count data" in str(w.message)]
 
 
-def test_counts_in_raw_are_named_in_the_fix(pair, tiny_model):
+def test_counts_in_raw_are_named_in_the_fix(pair, tiny_model, tiny_train):
     adata_st, adata_sc = pair
     adata_sc.raw = adata_sc.copy()
     adata_sc.X = np.log1p(adata_sc.X)
-    with pytest.raises(ValueError, match=r"\.raw"):
+    with pytest.raises(ValueError, match=r"adata\.raw\.to_adata\(\)"):
+        _run(adata_st, adata_sc, tiny_model, tiny_train)
+    with pytest.raises(ValueError, match=r"adata\.raw\.to_adata\(\)"):
         _build(adata_st, adata_sc, tiny_model)
 
 

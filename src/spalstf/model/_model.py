@@ -22,7 +22,7 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from .._constants import INDICES_OBS_KEY
-from .._expression import log1p_normalize, to_dense
+from .._expression import is_count_matrix, log1p_normalize, to_dense
 from .._genes import GenePlan, plan_genes
 from .._logging import quiet_libraries
 from .._state import global_seed
@@ -83,6 +83,23 @@ def _check_reference_genes(adata: AnnData, var_names: pd.Index) -> None:
         "`adata` has the model's reference genes in another order; pass `adata[:, genes]` with the model's order "
         "(the var_names saved with the model)."
     )
+
+
+def check_reference_counts(X: Any, adata: AnnData) -> None:
+    """Raise a `ValueError` when the reference values ``X`` are not counts, naming where to pass them.
+
+    The fix names the layer arguments and, when ``adata.raw`` holds counts, ``adata.raw.to_adata()``.
+    """
+    where = (
+        "layer_sc= of sp.tl.spalstf_impute or layer= of SpaLSTF.setup_anndata, naming the layer that holds them, "
+        "e.g. 'counts'"
+    )
+    if adata.raw is not None and is_count_matrix(adata.raw.X):
+        where += (
+            "; adata.raw holds counts: pass `adata.raw.to_adata()` as the reference (check that its genes are those "
+            "you mean)"
+        )
+    check_counts(X, "adata (reference)", where)
 
 
 def _check_reference_cells(adata: AnnData, saved: dict[str, Any]) -> None:
@@ -244,12 +261,7 @@ class SpaLSTF(ImputationMixin, ConditionMixin, TrainingMixin, BaseModelClass):
         ref_X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         check_values(ref_X, "adata (reference)", adata.var_names)
         if require_counts:
-            check_counts(
-                ref_X,
-                "adata (reference)",
-                "layer_sc= of sp.tl.spalstf_impute or layer= of SpaLSTF.setup_anndata, naming the layer that holds "
-                "them, e.g. 'counts'",
-            )
+            check_reference_counts(ref_X, adata)
 
         if gene_plan is not None:
             plan = GenePlan(tuple(gene_plan["measured"]), tuple(gene_plan["measured_st"]), tuple(gene_plan["imputed"]))
@@ -429,7 +441,8 @@ class SpaLSTF(ImputationMixin, ConditionMixin, TrainingMixin, BaseModelClass):
 
         Notes
         -----
-        As every scvi-tools model, this adds ``adata.obs["_indices"]`` (the row number of each cell) and scvi-tools'
+        scvi-tools' warning that the values are not counts is not shown: :class:`SpaLSTF` checks them itself
+        (``require_counts``) and names the fix. As every scvi-tools model, this adds ``adata.obs["_indices"]`` (the row number of each cell) and scvi-tools'
         registration keys in ``adata.uns``. :func:`spalstf.tl.spalstf_impute` registers a lightweight copy instead,
         so it never changes the user's objects.
 
@@ -451,7 +464,9 @@ class SpaLSTF(ImputationMixin, ConditionMixin, TrainingMixin, BaseModelClass):
             NumericalObsField(REGISTRY_KEYS.INDICES_KEY, INDICES_OBS_KEY),
         ]
         manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        manager.register_fields(adata, **kwargs)
+        with warnings.catch_warnings():  # SpaLSTF checks the counts itself, with the fix (require_counts)
+            warnings.filterwarnings("ignore", message=".*does not contain unnormalized count data")
+            manager.register_fields(adata, **kwargs)
         cls.register_manager(manager)
 
     # preprocessing -----------------------------------------------------------------------------------------------
