@@ -25,13 +25,16 @@ PEERS: dict[str, PeerFunction] = {
     "ridge": impute_ridge,
 }
 
+
 def _int_at_least_1(value: Any) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_) and value >= 1
 
 
 def _real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_) and (
-        np.isfinite(float(value))
+    return (
+        isinstance(value, int | float | np.integer | np.floating)
+        and not isinstance(value, bool | np.bool_)
+        and (np.isfinite(float(value)))
     )
 
 
@@ -51,8 +54,7 @@ _ARGS_SET_BY_CROSS_VALIDATE = ("adata_st", "adata_sc", "held_genes", "random_sta
 
 
 def check_options(method: str, options: dict[str, Any]) -> None:
-    """Raise a `TypeError` naming an option of ``method_kwargs[method]`` that the method does not take, and a
-    `ValueError` naming an option whose value it does not accept.
+    """Raise a `TypeError` (`ValueError`) naming an option of ``method_kwargs[method]`` it does not take (accept).
 
     Checked before any fold runs, so a typo or an invalid value fails at once instead of being recorded as an error
     of every fold. For ``"spalstf"`` the options are those of :func:`~spalstf.tl.spalstf_impute` and of what it

@@ -180,7 +180,8 @@ For ``n_samples > 1``. ``"ddim"``: deterministic DDIM with ``n_sampling_steps`` 
 Steps of the DDIM sampler (at most the model's ``n_diffusion_steps``).""",
     "random_state": """\
 Seed of the per-cell sampling noise (keyed by cell name, so independent of batch and order): an integer
-    between 0 and 2**32 - 1. ``None`` and non-integers raise a `ValueError`: every result is seeded and reproducible.""",
+    between 0 and 2**32 - 1. ``None`` and non-integers raise a `ValueError`: every result is seeded and
+    reproducible.""",
     "interval": """\
 Central level (e.g. ``0.9``) of calibrated intervals around the point estimate, or ``None`` (default). The
     model is calibrated on the measured genes of ``adata_st`` unless it was calibrated before (inner leave-genes-out

@@ -442,9 +442,10 @@ class SpaLSTF(ImputationMixin, ConditionMixin, TrainingMixin, BaseModelClass):
         Notes
         -----
         scvi-tools' warning that the values are not counts is not shown: :class:`SpaLSTF` checks them itself
-        (``require_counts``) and names the fix. As every scvi-tools model, this adds ``adata.obs["_indices"]`` (the row number of each cell) and scvi-tools'
-        registration keys in ``adata.uns``. :func:`spalstf.tl.spalstf_impute` registers a lightweight copy instead,
-        so it never changes the user's objects.
+        (``require_counts``) and names the fix. As every scvi-tools model, this adds ``adata.obs["_indices"]`` (the
+        row number of each cell) and scvi-tools' registration keys in ``adata.uns``.
+        :func:`spalstf.tl.spalstf_impute` registers a lightweight copy instead, so it never changes the user's
+        objects.
 
         Examples
         --------

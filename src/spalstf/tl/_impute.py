@@ -120,8 +120,8 @@ def spalstf_impute(
         Reference scRNA-seq data with raw counts.
     genes
         Genes to impute. ``None``: reference genes the panel lacks, at most ``n_top_genes`` (default 2000) ranked by
-        ``adata_sc.var["dispersions_norm"]`` when present, else in reference order. Requested genes that the panel measured are
-        imputed (to cross-check them) and left out of the condition; a log line says which.
+        ``adata_sc.var["dispersions_norm"]`` when present, else in reference order. Requested genes that the panel
+        measured are imputed (to cross-check them) and left out of the condition; a log line says which.
     key_added
         Key of the outputs in ``adata_st.obsm`` and ``adata_st.uns`` (a non-empty string). An earlier result of
         this function under that key is replaced; a key holding anything else (``"spatial"``, an embedding, another
