@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 import spalstf
-from spalstf.model._model import _ddp_without_buffer_broadcast, _is_ddp
+from spalstf.model._training_mixin import _ddp_without_buffer_broadcast, _is_ddp
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 EPOCHS = 3
