@@ -20,7 +20,9 @@ def resolve_normalize_st(normalize_st: bool | str, non_integer: float) -> bool:
 
     ``"auto"`` normalises when at most :data:`~spalstf.model._defaults.MAX_NON_INTEGER_FRACTION` of the nonzero
     values are non-integer (``non_integer``, a fraction), i.e. unless the values are clearly not counts; when some
-    are non-integer but few, a `UserWarning` names the fraction. The choice is logged (INFO) either way.
+    are non-integer but few, a `UserWarning` names the fraction. The choice is logged: at INFO level when ``"auto"``
+    met non-integer values, else (plain counts, or an explicit choice) at DEBUG level;
+    :func:`~spalstf.tl.spalstf_impute`'s summary line says it too.
     """
     if normalize_st != "auto":
         normalize = bool(normalize_st)
@@ -41,7 +43,8 @@ def resolve_normalize_st(normalize_st: bool | str, non_integer: float) -> bool:
                 stacklevel=4,
             )
     how = "library-normalised over the measured genes" if normalize else "used as given (not library-normalised)"
-    logger.info("spatial values are %s (%s).", how, reason)
+    level = logging.INFO if normalize_st == "auto" and non_integer > 0 else logging.DEBUG
+    logger.log(level, "spatial values are %s (%s).", how, reason)
     return normalize
 
 

@@ -41,13 +41,22 @@ def _table_of(
     return sdata, table
 
 
-def _is_our_result(adata: AnnData, key: str, obsm_key: str | None = None) -> bool:
-    """Whether ``uns[key]`` (and ``obsm[obsm_key]``, when given) were written by an earlier ``spalstf_impute``.
+def _is_our_result(adata: AnnData, key: str, genes: pd.Index, obsm_key: str | None = None) -> bool:
+    """Whether ``uns[key]`` (and ``obsm[obsm_key]``, when given) hold an earlier imputation of spalstf_impute.
 
     Ours: ``uns[key]`` holds our metadata (``imputed_genes`` and ``output_space``) and the obsm entry is a DataFrame
-    whose columns are those imputed genes.
+    whose columns are those imputed genes; or, with no ``uns[key]`` (e.g. the obsm copied to another AnnData), the
+    obsm entry is a DataFrame indexed by the cell names whose columns are reference genes (``genes``).
     """
     meta = adata.uns.get(key)
+    if meta is None and obsm_key is not None:
+        frame = adata.obsm[obsm_key]
+        return (
+            isinstance(frame, pd.DataFrame)
+            and len(frame.columns) > 0
+            and frame.index.equals(adata.obs_names)
+            and pd.Index(frame.columns.astype(str)).isin(genes).all()
+        )
     if not isinstance(meta, Mapping) or "imputed_genes" not in meta or "output_space" not in meta:
         return False
     if obsm_key is None:
@@ -58,16 +67,17 @@ def _is_our_result(adata: AnnData, key: str, obsm_key: str | None = None) -> boo
     ]
 
 
-def check_output_keys(adata: AnnData, key_added: str) -> None:
+def check_output_keys(adata: AnnData, key_added: str, genes: Sequence[str]) -> None:
     """Refuse a ``key_added`` whose keys hold something an earlier ``spalstf_impute`` did not write.
 
     The call writes (or, when stale, removes) ``obsm[key_added]`` and its ``_std``, ``_lower`` and ``_upper`` keys,
-    and ``uns[key_added]``; an earlier result of ours there may be replaced, but coordinates, embeddings or another
-    tool's metadata never are. Raised before any training.
+    and ``uns[key_added]``; an earlier imputation there (of the reference genes ``genes``) may be replaced, but
+    coordinates, embeddings or another tool's results never are. Raised before any training.
     """
+    genes = pd.Index([str(g) for g in genes])
     keys = [key_added + suffix for suffix in ("", STD_SUFFIX, LOWER_SUFFIX, UPPER_SUFFIX)]
-    foreign = [f"obsm[{k!r}]" for k in keys if k in adata.obsm and not _is_our_result(adata, key_added, k)]
-    if key_added in adata.uns and not _is_our_result(adata, key_added):
+    foreign = [f"obsm[{k!r}]" for k in keys if k in adata.obsm and not _is_our_result(adata, key_added, genes, k)]
+    if key_added in adata.uns and not _is_our_result(adata, key_added, genes):
         foreign.append(f"uns[{key_added!r}]")
     if foreign:
         raise ValueError(
@@ -124,7 +134,8 @@ def spalstf_impute(
         measured are imputed (to cross-check them) and left out of the condition; a log line says which.
     key_added
         Key of the outputs in ``adata_st.obsm`` and ``adata_st.uns`` (a non-empty string). An earlier result of
-        this function under that key is replaced; a key holding anything else (``"spatial"``, an embedding, another
+        this function under that key is replaced (known by its ``uns`` metadata or, without it, as a DataFrame of
+        reference genes indexed by the cells); a key holding anything else (``"spatial"``, an embedding, another
         tool's ``uns`` entry; also ``key_added + "_std"``, ``"_lower"``, ``"_upper"``) raises a `ValueError` before
         any training.
     layer_st, layer_sc
@@ -311,8 +322,8 @@ def _spalstf_impute(
         key_added=key_added,
         extra_levels=tuple(extra_levels),
     )
-    request.check()  # key_added's type first: the keys below are looked up with it
-    check_output_keys(adata_st, key_added)
+    request.check(batch_size_name="impute_batch_size")  # key_added's type first: the keys below use it
+    check_output_keys(adata_st, key_added, adata_sc.var_names if isinstance(adata_sc, AnnData) else [])
     own_arguments = [name for name in inspect.signature(spalstf_impute).parameters if name != "options"]
     model, result = fit_and_impute(
         spatial,
@@ -329,13 +340,15 @@ def _spalstf_impute(
     metadata = result.metadata
     written = f"{out} and uns[{key_added!r}]" if out is not None else f"obsm[{key_added!r}] and uns[{key_added!r}]"
     logger.info(
-        "imputed %d genes of %d cells from %d measured genes (training %.1f s, imputation %.1f s): %s",
+        "imputed %d genes of %d cells from %d measured genes (training %.1f s, imputation %.1f s): %s; spatial "
+        "values %s",
         len(metadata["imputed_genes"]),
         adata.n_obs,
         len(metadata["measured_genes"]),
         metadata["train_time_s"],
         metadata["impute_time_s"],
         written,
+        "library-normalised" if model.settings["normalize_st"] else "used as given (normalize_st=False)",
     )
     return adata, model, result
 
