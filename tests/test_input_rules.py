@@ -238,3 +238,34 @@ def test_a_table_without_region_is_fine_with_require_spatial_false(pair, trained
         sdata, adata_sc, model=trained.model, table_key="loose", require_spatial=False, progress_bar=False
     )
     assert KEY in sdata.tables["loose"].obsm
+
+
+# 7. threads ----------------------------------------------------------------------------------------------------------
+def test_our_calls_run_with_scanpys_n_jobs_threads_and_restore_torchs(pair, tiny_model, tiny_train, monkeypatch):
+    import scanpy as sc
+    import torch
+
+    adata_st, adata_sc = pair
+    seen = []
+    train = SpaLSTF.train
+
+    def recording_train(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return train(self, *args, **kwargs)
+
+    monkeypatch.setattr(SpaLSTF, "train", recording_train)
+    before, n_jobs = torch.get_num_threads(), sc.settings.n_jobs
+    torch.set_num_threads(2)
+    try:
+        sc.settings.n_jobs = 1  # scanpy's default
+        _run(adata_st, adata_sc, tiny_model, tiny_train)
+        assert torch.get_num_threads() == 2
+        _run(adata_st, adata_sc, tiny_model, tiny_train, n_jobs=2)
+        sc.settings.n_jobs = 2
+        _run(adata_st, adata_sc, tiny_model, tiny_train)
+        with pytest.raises(ValueError, match="n_jobs must be"):
+            _run(adata_st, adata_sc, tiny_model, tiny_train, n_jobs=0)
+    finally:
+        torch.set_num_threads(before)
+        sc.settings.n_jobs = n_jobs
+    assert seen == [1, 2, 2]

@@ -13,6 +13,7 @@ from anndata import AnnData
 
 from .._constants import IMPUTED_KEY, LOWER_SUFFIX, SPATIAL_KEY, STD_SUFFIX, UPPER_SUFFIX
 from .._spatialdata import import_spatialdata, is_spatialdata, resolve_table
+from .._threads import cpu_threads
 from ..model import SpaLSTF
 from ..model._defaults import IMPUTE_BATCH_SIZE, SAMPLING_STEPS, Sampler
 from ..model._imputation import ImputationResult, ImputeRequest, fill_parameters
@@ -108,6 +109,7 @@ def spalstf_impute(
     table_key: str | None = None,
     copy: bool = False,
     progress_bar: bool = True,
+    n_jobs: int | None = None,
     **options: Any,
 ) -> AnnData | SpatialData | None:
     """Impute genes of a spatial panel from a scRNA-seq reference with SpaLSTF.
@@ -175,6 +177,10 @@ def spalstf_impute(
         elements included).
     progress_bar
         Show progress bars for training and sampling.
+    n_jobs
+        CPU threads of torch and of the BLAS/OpenMP pools during the call (restored afterwards). ``None``:
+        :attr:`scanpy.settings.n_jobs` (1 unless set; -1: every core). One thread keeps the call fast on a shared or
+        busy machine, where more threads than free cores make it many times slower (:mod:`spalstf._threads`).
     **options
         Model options (``preset``, ``n_hidden``, ``n_neighbors``, ``case_sensitive``, ``n_top_genes``, ...; the
         parameters of :class:`~spalstf.model.SpaLSTF`) and training options (``max_epochs``, ``batch_size``, ``lr``,
@@ -259,6 +265,7 @@ def spalstf_impute(
         require_spatial=require_spatial and sdata is None,
         copy=copy and sdata is None,
         progress_bar=progress_bar,
+        n_jobs=n_jobs,
         **options,
     )
     if sdata is not None:
@@ -289,6 +296,7 @@ def _spalstf_impute(
     require_spatial: bool = True,
     copy: bool = False,
     progress_bar: bool = True,
+    n_jobs: int | None = None,
     extra_levels: Sequence[float] = (),
     **options: Any,
 ) -> tuple[AnnData, SpaLSTF, ImputationResult]:
@@ -325,16 +333,17 @@ def _spalstf_impute(
     request.check(batch_size_name="impute_batch_size")  # key_added's type first: the keys below use it
     check_output_keys(adata_st, key_added, adata_sc.var_names if isinstance(adata_sc, AnnData) else [])
     own_arguments = [name for name in inspect.signature(spalstf_impute).parameters if name != "options"]
-    model, result = fit_and_impute(
-        spatial,
-        adata_sc,
-        genes=genes,
-        layer_sc=layer_sc,
-        model=model,
-        request=request,
-        options=options,
-        also_valid=own_arguments,
-    )
+    with cpu_threads(n_jobs):
+        model, result = fit_and_impute(
+            spatial,
+            adata_sc,
+            genes=genes,
+            layer_sc=layer_sc,
+            model=model,
+            request=request,
+            options=options,
+            also_valid=own_arguments,
+        )
     adata = adata_st.copy() if copy else adata_st
     _write_result(adata, key_added, result)
     metadata = result.metadata
