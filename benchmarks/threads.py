@@ -12,8 +12,13 @@ Usage::
 
     python benchmarks/threads.py --threads all 1 --busy 0 1 --max-steps 600
 
-Measured on a 2-core machine already loaded by other jobs (load average about 4), ``--max-steps 100``: ``all``
-(2 threads) 198 s, ``1`` 31 s. A quiet machine was not available, so the time alone is not known from this run.
+Measured on a 2-core machine already loaded by other jobs, ``--max-steps 100`` (seconds of the call):
+
+- load average about 4, no busy loop: ``all`` (2 threads) 198, ``1`` 31;
+- load average about 3: ``1`` 15, ``all`` 76; with one busy loop beside it: ``1`` 30, ``all`` 154.
+
+A quiet machine was not available, so the time alone (and whether 2 threads win there) is not known from these
+runs; ``spalstf demo`` was not timed.
 """
 
 from __future__ import annotations
