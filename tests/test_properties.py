@@ -119,3 +119,85 @@ def test_impute_succeeds_finite_or_raises_a_documented_error(one_thread, pair):
         assert imputed.index.equals(adata_st.obs_names)
         assert list(imputed.columns) == out.uns["spalstf_imputed"]["imputed_genes"]
         assert np.isfinite(imputed.to_numpy()).all() and (imputed.to_numpy() >= 0).all()
+
+
+#: A fixed reference of three cell types (genes Gene0..Gene11) for the panel/name/key property.
+def _typed_reference(seed: int = 0) -> tuple[ad.AnnData, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    means = rng.gamma(2.0, 3.0, size=(3, 12)) + 1.0
+    types = rng.integers(0, 3, 120)
+    adata_sc = ad.AnnData(
+        X=rng.poisson(means[types]).astype(np.float32),
+        obs=pd.DataFrame(index=[f"r{i}" for i in range(120)]),
+        var=pd.DataFrame(index=[f"Gene{i}" for i in range(12)]),
+    )
+    return adata_sc, means
+
+
+_ODD_NAMES = {
+    "as is": lambda g: g,
+    "upper": str.upper,
+    "lower": str.lower,
+    "trailing space": lambda g: g + " ",
+    "leading space": lambda g: " " + g,
+}
+#: Keys the spatial data holds before the call (coordinates, an embedding) and keys a user may pass.
+_USER_OBSM = ("spatial", "X_umap")
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    panel=st.lists(st.integers(0, 11), min_size=3, max_size=5, unique=True),
+    spellings=st.lists(st.sampled_from(["as is"] * 6 + sorted(_ODD_NAMES)), min_size=5, max_size=5),
+    key=st.sampled_from(["spalstf_imputed", "imputed genes", "k", "K ", "spatial", "X_umap", "spatial_lower"]),
+    case_sensitive=st.booleans(),
+)
+def test_small_panels_odd_names_and_keys_give_bounded_values_or_a_documented_error(
+    one_thread, panel, spellings, key, case_sensitive
+):
+    """Panels of 3-5 genes, names varied in case and whitespace (so 0-5 of them match), any key: finite values within
+    the reference's range, or a documented error raised by spalstf; never a user's obsm key replaced."""
+    adata_sc, means = _typed_reference()
+    rng = np.random.default_rng(len(panel))
+    types = rng.integers(0, 3, 40)
+    genes = [f"Gene{i}" for i in panel]
+    adata_st = ad.AnnData(
+        X=rng.poisson(2.0 * means[types][:, panel]).astype(np.float32),
+        obs=pd.DataFrame(index=[f"c{i}" for i in range(40)]),
+        var=pd.DataFrame(index=[_ODD_NAMES[s](g) for g, s in zip(genes, spellings, strict=False)]),
+    )
+    user_obsm = {k: rng.uniform(size=(40, 2)) for k in _USER_OBSM}
+    for k, v in user_obsm.items():
+        adata_st.obsm[k] = v.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            sp.tl.spalstf_impute(
+                adata_st, adata_sc, key_added=key, case_sensitive=case_sensitive, progress_bar=False, **TINY
+            )
+            raised = None
+        except DOCUMENTED as err:
+            assert _raised_by_spalstf(err), f"{type(err).__name__} from another library: {err}"
+            raised = err
+    for k, v in user_obsm.items():  # never replaced, whatever happened
+        np.testing.assert_array_equal(adata_st.obsm[k], v)
+    if key in _USER_OBSM or key.startswith("spatial_"):
+        if key in _USER_OBSM:
+            assert raised is not None and "not written by spalstf_impute" in str(raised)
+        return
+    if raised is not None:  # whitespace left no gene, or one gene, to condition on
+        assert "share no gene names" in str(raised) or "SpaLSTF needs at least 2" in str(raised), raised
+        return
+    measured = adata_st.uns[key]["measured_genes"]
+    imputed = adata_st.obsm[key].to_numpy()
+    reference = np.asarray(adata_sc.X, dtype=np.float64)
+    by_name = {g.upper(): i for i, g in enumerate(adata_sc.var_names)}
+    library = reference[:, [by_name[g.strip().upper()] for g in measured]]
+    targets = np.log1p(
+        reference[:, [list(adata_sc.var_names).index(g) for g in adata_st.uns[key]["imputed_genes"]]]
+        / np.maximum(library.sum(axis=1, keepdims=True), 1)
+        * 1e4
+    )
+    assert np.isfinite(imputed).all()
+    # the blend's ridge part may extrapolate a little: at most twice the reference's largest normalised value
+    assert imputed.min() >= 0 and imputed.max() <= targets.max() + np.log(2), (imputed.max(), targets.max())

@@ -50,6 +50,13 @@ def is_count_matrix(X) -> bool:
     return bool(np.all(data == np.round(data)))
 
 
+def non_integer_counts(X) -> tuple[int, int]:
+    """``(non-integer, nonzero)``: how many of the nonzero values of :func:`count_check_sample` are not integers."""
+    data = count_check_sample(X)
+    data = data[data != 0]
+    return int(np.count_nonzero(data != np.round(data))), int(data.size)
+
+
 def output_space(target_sum: float, library: str) -> str:
     """The ``output_space`` string of a result: the normalisation and which genes form the library.
 

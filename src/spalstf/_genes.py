@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ import numpy as np
 import pandas as pd
 
 from ._validation import check_unique_names, format_names
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,8 @@ def plan_genes(
     genes
         Genes to impute. ``None`` imputes reference genes absent from the ST panel (at most ``n_top_genes`` of them,
         ranked by ``gene_ranking`` when given, else in reference order). Requested genes that the ST panel measured
-        are allowed (e.g. to cross-check a measured gene) but are then excluded from the condition.
+        are allowed (e.g. to cross-check a measured gene) but are then excluded from the condition (an INFO log line
+        says which and how many measured genes remain).
     case_sensitive
         If ``False``, match gene names between the two modalities ignoring case (``"Sox2"`` == ``"SOX2"``). Names
         are reported in the reference's spelling. Two genes that collide after case folding raise.
@@ -101,10 +105,29 @@ def plan_genes(
                 UserWarning,
                 stacklevel=3,
             )
+    # spatial genes without a match that would find one once surrounding whitespace is removed ('Sox2 ' vs 'Sox2')
+    stripped_sc = {_match_key(g, case_sensitive).strip() for g in sc_genes}
+    sc_key_set = set(sc_keys)
+    unmatched = [g for g, k in zip(st_genes, st_keys, strict=True) if k not in sc_key_set]
+    padded = [g for g in unmatched if _match_key(g, case_sensitive).strip() in stripped_sc]
+    if padded and shared_mask.any():
+        warnings.warn(
+            f"{len(padded)} gene(s) of adata_st match a reference gene only when surrounding whitespace is removed "
+            f"(e.g. {padded[0]!r}); the model conditions on the {int(shared_mask.sum())} gene(s) that match as "
+            "written only. Strip the names first: `adata.var_names = adata.var_names.str.strip()` (on adata_st, "
+            "adata_sc or both).",
+            UserWarning,
+            stacklevel=3,
+        )
     if not shared_mask.any():
         hint = ""
         if case_sensitive and pd.Index([g.upper() for g in sc_genes]).isin([g.upper() for g in st_genes]).any():
             hint = " Some names match when case is ignored: pass case_sensitive=False."
+        if padded:
+            hint += (
+                f" {len(padded)} name(s) match once surrounding whitespace is removed (e.g. {padded[0]!r}): strip "
+                "them with `adata.var_names = adata.var_names.str.strip()`."
+            )
         raise ValueError(
             "adata_st and adata_sc share no gene names, so the reference cannot be conditioned on the spatial "
             f"measurements (e.g. ST {list(st_genes[:3])}, reference {list(sc_genes[:3])}).{hint}"
@@ -152,6 +175,17 @@ def plan_genes(
         raise ValueError(
             "No measured gene is left to condition on: every shared gene is also requested for imputation. "
             "Remove some measured genes from `genes`."
+        )
+    n_shared = int(shared_mask.sum())
+    if len(measured) < n_shared:
+        moved = [g for g, k, s in zip(sc_genes, sc_keys, shared_mask, strict=True) if s and k in imputed_keys]
+        logger.info(
+            "%d of the requested genes (%s) are measured in adata_st: they are imputed and left out of the condition, "
+            "which keeps %d of the %d measured genes.",
+            len(moved),
+            format_names(moved),
+            len(measured),
+            n_shared,
         )
     measured_st = [st_by_key[_match_key(g, case_sensitive)] for g in measured]
     return GenePlan(tuple(measured), tuple(measured_st), tuple(imputed))

@@ -46,11 +46,15 @@ class TableKeys(NamedTuple):
     instance_key: str
 
 
-def resolve_table(sdata: SpatialData, table_key: str | None) -> tuple[str, AnnData, TableKeys]:
+def resolve_table(
+    sdata: SpatialData, table_key: str | None, *, require_region: bool = True
+) -> tuple[str, AnnData, TableKeys]:
     """The table ``table_key`` of ``sdata`` (``None``: its only table), with the region it annotates.
 
     Errors name the problem and the fix: no or several tables without ``table_key``, an unknown name, a table that
-    annotates no region, or a region element that is not in ``sdata``.
+    annotates no region (only with ``require_region``; without, such a table is returned with empty keys), a region
+    element that is not in ``sdata``, and instance ids that do not identify the cells: an id used twice within a
+    region, or (for a shapes region) an id that is not in the shapes' index.
     """
     from spatialdata.models import TableModel
 
@@ -71,6 +75,8 @@ def resolve_table(sdata: SpatialData, table_key: str | None) -> tuple[str, AnnDa
     attrs = table.uns.get(TableModel.ATTRS_KEY) or {}
     region = attrs.get(TableModel.REGION_KEY)
     if region is None or (not isinstance(region, str) and len(region) == 0):
+        if not require_region:
+            return table_key, table, TableKeys([], "", "")
         raise ValueError(
             f"Table {table_key!r} annotates no region (no shapes or labels element), so its cells have no place in "
             "space. Link it to the element of its cells with spatialdata.models.TableModel.parse(table, "
@@ -92,7 +98,32 @@ def resolve_table(sdata: SpatialData, table_key: str | None) -> tuple[str, AnnDa
                 f"Table {table_key!r} names obs column {column!r} as its region or instance key, but has no such "
                 "column; parse it again with spatialdata.models.TableModel.parse."
             )
+    _check_instances(sdata, table_key, table, keys)
     return table_key, table, keys
+
+
+def _check_instances(sdata: SpatialData, table_key: str, table: AnnData, keys: TableKeys) -> None:
+    """Raise a `ValueError` when the instance ids do not name one cell each of the region element."""
+    obs = table.obs[[keys.region_key, keys.instance_key]]
+    duplicated = obs.duplicated()
+    if duplicated.any():
+        examples = obs[duplicated].head(3).itertuples(index=False)
+        raise ValueError(
+            f"Table {table_key!r} has {int(duplicated.sum())} duplicated instance ids (obs[{keys.instance_key!r}] "
+            f"within a region, e.g. {[tuple(e) for e in examples]}), so its rows cannot be matched to one element "
+            "each. Give every row its own instance id and parse the table again (TableModel.parse)."
+        )
+    for region in keys.region:
+        if region not in sdata.shapes:  # labels and points: the ids are not checked here
+            continue
+        ids = obs.loc[obs[keys.region_key].astype(str) == region, keys.instance_key]
+        absent = ids[~ids.isin(sdata.shapes[region].index)]
+        if len(absent):
+            raise ValueError(
+                f"Table {table_key!r} has {len(absent)} instance id(s) not in the index of shapes {region!r} (e.g. "
+                f"{absent.head(3).tolist()}), so those rows are no element. Correct obs[{keys.instance_key!r}] to the "
+                "shapes' index, or the shapes."
+            )
 
 
 def add_table(sdata: SpatialData, name: str, adata: AnnData, keys: TableKeys, *, overwrite: bool = False) -> AnnData:

@@ -137,6 +137,7 @@ def _run_methods(
         kwargs = method_kwargs.get(method, {})
         pred = pd.DataFrame(np.nan, index=spatial.index, columns=shared)
         unavailable: str | None = None
+        failed: list[int] = []
         for f, (kept, held) in enumerate(folds):
             row: dict[str, Any] = {"method": method, "fold": f, "time_s": np.nan, "peak_memory_mb": np.nan}
             if unavailable is not None:
@@ -168,7 +169,8 @@ def _run_methods(
             except Exception as err:  # a failing method is recorded and the benchmark goes on
                 row["time_s"], row["peak_memory_mb"] = clock[1] - clock[0], monitor.peak_mb
                 error = f"{type(err).__name__}: {err}"
-                logger.warning("%s failed on fold %d: %s", method, f, error, exc_info=True)
+                failed.append(f)
+                logger.debug("%s: traceback of fold %d", method, f, exc_info=True)  # the summary line comes below
             resources.append({**row, "error": error})
             if not error:
                 logger.info(
@@ -179,6 +181,16 @@ def _run_methods(
                     row["time_s"],
                     row["peak_memory_mb"],
                 )
+        if failed:  # one line per method; the tracebacks are at DEBUG level
+            first = next(r["error"] for r in resources if r["method"] == method and r["fold"] == failed[0])
+            logger.warning(
+                "%s failed on %d of %d fold(s) (%s): %s",
+                method,
+                len(failed),
+                n_folds,
+                ", ".join(map(str, failed)),
+                first,
+            )
         predictions[method] = pred
 
     return predictions, resources, intervals
@@ -302,7 +314,9 @@ def cross_validate(
     process (``torch.set_num_threads``).
 
     A method that raises on a fold is recorded (``resources.error``, its predictions of that fold stay NaN) and the
-    benchmark goes on.
+    benchmark goes on; one warning line per method names its failed folds and the first error (the tracebacks are
+    logged at DEBUG level). Unknown option names and invalid option values in ``method_kwargs`` raise before any
+    fold runs.
 
     Parameters
     ----------

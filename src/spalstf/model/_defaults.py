@@ -98,6 +98,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+#: ``normalize_st="auto"`` treats the spatial values as counts (and library-normalises them) when at most this
+#: fraction of their nonzero entries is non-integer; a few non-integer entries (a corrected or averaged value) warn,
+#: naming the fraction, but do not switch the normalisation of every cell.
+MAX_NON_INTEGER_FRACTION = 0.01
+
 #: Gradient-norm clipping of training (``SpaLSTF.train(gradient_clip_val=...)`` overrides it).
 GRADIENT_CLIP_VAL = 1.0
 
@@ -168,6 +173,9 @@ def _choice(*options: Any) -> tuple[Callable[[Any], bool], str]:
     return (lambda v: isinstance(v, str) and v in options), "one of " + ", ".join(repr(o) for o in options)
 
 
+#: Largest seed (NumPy's global generator takes 32-bit seeds).
+MAX_SEED = 2**32 - 1
+
 #: What every option accepts: a test and its description (the error message says it).
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "n_neighbors": _int_at_least(1),
@@ -205,6 +213,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "batch_size": _int_at_least(1),
     "lr": _POSITIVE_REAL,
     # imputation
+    "random_state": (
+        lambda v: _is_int(v) and 0 <= v <= MAX_SEED,
+        f"an integer between 0 and {MAX_SEED} (None is not accepted: results are always seeded, so pass the seed)",
+    ),
     "n_samples": _int_at_least(1),
     "n_sampling_steps": _int_at_least(1),
     "sampler": _choice("ddim", "ddpm"),

@@ -90,9 +90,19 @@ class ImputeRequest:
     def check(self, n_diffusion_steps: int | None = None, batch_size_name: str = "batch_size") -> None:
         """Raise a `ValueError` naming the argument when an option is out of range (before any work is done).
 
+        A ``key_added`` that is not a string raises a `TypeError`.
+
         When DDIM draws are made, ``n_sampling_steps`` may not exceed the model's ``n_diffusion_steps`` (when known):
         it is used as given, never clamped.
         """
+        if not isinstance(self.key_added, str):
+            raise TypeError(
+                f"key_added must be a non-empty string (the obsm/uns key of the result), got "
+                f"{type(self.key_added).__name__} {self.key_added!r}."
+            )
+        if not self.key_added:
+            raise ValueError("key_added must be a non-empty string (the obsm/uns key of the result), got ''.")
+        check_option("random_state", self.random_state)
         check_option("n_samples", self.n_samples)
         check_option("sampler", self.sampler)
         check_option("n_sampling_steps", self.n_sampling_steps)
@@ -169,7 +179,9 @@ For ``n_samples > 1``. ``"ddim"``: deterministic DDIM with ``n_sampling_steps`` 
     "n_sampling_steps": """\
 Steps of the DDIM sampler (at most the model's ``n_diffusion_steps``).""",
     "random_state": """\
-Seed of the per-cell sampling noise (keyed by cell name, so independent of batch and order).""",
+Seed of the per-cell sampling noise (keyed by cell name, so independent of batch and order): an integer
+    between 0 and 2**32 - 1. ``None`` and non-integers raise a `ValueError`: every result is seeded and
+    reproducible.""",
     "interval": """\
 Central level (e.g. ``0.9``) of calibrated intervals around the point estimate, or ``None`` (default). The
     model is calibrated on the measured genes of ``adata_st`` unless it was calibrated before (inner leave-genes-out

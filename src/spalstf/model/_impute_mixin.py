@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from .._outputs import LOWER_LAYER, STD_LAYER, UPPER_LAYER, result_metadata
 from .._streaming import H5adChunkWriter, check_out_path
+from .._threads import with_cpu_threads
 from . import _preprocessing as prep
 from ._defaults import IMPUTE_BATCH_SIZE, SAMPLING_STEPS, Sampler
 from ._imputation import Imputation, ImputationResult, ImputeRequest, IntervalImputation, fill_parameters
@@ -49,6 +50,7 @@ class ImputationMixin:
         """Reference genes the model is conditioned on (as spelled in the reference)."""
         return list(self.gene_plan.measured)
 
+    @with_cpu_threads
     @torch.no_grad()
     def impute(
         self,
@@ -70,7 +72,7 @@ class ImputationMixin:
         The cells are processed in chunks of ``batch_size``: each chunk's rows are read from ``adata_st`` (in memory,
         dense or sparse, or backed: ``anndata.read_h5ad(path, backed="r")``), conditioned, imputed and written. With
         ``out``, the output itself goes to disk chunk by chunk and need not fit in memory either. ``adata_st`` is
-        never modified.
+        never modified. Runs with :attr:`scanpy.settings.n_jobs` CPU threads (1 unless set; restored afterwards).
 
         Parameters
         ----------

@@ -14,6 +14,7 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS
 
 from .._expression import to_dense
+from .._threads import with_cpu_threads
 from . import _calibration as cal
 from . import _preprocessing as prep
 from ._defaults import (
@@ -29,6 +30,7 @@ from ._spatial_input import SpatialInput
 class IntervalMixin:
     """:meth:`calibrate_intervals` and :meth:`get_gene_reliability` for :class:`~spalstf.model.SpaLSTF`."""
 
+    @with_cpu_threads
     def calibrate_intervals(
         self,
         adata_st: AnnData,
@@ -94,6 +96,7 @@ class IntervalMixin:
         if n_folds is not None:
             check_option("n_calibration_folds", n_folds, "n_folds")
         check_option("n_calibration_repeats", n_repeats, "n_repeats")
+        check_option("random_state", random_state)
         check_option("n_strata", n_strata)
         if max_cells is not None:
             check_option("max_calibration_cells", max_cells, "max_cells")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,7 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from .._constants import INDICES_OBS_KEY
+from .._expression import is_count_matrix
 from .._genes import GenePlan, plan_genes
 from .._logging import quiet_libraries
 from .._validation import (
@@ -77,6 +79,40 @@ def _check_reference_genes(adata: AnnData, var_names: pd.Index) -> None:
     )
 
 
+def check_reference_counts(X: Any, adata: AnnData) -> None:
+    """Raise a `ValueError` when the reference values ``X`` are not counts, naming where to pass them.
+
+    The fix names the layer arguments and, when ``adata.raw`` holds counts, ``adata.raw.to_adata()``.
+    """
+    where = (
+        "layer_sc= of sp.tl.spalstf_impute or layer= of SpaLSTF.setup_anndata, naming the layer that holds them, "
+        "e.g. 'counts'"
+    )
+    if adata.raw is not None and is_count_matrix(adata.raw.X):
+        where += (
+            "; adata.raw holds counts: pass `adata.raw.to_adata()` as the reference (check that its genes are those "
+            "you mean)"
+        )
+    check_counts(X, "adata (reference)", where)
+
+
+def _check_reference_cells(adata: AnnData, saved: dict[str, Any]) -> None:
+    """Raise a `ValueError` when ``adata`` has another number of cells than the reference the model was saved with.
+
+    The model keeps every reference cell's profile (the neighbour context), so it is loaded with the same cells.
+    """
+    profiles = (saved.get("model_state_dict") or {}).get("ref_profiles")
+    if profiles is None:
+        return
+    n_trained = int(profiles.shape[0])
+    if adata.n_obs != n_trained:
+        raise ValueError(
+            f"The model was trained on {n_trained} reference cells, but `adata` has {adata.n_obs}. The model keeps "
+            "every reference cell (their profiles form the neighbour context), so pass the reference it was trained "
+            "with, all its cells in the same order."
+        )
+
+
 class SpaLSTF(ImputationMixin, IntervalMixin, ConditionMixin, TrainingMixin, BaseModelClass):
     """SpaLSTF: a conditional diffusion model that imputes unmeasured spatial genes from a scRNA-seq reference.
 
@@ -102,6 +138,7 @@ class SpaLSTF(ImputationMixin, IntervalMixin, ConditionMixin, TrainingMixin, Bas
     genes
         Reference genes to impute. ``None``: reference genes absent from the ST panel, at most ``n_top_genes``,
         ranked by normalised dispersion when ``adata.var`` has a ``dispersions_norm`` column, else in reference order.
+        Requested genes that the panel measured are imputed and left out of the condition (a log line says so).
     st_layer
         Layer of ``adata_st`` with the expression values (``None``: ``adata_st.X``).
     case_sensitive
@@ -142,8 +179,11 @@ class SpaLSTF(ImputationMixin, IntervalMixin, ConditionMixin, TrainingMixin, Bas
         and on the spatial cells ``adata_st`` with signal (at least 10), and stored.
     normalize_st
         Library-normalise the spatial values over the measured genes (``True``), use them as given (``False``;
-        e.g. in situ intensities that are not proportional to molecule counts), or ``"auto"``: normalise when they
-        are non-negative integers (counts).
+        e.g. in situ intensities that are not proportional to molecule counts), or ``"auto"``: normalise unless the
+        values are clearly not counts, i.e. when at most 1% of the nonzero values on the measured genes are
+        non-integer (:data:`~spalstf.model._defaults.MAX_NON_INTEGER_FRACTION`; a `UserWarning` names the fraction
+        when some are). The choice made is logged and recorded as a bool in ``model.settings["normalize_st"]`` (and
+        in ``uns[key]["params"]`` of :func:`~spalstf.tl.spalstf_impute`).
     cell_scaling
         Per-cell max-abs scaling of the measured genes into [-1, 1] before the alignment (the paper's scaling).
     target_sum
@@ -215,12 +255,7 @@ class SpaLSTF(ImputationMixin, IntervalMixin, ConditionMixin, TrainingMixin, Bas
         ref_X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         check_values(ref_X, "adata (reference)", adata.var_names)
         if require_counts:
-            check_counts(
-                ref_X,
-                "adata (reference)",
-                "layer_sc= of sp.tl.spalstf_impute or layer= of SpaLSTF.setup_anndata, naming the layer that holds "
-                "them, e.g. 'counts'",
-            )
+            check_reference_counts(ref_X, adata)
 
         if gene_plan is not None:
             plan = GenePlan(tuple(gene_plan["measured"]), tuple(gene_plan["measured_st"]), tuple(gene_plan["imputed"]))
@@ -258,6 +293,7 @@ class SpaLSTF(ImputationMixin, IntervalMixin, ConditionMixin, TrainingMixin, Bas
         # the spatial alignment first: its errors (too few cells with signal) come before the reference work
         if adata_st is not None:
             st_alignment, st_normalized = self._fit_st_alignment(spatial, self.settings["normalize_st"])
+            self.settings["normalize_st"] = bool(st_normalized)  # what is used, not "auto"
         else:  # restored by load_state_dict
             st_alignment = prep.alignment_placeholders(self.alignment, len(plan.measured))
             st_normalized = True
@@ -267,6 +303,7 @@ class SpaLSTF(ImputationMixin, IntervalMixin, ConditionMixin, TrainingMixin, Bas
             len(plan.measured),
             **{k: self.settings[k] for k in MODULE_OPTIONS},
         )
+        self._record_clamped_neighbours(adata.n_obs)
         for name, value in stats.items():
             self.module.register_buffer(name, torch.from_numpy(value))
         for name, value in st_alignment.items():
@@ -286,6 +323,22 @@ class SpaLSTF(ImputationMixin, IntervalMixin, ConditionMixin, TrainingMixin, Bas
             "imputed": list(plan.imputed),
         }
 
+    def _record_clamped_neighbours(self, n_ref: int) -> None:
+        """Record the context length the module uses (it caps ``n_neighbors`` at the reference cells but one).
+
+        A cell's context holds other reference cells only, so at most ``n_ref - 1``; a larger request is recorded as
+        used in :attr:`settings` (and so in ``uns[key]["params"]``) with a `UserWarning` saying so.
+        """
+        used, asked = int(self.module.n_neighbors), int(self.settings["n_neighbors"])
+        if used != asked:
+            warnings.warn(
+                f"n_neighbors={asked} exceeds the {n_ref} reference cells less one (a cell's context holds other "
+                f"reference cells only); {used} are used and recorded. Pass n_neighbors <= {used} to silence this.",
+                UserWarning,
+                stacklevel=3,
+            )
+        self.settings["n_neighbors"] = used
+
     # save / load -------------------------------------------------------------------------------------------------
     @classmethod
     def load(
@@ -301,7 +354,8 @@ class SpaLSTF(ImputationMixin, IntervalMixin, ConditionMixin, TrainingMixin, Bas
 
         Checks what scvi-tools' loader would report obscurely, before it touches ``adata``: that ``dir_path`` holds
         a saved model, that its ``model.pt`` can be read, and that ``adata`` has the model's reference genes in the
-        model's order. If loading fails anyway, ``adata`` is left as it was (scvi-tools registers it in place).
+        model's order and the number of cells the model was trained on. If loading fails anyway, ``adata`` is left
+        as it was (scvi-tools registers it in place).
 
         Parameters
         ----------
@@ -354,10 +408,11 @@ class SpaLSTF(ImputationMixin, IntervalMixin, ConditionMixin, TrainingMixin, Bas
             ) from err
         if adata is not None:
             _check_reference_genes(adata, var_names)
+            _check_reference_cells(adata, saved)
             obs_columns, uns_keys = list(adata.obs.columns), set(adata.uns.keys())
         try:
             with quiet_libraries():  # scvi-tools' "File ... already downloaded"
-                return super().load(
+                model = super().load(
                     str(dir_path), adata=adata, accelerator=accelerator, device=device, prefix=prefix, **kwargs
                 )
         except Exception:
@@ -367,6 +422,9 @@ class SpaLSTF(ImputationMixin, IntervalMixin, ConditionMixin, TrainingMixin, Bas
                 for key in [k for k in adata.uns.keys() if k not in uns_keys]:
                     del adata.uns[key]
             raise
+        # the normalisation restored with the state ("auto" was resolved when the model was built)
+        model.settings["normalize_st"] = bool(model.module.st_normalized)
+        return model
 
     # registration ------------------------------------------------------------------------------------------------
     @classmethod
@@ -384,9 +442,11 @@ class SpaLSTF(ImputationMixin, IntervalMixin, ConditionMixin, TrainingMixin, Bas
 
         Notes
         -----
-        As every scvi-tools model, this adds ``adata.obs["_indices"]`` (the row number of each cell) and scvi-tools'
-        registration keys in ``adata.uns``. :func:`spalstf.tl.spalstf_impute` registers a lightweight copy instead,
-        so it never changes the user's objects.
+        scvi-tools' warning that the values are not counts is not shown: :class:`SpaLSTF` checks them itself
+        (``require_counts``) and names the fix. As every scvi-tools model, this adds ``adata.obs["_indices"]`` (the
+        row number of each cell) and scvi-tools' registration keys in ``adata.uns``.
+        :func:`spalstf.tl.spalstf_impute` registers a lightweight copy instead, so it never changes the user's
+        objects.
 
         Examples
         --------
@@ -406,7 +466,9 @@ class SpaLSTF(ImputationMixin, IntervalMixin, ConditionMixin, TrainingMixin, Bas
             NumericalObsField(REGISTRY_KEYS.INDICES_KEY, INDICES_OBS_KEY),
         ]
         manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        manager.register_fields(adata, **kwargs)
+        with warnings.catch_warnings():  # SpaLSTF checks the counts itself, with the fix (require_counts)
+            warnings.filterwarnings("ignore", message=".*does not contain unnormalized count data")
+            manager.register_fields(adata, **kwargs)
         cls.register_manager(manager)
 
     # preprocessing -----------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._expression import is_count_matrix, to_dense
+from .._expression import non_integer_counts, to_dense
 from .._streaming import iter_row_chunks, rows_per_chunk
 from .._validation import check_nonempty, check_unique_names, check_values, get_matrix
 from ._preprocessing import evenly_spaced_rows
@@ -73,9 +73,18 @@ class SpatialInput:
         """Column positions of ``genes`` (all required), in their order; a `KeyError` lists the missing ones."""
         missing = [g for g in genes if g not in self.adata.var_names]
         if missing:
+            hint = ""
+            folded = {str(g).strip().upper() for g in self.adata.var_names}
+            near = [g for g in missing if str(g).strip().upper() in folded]
+            if near:
+                hint = (
+                    f" {len(near)} of them are in adata_st when case and surrounding whitespace are ignored (e.g. "
+                    f"{near[0]!r}): rename adata_st's genes to the spelling of the panel the model was built with "
+                    "(case_sensitive=False applies when a model is built, not to later imputations)."
+                )
             raise KeyError(
                 f"adata_st lacks {len(missing)} gene(s) the model is conditioned on: {missing[:10]}. Pass the same "
-                "gene panel the model was built with."
+                f"gene panel the model was built with.{hint}"
             )
         return self.adata.var_names.get_indexer(list(genes))
 
@@ -86,18 +95,20 @@ class SpatialInput:
             check_values(rows, "adata_st", names)
             yield start, stop, rows
 
-    def sample_with_signal(self, genes: Sequence[str], max_cells: int) -> tuple[np.ndarray, int, bool]:
+    def sample_with_signal(self, genes: Sequence[str], max_cells: int) -> tuple[np.ndarray, int, float]:
         """Raw values (float64) of ``genes`` in the cells with signal among ``max_cells`` evenly spaced ones.
 
         One chunked pass; also returns the number of cells without signal (all ``genes`` zero) over all cells and
-        whether the values are counts.
+        the fraction of the nonzero values of ``genes`` (over all cells, or about a million evenly spaced values per
+        chunk) that are not integers (0 for counts; 0 when every value is 0).
         """
         sample = evenly_spaced_rows(self.n_obs, max_cells)
-        kept, n_empty, counts = [], 0, True
+        kept, n_empty, n_fractional, n_nonzero = [], 0, 0, 0
         for start, stop, rows in self.chunks(genes, rows_per_chunk(len(genes))):
             rows = to_dense(rows)
             empty = rows.sum(axis=1) == 0
             n_empty += int(empty.sum())
-            counts = counts and is_count_matrix(rows)
+            fractional, nonzero = non_integer_counts(rows)
+            n_fractional, n_nonzero = n_fractional + fractional, n_nonzero + nonzero
             kept.append(rows[np.isin(np.arange(start, stop), sample) & ~empty])
-        return np.concatenate(kept), n_empty, counts
+        return np.concatenate(kept), n_empty, n_fractional / max(n_nonzero, 1)

@@ -11,6 +11,7 @@ from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 from scvi import settings as scvi_settings
 
 from .._logging import quiet_libraries
+from .._threads import with_cpu_threads
 from ._defaults import GRADIENT_CLIP_VAL, check_option
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class TrainingMixin:
     ``_training_plan_cls`` and ``_train_runner_cls``.
     """
 
+    @with_cpu_threads
     def train(
         self,
         max_epochs: int | None = None,
@@ -59,6 +61,9 @@ class TrainingMixin:
         **trainer_kwargs,
     ):
         """Train the model on the reference cells.
+
+        Runs with :attr:`scanpy.settings.n_jobs` CPU threads (1 unless set; torch's count is restored afterwards;
+        :mod:`spalstf._threads`).
 
         Goes through scvi-tools' :class:`~scvi.dataloaders.DataSplitter`, a Lightning training plan and
         :class:`~scvi.train.TrainRunner`, so ``accelerator``, ``devices``, ``strategy`` and ``precision`` are

@@ -23,7 +23,7 @@ from .._streaming import check_out_path
 from .._validation import check_in_memory, check_nonempty, get_matrix
 from ._defaults import DEFAULT_PRESET, MODEL_ARGUMENTS, PRESETS, TRAIN_ARGUMENTS, check_option, check_preset
 from ._imputation import ImputationResult, ImputeRequest, fill_parameters
-from ._model import SpaLSTF
+from ._model import SpaLSTF, check_reference_counts
 from ._spatial_input import SpatialInput
 
 __all__ = ["ImputationResult", "ImputeRequest", "SpatialInput", "fill_parameters", "fit_and_impute", "route_options"]
@@ -108,6 +108,8 @@ def fit_and_impute(
     if request.out is not None:
         check_out_path(request.out, request.overwrite, [spatial.adata])  # fail before training
     if model is None:
+        if model_options.get("require_counts", True):  # here, where adata_sc.raw can still be named in the fix
+            check_reference_counts(get_matrix(adata_sc, layer_sc, "adata_sc", "layer_sc"), adata_sc)
         reference = registration_view(adata_sc, layer_sc)
         # seeded training; the caller's generators are restored afterwards (registration draws from numpy's too)
         with global_seed(request.random_state):

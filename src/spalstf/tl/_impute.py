@@ -5,13 +5,15 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 from anndata import AnnData
 
 from .._constants import IMPUTED_KEY, LOWER_SUFFIX, SPATIAL_KEY, STD_SUFFIX, UPPER_SUFFIX
 from .._spatialdata import import_spatialdata, is_spatialdata, resolve_table
+from .._threads import cpu_threads
 from ..model import SpaLSTF
 from ..model._defaults import IMPUTE_BATCH_SIZE, SAMPLING_STEPS, Sampler
 from ..model._workflow import ImputationResult, ImputeRequest, SpatialInput, fill_parameters, fit_and_impute
@@ -22,17 +24,66 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def _table_of(sdata: SpatialData, table_key: str | None, copy: bool) -> tuple[SpatialData, AnnData]:
+def _table_of(
+    sdata: SpatialData, table_key: str | None, copy: bool, require_spatial: bool = True
+) -> tuple[SpatialData, AnnData]:
     """The SpatialData object to return (a deep copy with ``copy=True``) and its table ``table_key`` to impute into.
 
     The table is imputed in place; its region and instance keys and every element stay as they are. The table
-    annotating a region is what places the cells in space, so ``require_spatial`` does not ask for
-    ``obsm["spatial"]`` in it.
+    annotating a region is what places the cells in space, so ``require_spatial`` asks for that region (not for
+    ``obsm["spatial"]``); with ``require_spatial=False`` a table that annotates no region is imputed too.
     """
+    _, table, _ = resolve_table(sdata, table_key, require_region=require_spatial)  # checked before any copy
     if copy:
         sdata = import_spatialdata().deepcopy(sdata)
-    _, table, _ = resolve_table(sdata, table_key)
+        _, table, _ = resolve_table(sdata, table_key, require_region=require_spatial)
     return sdata, table
+
+
+def _is_our_result(adata: AnnData, key: str, genes: pd.Index, obsm_key: str | None = None) -> bool:
+    """Whether ``uns[key]`` (and ``obsm[obsm_key]``, when given) hold an earlier imputation of spalstf_impute.
+
+    Ours: ``uns[key]`` holds our metadata (``imputed_genes`` and ``output_space``) and the obsm entry is a DataFrame
+    whose columns are those imputed genes; or, with no ``uns[key]`` (e.g. the obsm copied to another AnnData), the
+    obsm entry is a DataFrame indexed by the cell names whose columns are reference genes (``genes``).
+    """
+    meta = adata.uns.get(key)
+    if meta is None and obsm_key is not None:
+        frame = adata.obsm[obsm_key]
+        return (
+            isinstance(frame, pd.DataFrame)
+            and len(frame.columns) > 0
+            and frame.index.equals(adata.obs_names)
+            and pd.Index(frame.columns.astype(str)).isin(genes).all()
+        )
+    if not isinstance(meta, Mapping) or "imputed_genes" not in meta or "output_space" not in meta:
+        return False
+    if obsm_key is None:
+        return True
+    frame = adata.obsm[obsm_key]
+    return isinstance(frame, pd.DataFrame) and [str(c) for c in frame.columns] == [
+        str(g) for g in meta["imputed_genes"]
+    ]
+
+
+def check_output_keys(adata: AnnData, key_added: str, genes: Sequence[str]) -> None:
+    """Refuse a ``key_added`` whose keys hold something an earlier ``spalstf_impute`` did not write.
+
+    The call writes (or, when stale, removes) ``obsm[key_added]`` and its ``_std``, ``_lower`` and ``_upper`` keys,
+    and ``uns[key_added]``; an earlier imputation there (of the reference genes ``genes``) may be replaced, but
+    coordinates, embeddings or another tool's results never are. Raised before any training.
+    """
+    genes = pd.Index([str(g) for g in genes])
+    keys = [key_added + suffix for suffix in ("", STD_SUFFIX, LOWER_SUFFIX, UPPER_SUFFIX)]
+    foreign = [f"obsm[{k!r}]" for k in keys if k in adata.obsm and not _is_our_result(adata, key_added, genes, k)]
+    if key_added in adata.uns and not _is_our_result(adata, key_added, genes):
+        foreign.append(f"uns[{key_added!r}]")
+    if foreign:
+        raise ValueError(
+            f"key_added={key_added!r} would replace {', '.join(foreign)} of adata_st, not written by spalstf_impute "
+            f"(e.g. cell coordinates or an embedding). Pass another key_added (default {IMPUTED_KEY!r}), or delete "
+            "those keys first if they are an old result to discard."
+        )
 
 
 def spalstf_impute(
@@ -56,6 +107,7 @@ def spalstf_impute(
     table_key: str | None = None,
     copy: bool = False,
     progress_bar: bool = True,
+    n_jobs: int | None = None,
     **options: Any,
 ) -> AnnData | SpatialData | None:
     """Impute genes of a spatial panel from a scRNA-seq reference with SpaLSTF.
@@ -78,9 +130,14 @@ def spalstf_impute(
         Reference scRNA-seq data with raw counts.
     genes
         Genes to impute. ``None``: reference genes the panel lacks, at most ``n_top_genes`` (default 2000) ranked by
-        ``adata_sc.var["dispersions_norm"]`` when present, else in reference order.
+        ``adata_sc.var["dispersions_norm"]`` when present, else in reference order. Requested genes that the panel
+        measured are imputed (to cross-check them) and left out of the condition; a log line says which.
     key_added
-        Key of the outputs in ``adata_st.obsm`` and ``adata_st.uns``.
+        Key of the outputs in ``adata_st.obsm`` and ``adata_st.uns`` (a non-empty string). An earlier result of
+        this function under that key is replaced (known by its ``uns`` metadata or, without it, as a DataFrame of
+        reference genes indexed by the cells); a key holding anything else (``"spatial"``, an embedding, another
+        tool's ``uns`` entry; also ``key_added + "_std"``, ``"_lower"``, ``"_upper"``) raises a `ValueError` before
+        any training.
     layer_st, layer_sc
         Layers holding the expression of each modality (``None``: ``.X``).
     n_samples
@@ -90,7 +147,8 @@ def spalstf_impute(
     n_sampling_steps
         {n_sampling_steps}
     random_state
-        Seed of training and of the per-cell sampling noise.
+        Seed of training and of the per-cell sampling noise: an integer between 0 and 2**32 - 1. ``None`` and
+        non-integers raise a `ValueError` before any work (every result is seeded and reproducible).
     impute_batch_size
         Spatial cells read and imputed at a time (bounds the working memory; the result does not depend on it).
     interval
@@ -106,7 +164,9 @@ def spalstf_impute(
         A trained model to reuse (its genes are imputed and ``genes`` must be ``None`` or equal to them).
     require_spatial
         Raise if ``adata_st.obsm["spatial"]`` is missing (the plots and spatial statistics need it). With a
-        SpatialData object the table must annotate a region (its shapes or labels place the cells) instead.
+        SpatialData object the table must annotate a region (its shapes or labels place the cells) instead; with
+        ``False`` a table that annotates no region is imputed too. A table that annotates a region must identify
+        its cells: duplicated instance ids, or ids absent from the shapes' index, raise either way.
     table_key
         With a SpatialData object: the table of the spatial cells (``None``: its only table). Not used with an
         AnnData.
@@ -115,6 +175,10 @@ def spalstf_impute(
         elements included).
     progress_bar
         Show progress bars for training and sampling.
+    n_jobs
+        CPU threads of torch and of the BLAS/OpenMP pools during the call (restored afterwards). ``None``:
+        :attr:`scanpy.settings.n_jobs` (1 unless set; -1: every core). One thread keeps the call fast on a shared or
+        busy machine, where more threads than free cores make it many times slower (:mod:`spalstf._threads`).
     **options
         Model options (``preset``, ``n_hidden``, ``n_neighbors``, ``case_sensitive``, ``n_top_genes``, ...; the
         parameters of :class:`~spalstf.model.SpaLSTF`) and training options (``max_epochs``, ``batch_size``, ``lr``,
@@ -177,7 +241,7 @@ def spalstf_impute(
     """
     sdata = None
     if is_spatialdata(adata_st):  # the same call on the AnnData of its table
-        sdata, adata_st = _table_of(adata_st, table_key, copy)
+        sdata, adata_st = _table_of(adata_st, table_key, copy, require_spatial)
     elif table_key is not None:
         raise ValueError("table_key is for a SpatialData object; adata_st is an AnnData, so pass no table_key.")
     adata, _, _ = _spalstf_impute(
@@ -199,6 +263,7 @@ def spalstf_impute(
         require_spatial=require_spatial and sdata is None,
         copy=copy and sdata is None,
         progress_bar=progress_bar,
+        n_jobs=n_jobs,
         **options,
     )
     if sdata is not None:
@@ -229,6 +294,7 @@ def _spalstf_impute(
     require_spatial: bool = True,
     copy: bool = False,
     progress_bar: bool = True,
+    n_jobs: int | None = None,
     extra_levels: Sequence[float] = (),
     **options: Any,
 ) -> tuple[AnnData, SpaLSTF, ImputationResult]:
@@ -262,29 +328,34 @@ def _spalstf_impute(
         key_added=key_added,
         extra_levels=tuple(extra_levels),
     )
+    request.check(batch_size_name="impute_batch_size")  # key_added's type first: the keys below use it
+    check_output_keys(adata_st, key_added, adata_sc.var_names if isinstance(adata_sc, AnnData) else [])
     own_arguments = [name for name in inspect.signature(spalstf_impute).parameters if name != "options"]
-    model, result = fit_and_impute(
-        spatial,
-        adata_sc,
-        genes=genes,
-        layer_sc=layer_sc,
-        model=model,
-        request=request,
-        options=options,
-        also_valid=own_arguments,
-    )
+    with cpu_threads(n_jobs):
+        model, result = fit_and_impute(
+            spatial,
+            adata_sc,
+            genes=genes,
+            layer_sc=layer_sc,
+            model=model,
+            request=request,
+            options=options,
+            also_valid=own_arguments,
+        )
     adata = adata_st.copy() if copy else adata_st
     _write_result(adata, key_added, result)
     metadata = result.metadata
     written = f"{out} and uns[{key_added!r}]" if out is not None else f"obsm[{key_added!r}] and uns[{key_added!r}]"
     logger.info(
-        "imputed %d genes of %d cells from %d measured genes (training %.1f s, imputation %.1f s): %s",
+        "imputed %d genes of %d cells from %d measured genes (training %.1f s, imputation %.1f s): %s; spatial "
+        "values %s",
         len(metadata["imputed_genes"]),
         adata.n_obs,
         len(metadata["measured_genes"]),
         metadata["train_time_s"],
         metadata["impute_time_s"],
         written,
+        "library-normalised" if model.settings["normalize_st"] else "used as given (normalize_st=False)",
     )
     return adata, model, result
 
