@@ -191,8 +191,11 @@ Central level (e.g. ``0.9``) of calibrated intervals around the point estimate, 
     and the bounds are then in the platform's space ``log1p(x / L * target_sum)``; the intervals are calibrated
     around the posterior-mean estimate, also when ``n_samples > 1`` (the mean returned is then the mean of the draws,
     each mapped into that space). The bounds need not contain the point (the two sides are calibrated separately);
-    an upper bound can be infinite where too few calibration scores support the level; cells without signal (all
-    measured genes zero) get NaN bounds, their platform value being undefined.""",
+    an upper bound can be infinite where too few calibration scores support the level. Cells without signal (all
+    measured genes zero; listed in the metadata's ``cells_without_signal``) get NaN bounds: the platform's value
+    ``log1p(x / L * target_sum)`` is undefined for them (``L = 0``), and the bounds' strata need ``L``. Their point
+    is still the model's estimate mapped into that space (the map needs no ``L``): a prediction from the reference
+    alone, with no measurement behind it.""",
     "out": """\
 Path of an ``.h5ad`` file to write the result into, chunk by chunk, so that it need not fit in memory. The
     file holds ``obs`` (index: the cell names of ``adata_st``), ``var`` (index: the imputed genes), ``X`` (float32
