@@ -345,6 +345,9 @@ def test_a_closed_form_blend_trains_nothing_and_imputes_as_a_trained_one(pair, t
     trained, _ = model.impute(adata_st, progress_bar=False)
     np.testing.assert_array_equal(out.obsm[KEY].to_numpy(), trained.to_numpy())
 
+    with pytest.warns(UserWarning, match=r"training options \['max_steps'\] are not used"):
+        _run(adata_st, adata_sc, closed, {"max_steps": 5}, copy=True)
+
     skipped = sp.model.SpaLSTF(reference, adata_st, **closed)
     skipped.skip_training("test")
     with pytest.raises(RuntimeError, match="need the trained denoiser"):

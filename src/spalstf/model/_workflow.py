@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -119,7 +120,16 @@ def fit_and_impute(
                 train_options.setdefault("enable_progress_bar", request.progress_bar)
                 model.train(**train_options)
             else:  # nothing asked for uses the networks: the closed-form blend is fitted already
-                model.skip_training(reason="the blend has no network part and no diffusion draws were asked for")
+                reason = "the blend has no network part and no diffusion draws were asked for"
+                given = sorted(k for k in train_options if k != "enable_progress_bar")
+                if given:
+                    warnings.warn(
+                        f"The training options {given} are not used: {reason}, so no network is trained. Add "
+                        "'network' to blend= or ask for n_samples > 1 to train one.",
+                        UserWarning,
+                        stacklevel=4,
+                    )
+                model.skip_training(reason=reason)
     elif options:
         raise ValueError(f"Options {sorted(options)} only apply when training; `model` is already trained.")
     elif genes is not None and list(genes) != model.imputed_genes:
