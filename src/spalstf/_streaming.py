@@ -68,11 +68,13 @@ def backing_file(adata: ad.AnnData) -> Path | None:
     return Path(adata.filename).resolve()
 
 
-def check_out_path(out: str | os.PathLike, overwrite: bool, inputs: Sequence[ad.AnnData] = ()) -> Path:
+def check_out_path(
+    out: str | os.PathLike, overwrite: bool, inputs: Sequence[ad.AnnData] = (), suffix: str = ".h5ad"
+) -> Path:
     """Validate the output path of a chunk-written result and return it; errors name the problem and the fix."""
     path = Path(out)
-    if path.suffix != ".h5ad":
-        raise ValueError(f"`out` must be a path ending in '.h5ad', got {str(out)!r}; e.g. out='imputed.h5ad'.")
+    if path.suffix != suffix:
+        raise ValueError(f"`out` must be a path ending in {suffix!r}, got {str(out)!r}; e.g. out='imputed{suffix}'.")
     if not path.parent.exists():
         raise FileNotFoundError(
             f"The directory of `out` ({str(path.parent)!r}) does not exist; create it first "
@@ -89,7 +91,7 @@ def check_out_path(out: str | os.PathLike, overwrite: bool, inputs: Sequence[ad.
             f"`out` ({str(out)!r}) already exists; remove it, choose another path or pass overwrite=True."
         )
     if path.is_dir():
-        raise IsADirectoryError(f"`out` ({str(out)!r}) is a directory; pass a file path ending in '.h5ad'.")
+        raise IsADirectoryError(f"`out` ({str(out)!r}) is a directory; pass a file path ending in {suffix!r}.")
     return path
 
 

@@ -142,6 +142,8 @@ class InnerFold:
         (cells,) the cells' library over the fold's other panel genes.
     agreement
         (genes, statistics) :func:`agreement_features` of that blend.
+    cells
+        Which of the sampled spatial cells the fold predicts (those with signal on its panel genes); ``None``: all.
     """
 
     genes: list[str]
@@ -151,6 +153,7 @@ class InnerFold:
     measured: np.ndarray
     library: np.ndarray
     agreement: np.ndarray
+    cells: np.ndarray | None = None
 
 
 @dataclass
@@ -306,6 +309,16 @@ def measurement_key(point: np.ndarray, library: np.ndarray, target_sum: float) -
     return np.log1p(np.maximum(library, 0.0) * np.expm1(point) / target_sum)
 
 
+def fold_errors(fold: InnerFold, shift: float, slope: float) -> tuple[np.ndarray, np.ndarray]:
+    """A fold's platform-space point under the point map ``(shift, slope)`` and its signed scores (cells x genes).
+
+    The score of an entry is ``(measured - point) / scale``: what the intervals' quantiles and the draws'
+    noise (:mod:`spalstf.model._draws`) are fitted on. NaN where the measurement is undefined.
+    """
+    point = np.maximum(fold.platform_mean + fold.platform_scale * (shift + slope * fold.estimate), 0.0)
+    return point, (fold.measured - point) / fold.platform_scale
+
+
 def fit_interval_calibration(
     folds: list[InnerFold],
     *,
@@ -342,9 +355,9 @@ def fit_interval_calibration(
 
     scores, keys, spcc, agreement = [], [], [], []
     for f in folds:
-        point = np.maximum(f.platform_mean + f.platform_scale * (shift + slope * f.estimate), 0.0)
+        point, fold_scores = fold_errors(f, shift, slope)
         ok = np.isfinite(f.measured)
-        scores.append(((f.measured - point) / f.platform_scale)[ok])
+        scores.append(fold_scores[ok])
         keys.append(measurement_key(point, f.library, target_sum)[ok])
         spcc.append(spearman_columns(point, f.measured))
         agreement.append(f.agreement)
@@ -540,4 +553,5 @@ def inner_fold(
         measured=platform_values(S[cells][:, hold], library[cells], settings.target_sum),
         library=library[cells],
         agreement=agreement_features(blend, condition),
+        cells=cells,
     )

@@ -13,6 +13,7 @@ from anndata import AnnData
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 
+from .._constants import SPATIAL_KEY
 from .._expression import to_dense
 from .._threads import with_cpu_threads
 from . import _calibration as cal
@@ -24,7 +25,8 @@ from ._defaults import (
     check_option,
     default_calibration_cells,
 )
-from ._spatial_input import SpatialInput
+from ._draws import error_structure
+from ._spatial_input import SpatialInput, spatial_coordinates
 
 
 class IntervalMixin:
@@ -41,6 +43,7 @@ class IntervalMixin:
         n_strata: int = N_STRATA,
         max_cells: int | None = None,
         random_state: int = 0,
+        spatial_key: str = SPATIAL_KEY,
     ) -> cal.IntervalCalibration:
         """Calibrate the intervals and the per-gene reliability on the measured genes of ``adata_st``.
 
@@ -81,6 +84,12 @@ class IntervalMixin:
             ``uns[key]["interval"]["n_calibration_cells"]``.
         random_state
             Seed of the splits of the measured genes into folds.
+        spatial_key
+            Key of the cells' coordinates in ``adata_st.obsm``. With coordinates, the calibration also measures how
+            spatially smooth (median Moran's I on a 6-nearest-neighbour graph) and how shared between genes (mean
+            correlation) the panel genes' errors are, which
+            :meth:`~spalstf.model.SpaLSTF.posterior_predictive_sample` needs; without them only the intervals and
+            the reliability are calibrated.
 
         Returns
         -------
@@ -117,7 +126,7 @@ class IntervalMixin:
             n_repeats = 1  # leave-one-out: every split is the same
         if max_cells is None:
             max_cells = default_calibration_cells(len(measured), n_repeats)
-        S = self._calibration_cells(spatial, max_cells)
+        S, rows = self._calibration_cells(spatial, max_cells)
         R = self._reference_sample(measured)
         target_sum = self.target_sum
 
@@ -153,6 +162,14 @@ class IntervalMixin:
             n_cells=S.shape[0],
             n_repeats=n_repeats,
         )
+        coordinates = spatial_coordinates(spatial.adata, spatial_key, required=False)
+        if coordinates is not None:  # how smooth and how shared the panel's errors are: the draws' noise
+            errors = []
+            for f in folds:  # a fold leaves out cells without signal on its panel genes: their errors count as 0
+                full = np.zeros((len(S), len(f.genes)))
+                full[f.cells] = np.nan_to_num(cal.fold_errors(f, calibration.shift, calibration.slope)[1])
+                errors.append(full)
+            calibration.details["draws"] = error_structure(errors, coordinates[rows])
         st_spelling = dict(zip(measured, measured_st, strict=True))  # records name genes as adata_st does
         calibration.calibration_genes = [st_spelling[g] for g in calibration.calibration_genes]
         calibration.details["n_spatial_cells"] = int(spatial.n_obs)
@@ -180,15 +197,18 @@ class IntervalMixin:
             )
         return pd.Series(calibration.gene_reliability, name="gene_reliability").reindex(self.imputed_genes)
 
-    def _calibration_cells(self, spatial: SpatialInput, max_cells: int) -> np.ndarray:
-        """Raw values (float64) of the measured genes: the cells with signal among ``max_cells`` evenly spaced ones."""
-        values, _, _ = spatial.sample_with_signal(self.gene_plan.measured_st, max_cells)
+    def _calibration_cells(self, spatial: SpatialInput, max_cells: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw values (float64) of the measured genes in the sampled cells with signal, and their row positions.
+
+        The cells with signal among ``max_cells`` evenly spaced ones.
+        """
+        values, _, _, rows = spatial.sample_with_signal(self.gene_plan.measured_st, max_cells, return_rows=True)
         if len(values) < prep.MIN_FIT_CELLS:
             raise ValueError(
                 f"adata_st has {len(values)} sampled cell(s) with signal on the measured genes; calibrating "
                 f"intervals needs at least {prep.MIN_FIT_CELLS}. Calibrate on more spatial cells."
             )
-        return values
+        return values, rows
 
     def _reference_sample(self, measured: list[str]) -> np.ndarray:
         """Raw counts (float64) of the measured genes in up to 20,000 evenly spaced reference cells."""

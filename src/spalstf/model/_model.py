@@ -47,6 +47,7 @@ from ._defaults import (
     presets_table,
     resolve,
 )
+from ._draws_mixin import DrawsMixin
 from ._impute_mixin import ImputationMixin
 from ._interval_mixin import IntervalMixin
 from ._module import SpaLSTFModule
@@ -113,7 +114,7 @@ def _check_reference_cells(adata: AnnData, saved: dict[str, Any]) -> None:
         )
 
 
-class SpaLSTF(ImputationMixin, IntervalMixin, ConditionMixin, TrainingMixin, BaseModelClass):
+class SpaLSTF(ImputationMixin, IntervalMixin, DrawsMixin, ConditionMixin, TrainingMixin, BaseModelClass):
     """SpaLSTF: a conditional diffusion model that imputes unmeasured spatial genes from a scRNA-seq reference.
 
     The model is trained on the reference (``adata``, raw counts). For each cell it learns the distribution of the

@@ -49,3 +49,28 @@ def gaussian(keys: np.ndarray, stream: int, n_genes: int) -> torch.Tensor:
     u1, u2 = u[:, :n_genes], u[:, n_genes:]
     z = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
     return torch.from_numpy(z.astype(np.float32))
+
+
+def gene_keys(gene_names: Iterable[str]) -> np.ndarray:
+    """64-bit key per gene from its name (BLAKE2b), so that a gene's draws do not depend on which others are drawn."""
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(str(g).encode(), digest_size=8).digest(), "little") for g in gene_names],
+        dtype=np.uint64,
+    )
+
+
+def keyed_normal(cells: np.ndarray, genes: np.ndarray, first_draw: int, n_draws: int) -> np.ndarray:
+    """Standard normal noise of shape ``(cells, genes, n_draws)`` (float64), a function of each (cell, gene, draw).
+
+    ``cells`` are :func:`cell_keys` (they carry the seed), ``genes`` :func:`gene_keys`; draw ``k`` is the same
+    whatever the other cells, genes or draws asked for, so results do not depend on chunking or order.
+    """
+    draws = np.arange(first_draw, first_draw + n_draws, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        per_gene = _splitmix64(genes.astype(np.uint64)[:, None] ^ (draws[None, :] * _STREAM))  # (genes, draws)
+        base = _splitmix64(cells.astype(np.uint64)[:, None, None] ^ per_gene[None])
+        bits1 = _splitmix64(base) >> np.uint64(11)
+        bits2 = _splitmix64(base ^ _MIX1) >> np.uint64(11)
+    u1 = (bits1.astype(np.float64) + 0.5) / float(1 << 53)
+    u2 = (bits2.astype(np.float64) + 0.5) / float(1 << 53)
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)

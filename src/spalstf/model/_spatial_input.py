@@ -95,20 +95,54 @@ class SpatialInput:
             check_values(rows, "adata_st", names)
             yield start, stop, rows
 
-    def sample_with_signal(self, genes: Sequence[str], max_cells: int) -> tuple[np.ndarray, int, float]:
+    def sample_with_signal(
+        self, genes: Sequence[str], max_cells: int, return_rows: bool = False
+    ) -> tuple[np.ndarray, int, float] | tuple[np.ndarray, int, float, np.ndarray]:
         """Raw values (float64) of ``genes`` in the cells with signal among ``max_cells`` evenly spaced ones.
 
         One chunked pass; also returns the number of cells without signal (all ``genes`` zero) over all cells and
         the fraction of the nonzero values of ``genes`` (over all cells, or about a million evenly spaced values per
-        chunk) that are not integers (0 for counts; 0 when every value is 0).
+        chunk) that are not integers (0 for counts; 0 when every value is 0); with ``return_rows``, also the row
+        positions of the returned cells.
         """
         sample = evenly_spaced_rows(self.n_obs, max_cells)
-        kept, n_empty, n_fractional, n_nonzero = [], 0, 0, 0
+        kept, positions, n_empty, n_fractional, n_nonzero = [], [], 0, 0, 0
         for start, stop, rows in self.chunks(genes, rows_per_chunk(len(genes))):
             rows = to_dense(rows)
             empty = rows.sum(axis=1) == 0
             n_empty += int(empty.sum())
             fractional, nonzero = non_integer_counts(rows)
             n_fractional, n_nonzero = n_fractional + fractional, n_nonzero + nonzero
-            kept.append(rows[np.isin(np.arange(start, stop), sample) & ~empty])
-        return np.concatenate(kept), n_empty, n_fractional / max(n_nonzero, 1)
+            keep = np.isin(np.arange(start, stop), sample) & ~empty
+            kept.append(rows[keep])
+            positions.append(np.arange(start, stop)[keep])
+        result = np.concatenate(kept), n_empty, n_fractional / max(n_nonzero, 1)
+        return (*result, np.concatenate(positions)) if return_rows else result
+
+
+def spatial_coordinates(adata: AnnData, spatial_key: str, *, required: bool = True) -> np.ndarray | None:
+    """The cells' coordinates ``adata.obsm[spatial_key]`` as a float64 (cells, 2 or 3) array.
+
+    Missing: ``None``, or with ``required`` a `KeyError` naming the key and the fix. Coordinates that are not 2-D or
+    3-D or not finite raise a `ValueError` with ``required`` (``None`` without).
+    """
+    if not isinstance(spatial_key, str) or spatial_key not in adata.obsm:
+        if not required:
+            return None
+        raise KeyError(
+            f"adata_st.obsm has no {spatial_key!r} (the cells' coordinates); the draws and the pooled spatial test "
+            f"need them. Pass spatial_key= naming the obsm key that holds them (present: {list(adata.obsm.keys())})."
+        )
+    coordinates = np.asarray(adata.obsm[spatial_key], dtype=np.float64)
+    usable = coordinates.ndim == 2 and coordinates.shape[1] in (2, 3) and np.isfinite(coordinates).all()
+    if not required and not usable:
+        return None
+    if coordinates.ndim != 2 or coordinates.shape[1] not in (2, 3):
+        raise ValueError(
+            f"adata_st.obsm[{spatial_key!r}] must hold 2-D or 3-D coordinates (cells x 2 or 3), got shape "
+            f"{coordinates.shape}."
+        )
+    if not np.isfinite(coordinates).all():
+        bad = int((~np.isfinite(coordinates)).any(axis=1).sum())
+        raise ValueError(f"adata_st.obsm[{spatial_key!r}] has {bad} cell(s) with NaN or infinite coordinates.")
+    return coordinates

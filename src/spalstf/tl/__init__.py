@@ -2,6 +2,14 @@
 
 from ..benchmark import CrossValidationResult, cross_validate
 from ._alignment import alignment_umap
+from ._downstream import differential_expression, spatial_autocorr
 from ._impute import spalstf_impute
 
-__all__ = ["CrossValidationResult", "alignment_umap", "cross_validate", "spalstf_impute"]
+__all__ = [
+    "CrossValidationResult",
+    "alignment_umap",
+    "cross_validate",
+    "differential_expression",
+    "spalstf_impute",
+    "spatial_autocorr",
+]

@@ -1,0 +1,323 @@
+"""Calibrated draws of imputed genes (multiple imputation) and the tests pooled over them; numpy and scipy only.
+
+A draw of gene ``j`` in cell ``i`` is ``max(0, p_ij + s_j * Q_ij(Phi(z_ij)))``: ``p`` the calibrated point estimate in
+the platform's space, ``s_j`` the gene's scale, ``Q_ij`` the quantile function of the conformal scores of the cell's
+stratum (the same scores the intervals use), and ``z`` a Gaussian field with unit variance in every cell, so that each
+draw has exactly the calibrated marginal distribution. ``z`` is white noise smoothed over a spatial neighbour graph
+(:class:`NoiseField`), mixed with one field shared by all genes: the panel's inner-fold errors fix how smooth
+(their median Moran's I) and how shared (their mean correlation between genes) the noise is. The AnnData-facing side
+is :class:`~spalstf.model._draws_mixin.DrawsMixin`; ``docs/method.md`` ("Multiple imputation") says why and what it
+assumes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import sparse, special, stats
+
+from ._calibration import SCORE_PROBS, ScoreTable
+from ._noise import keyed_normal
+
+#: Neighbours of each cell in the graph that shapes the noise (and on which the panel errors' Moran's I is measured).
+N_NOISE_NEIGHBORS = 6
+#: Terms of the smoothing series ``sum_t (lam W)^t / t!``.
+SMOOTHING_TERMS = 5
+#: Largest smoothing strength searched.
+MAX_SMOOTHING = 50.0
+#: The shared (cross-gene) share of the noise is kept within [0, this].
+MAX_SHARED_NOISE = 0.9
+#: Entries (cells x genes x draws) of one gene chunk of draws: the working memory of the draws and pooled tests.
+DRAW_CHUNK_ENTRIES = 4_000_000
+
+
+# ------------------------------------------------------------------------------------------------ graphs and Moran
+def knn_graph(coordinates: np.ndarray, n_neighbors: int = N_NOISE_NEIGHBORS) -> sparse.csr_matrix:
+    """Symmetric 0/1 graph joining each cell to its ``n_neighbors`` nearest cells (as squidpy's generic kNN graph)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    n = len(coordinates)
+    k = min(n_neighbors, n - 1)
+    if k < 1:
+        return sparse.csr_matrix((n, n))
+    W = NearestNeighbors(n_neighbors=k).fit(coordinates).kneighbors_graph(mode="connectivity")
+    W.setdiag(0)
+    W = ((W + W.T) > 0).astype(np.float64)
+    W.eliminate_zeros()
+    return W.tocsr()
+
+
+def row_standardised(W: sparse.spmatrix) -> sparse.csr_matrix:
+    """``W`` with every row divided by its sum (rows without neighbours stay 0): squidpy's ``transformation=True``."""
+    W = sparse.csr_matrix(W, dtype=np.float64)
+    sums = np.asarray(W.sum(axis=1)).ravel()
+    return (sparse.diags(np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)) @ W).tocsr()
+
+
+@dataclass(frozen=True)
+class MoranGraph:
+    """A row-standardised weight matrix with the moments of Moran's I under the normality assumption."""
+
+    weights: sparse.csr_matrix
+    expected: float
+    variance: float
+
+    @classmethod
+    def from_connectivities(cls, W: sparse.spmatrix) -> MoranGraph:
+        """Row-standardise ``W`` and compute ``E[I] = -1/(n-1)`` and ``Var[I]`` (Cliff and Ord, normality)."""
+        Wr = row_standardised(W)
+        n = Wr.shape[0]
+        s0 = Wr.sum()
+        sym = Wr + Wr.T
+        s1 = 0.5 * sym.multiply(sym).sum()
+        s2 = ((np.asarray(Wr.sum(axis=0)).ravel() + np.asarray(Wr.sum(axis=1)).ravel()) ** 2).sum()
+        expected = -1.0 / (n - 1)
+        variance = (n * n * s1 - n * s2 + 3 * s0 * s0) / ((n * n - 1) * s0 * s0) - expected**2
+        return cls(Wr, float(expected), float(variance))
+
+    def moran(self, X: np.ndarray) -> np.ndarray:
+        """Moran's I of every column of ``X`` (cells x columns); NaN for a constant column."""
+        n = self.weights.shape[0]
+        Z = np.asarray(X, np.float64) - np.asarray(X, np.float64).mean(axis=0)
+        num = (Z * (self.weights @ Z)).sum(axis=0)
+        den = (Z * Z).sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return n / self.weights.sum() * num / np.where(den > 0, den, np.nan)
+
+
+# ------------------------------------------------------------------------------------------------------ noise field
+class NoiseField:
+    """Gaussian noise smoothed over a graph, with unit variance in every cell.
+
+    The smoothing operator is ``M = sum_{t <= T} (lam W)^t / t!`` (``W`` row-standardised, ``T`` =
+    :data:`SMOOTHING_TERMS`), each row divided by its norm so that ``M e`` (``e`` white noise) is standard normal in
+    every cell. ``lam = 0`` is white noise; a larger ``lam`` spreads each cell's noise over more neighbours.
+    """
+
+    def __init__(self, W: sparse.spmatrix):
+        Wr = row_standardised(W)
+        self.graph = MoranGraph.from_connectivities(W)
+        powers = [sparse.identity(Wr.shape[0], format="csr")]
+        for _ in range(SMOOTHING_TERMS):
+            powers.append((powers[-1] @ Wr).tocsr())
+        self._powers = powers
+        T = len(powers)
+        self._cross = np.empty((T, T, Wr.shape[0]))  # row sums of P_s * P_t: the rows' squared norms for any lam
+        for s in range(T):
+            for t in range(s, T):
+                self._cross[s, t] = self._cross[t, s] = np.asarray(powers[s].multiply(powers[t]).sum(axis=1)).ravel()
+
+    def _coefficients(self, lam: float) -> np.ndarray:
+        return np.array([lam**t / special.factorial(t) for t in range(len(self._powers))])
+
+    def operator(self, lam: float) -> sparse.csr_matrix:
+        """The normalised smoothing operator at strength ``lam`` (identity at 0)."""
+        c = self._coefficients(lam)
+        M = sum(ci * P for ci, P in zip(c, self._powers, strict=True) if ci != 0)
+        norms = np.sqrt(np.einsum("s,t,stn->n", c, c, self._cross))
+        return (sparse.diags(1.0 / norms) @ M).tocsr()
+
+    def fit_smoothing(self, target_moran: float, n_probes: int = 32) -> float:
+        """The ``lam`` whose noise has median Moran's I ``target_moran`` on this graph (bisection on fixed probes).
+
+        A target at or below white noise's gives 0; one beyond what the series reaches gives :data:`MAX_SMOOTHING`.
+        """
+        probes = np.random.default_rng(0).standard_normal((self._powers[0].shape[0], n_probes))
+        smoothed = [P @ probes for P in self._powers]
+
+        def moran_at(lam: float) -> float:
+            c = self._coefficients(lam)
+            norms = np.sqrt(np.einsum("s,t,stn->n", c, c, self._cross))
+            field = sum(ci * S for ci, S in zip(c, smoothed, strict=True)) / norms[:, None]
+            return float(np.nanmedian(self.graph.moran(field)))
+
+        if not np.isfinite(target_moran) or target_moran <= moran_at(0.0):
+            return 0.0
+        if target_moran >= moran_at(MAX_SMOOTHING):
+            return MAX_SMOOTHING
+        lo, hi = 0.0, MAX_SMOOTHING
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if moran_at(mid) < target_moran else (lo, mid)
+            if hi - lo < 1e-3:
+                break
+        return 0.5 * (lo + hi)
+
+
+# ---------------------------------------------------------------------------------------------- calibration of noise
+def error_structure(folds: list[Any], coordinates: np.ndarray) -> dict[str, float]:
+    """How spatially smooth and how shared the panel's inner-fold errors are (the noise field's two settings).
+
+    ``folds`` hold each inner fold's standardised errors ``scores`` (calibration cells x the fold's genes);
+    ``coordinates`` the calibration cells' positions. Returns the median Moran's I of the errors of every predicted
+    panel gene on the kNN graph of those cells and the mean correlation between the errors of genes predicted together.
+    """
+    graph = MoranGraph.from_connectivities(knn_graph(coordinates))
+    morans, correlations, weights = [], [], []
+    for scores in folds:
+        morans.append(graph.moran(scores))
+        if scores.shape[1] > 1:
+            C = np.corrcoef(scores, rowvar=False)
+            pairs = C[np.triu_indices_from(C, k=1)]
+            pairs = pairs[np.isfinite(pairs)]
+            if len(pairs):
+                correlations.append(pairs.mean())
+                weights.append(len(pairs))
+    moran = np.concatenate(morans)
+    correlation = float(np.average(correlations, weights=weights)) if correlations else 0.0
+    return {
+        "error_moran": float(np.nanmedian(moran)) if np.isfinite(moran).any() else 0.0,
+        "error_correlation": float(correlation),
+        "n_neighbors": N_NOISE_NEIGHBORS,
+    }
+
+
+# ------------------------------------------------------------------------------------------------------------ draws
+def score_quantiles(table: ScoreTable, strata: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """The signed conformal score at probability ``u`` in each entry's stratum (``strata`` broadcast against ``u``)."""
+    strata = np.broadcast_to(strata, u.shape)
+    out = np.empty(u.shape)
+    upper = u >= 0.5
+    for s in np.unique(strata):
+        here = strata == s
+        hi, lo = here & upper, here & ~upper
+        out[hi] = np.interp(u[hi], SCORE_PROBS, table.upper[s])
+        out[lo] = -np.interp(1.0 - u[lo], SCORE_PROBS, table.lower[s])
+    return out
+
+
+@dataclass
+class DrawPlan:
+    """Everything needed to draw the imputed genes of a set of cells, gene chunk by gene chunk.
+
+    Attributes
+    ----------
+    point
+        (cells, genes) calibrated point estimate in the platform's space.
+    scale
+        (genes,) the genes' scale in that space.
+    strata
+        (cells, genes) stratum of each entry in ``table``.
+    empty
+        (cells,) cells without signal (their draws are NaN, as their bounds are).
+    table
+        The calibration's conformal score quantiles per stratum.
+    operator
+        Normalised smoothing operator over the cells (:meth:`NoiseField.operator`).
+    shared
+        Share of the noise variance common to all genes.
+    cells, genes
+        Noise keys (:func:`~spalstf.model._noise.cell_keys`, :func:`~spalstf.model._noise.gene_keys`).
+    factor
+        Noise key of the shared field.
+    """
+
+    point: np.ndarray
+    scale: np.ndarray
+    strata: np.ndarray
+    empty: np.ndarray
+    table: ScoreTable
+    operator: sparse.csr_matrix
+    shared: float
+    cells: np.ndarray
+    genes: np.ndarray
+    factor: np.ndarray
+
+    @property
+    def n_cells(self) -> int:
+        return self.point.shape[0]
+
+    def gene_chunks(self, n_samples: int) -> list[slice]:
+        """Column slices whose draws hold about :data:`DRAW_CHUNK_ENTRIES` entries each."""
+        step = max(1, DRAW_CHUNK_ENTRIES // max(self.n_cells * n_samples, 1))
+        return [slice(a, min(a + step, self.point.shape[1])) for a in range(0, self.point.shape[1], step)]
+
+    def draw(self, columns: slice, n_samples: int) -> np.ndarray:
+        """Draws of the genes ``columns``: (cells, genes, n_samples), float64."""
+        n, g = self.n_cells, len(range(*columns.indices(self.point.shape[1])))
+        white = keyed_normal(self.cells, self.genes[columns], 0, n_samples).reshape(n, g * n_samples)
+        z = (self.operator @ white).reshape(n, g, n_samples)
+        if self.shared > 0:
+            common = (self.operator @ keyed_normal(self.cells, self.factor, 0, n_samples).reshape(n, n_samples))[
+                :, None, :
+            ]
+            z = np.sqrt(self.shared) * common + np.sqrt(1.0 - self.shared) * z
+        q = score_quantiles(self.table, self.strata[:, columns, None], special.ndtr(z))
+        draws = np.maximum(self.point[:, columns, None] + self.scale[columns][None, :, None] * q, 0.0)
+        draws[self.empty] = np.nan
+        return draws
+
+
+# ----------------------------------------------------------------------------------------------------- pooled tests
+def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values; NaN stays NaN."""
+    p = np.asarray(p, np.float64)
+    out = np.full_like(p, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = stats.false_discovery_control(p[ok])
+    return out
+
+
+def rubin(
+    estimates: np.ndarray, within: np.ndarray, complete_df: np.ndarray | float = np.inf
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rubin's rules over draws (axis 0): pooled estimate, total variance, degrees of freedom, missing information.
+
+    ``within`` is each draw's sampling variance (same shape as ``estimates``, or one row); the total variance is
+    ``W + (1 + 1/K) B`` with ``W`` its mean and ``B`` the variance of the estimates over the ``K`` draws. The degrees
+    of freedom are Barnard and Rubin's (1999) small-sample ones for complete-data degrees of freedom ``complete_df``
+    (``inf``: Rubin's 1987 formula); the fraction of missing information is ``(1 + 1/K) B / T``.
+    """
+    K = estimates.shape[0]
+    q = estimates.mean(axis=0)
+    W = np.broadcast_to(within, estimates.shape).mean(axis=0)
+    B = estimates.var(axis=0, ddof=1) if K > 1 else np.zeros_like(q)
+    T = W + (1.0 + 1.0 / K) * B
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lam = np.where(T > 0, (1.0 + 1.0 / K) * B / T, 0.0)
+        df_m = np.where(lam > 0, (K - 1) / lam**2, np.inf)
+        nu = np.broadcast_to(np.asarray(complete_df, np.float64), q.shape)
+        df_obs = np.where(np.isinf(nu), np.inf, (nu + 1) / (nu + 3) * nu * (1 - lam))
+        df = 1.0 / (1.0 / df_m + 1.0 / df_obs)
+    return q, T, df, lam
+
+
+def pooled_moran(morans: np.ndarray, graph: MoranGraph, two_tailed: bool = False) -> dict[str, np.ndarray]:
+    """Moran's I pooled over draws (rows of ``morans``) with Rubin's rules and the normality variance as ``W``.
+
+    The p-value follows squidpy's ``pval_norm``: the upper tail of ``|z|`` (doubled with ``two_tailed``), here of a t
+    distribution with the pooled degrees of freedom.
+    """
+    q, T, df, lam = rubin(morans, np.full(morans.shape[1], graph.variance))
+    statistic = (q - graph.expected) / np.sqrt(T)
+    p = stats.t.sf(np.abs(statistic), df) * (2 if two_tailed else 1)
+    return {"I": q, "statistic": statistic, "df": df, "pvalue": np.minimum(p, 1.0), "fraction_missing_information": lam}
+
+
+def welch(x1: np.ndarray, x2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean difference, its variance and the complete-data degrees of freedom ``n1 + n2 - 2``, over axis 0."""
+    n1, n2 = x1.shape[0], x2.shape[0]
+    d = x1.mean(axis=0) - x2.mean(axis=0)
+    v = x1.var(axis=0, ddof=1) / n1 + x2.var(axis=0, ddof=1) / n2
+    return d, v, np.full(d.shape, n1 + n2 - 2.0)
+
+
+def pooled_difference(x1: np.ndarray, x2: np.ndarray) -> dict[str, np.ndarray]:
+    """Two-group Welch-variance t-test pooled over draws: ``x1`` and ``x2`` are (cells, genes, draws) of each group."""
+    d, v, nu = welch(x1, x2)  # (genes, draws)
+    q, T, df, lam = rubin(d.T, v.T, nu[:, 0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        statistic = q / np.sqrt(T)
+    p = np.where(T > 0, 2 * stats.t.sf(np.abs(statistic), df), np.where(q == 0, 1.0, 0.0))
+    return {
+        "mean1": x1.mean(axis=(0, 2)),
+        "mean2": x2.mean(axis=(0, 2)),
+        "mean_difference": q,
+        "statistic": statistic,
+        "df": df,
+        "pvalue": p,
+        "fraction_missing_information": lam,
+    }

@@ -1,0 +1,414 @@
+"""Multiple imputation with :class:`~spalstf.model.SpaLSTF`: calibrated draws and the tests pooled over them.
+
+The statistics live in :mod:`spalstf.model._draws` (numpy); this mixin reads the spatial data, builds the draws'
+plan (point estimate, strata, noise field) and streams over gene chunks, so that no more than one chunk of draws
+(:data:`~spalstf.model._draws.DRAW_CHUNK_ENTRIES` entries) is held at a time.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scipy import sparse
+
+from .._constants import SPATIAL_KEY
+from .._streaming import check_out_path
+from .._threads import with_cpu_threads
+from . import _draws
+from ._defaults import IMPUTE_BATCH_SIZE, check_option
+from ._noise import cell_keys, gene_keys
+from ._spatial_input import SpatialInput, spatial_coordinates
+
+logger = logging.getLogger(__name__)
+
+#: Default number of draws of the pooled tests.
+N_TEST_SAMPLES = 20
+#: squidpy's key of the spatial graph (``squidpy.gr.spatial_neighbors``).
+CONNECTIVITY_KEY = "spatial_connectivities"
+#: Name of the dataset of draws in an ``out=`` file of :meth:`DrawsMixin.posterior_predictive_sample`.
+DRAWS_DATASET = "draws"
+
+
+class DrawsMixin:
+    """:meth:`posterior_predictive_sample`, :meth:`spatial_autocorr` and :meth:`differential_expression`."""
+
+    @with_cpu_threads
+    def posterior_predictive_sample(
+        self,
+        adata_st: AnnData,
+        n_samples: int = 1,
+        gene_list: Sequence[str] | None = None,
+        batch_size: int = IMPUTE_BATCH_SIZE,
+        random_state: int = 0,
+        *,
+        layer: str | None = None,
+        spatial_key: str = SPATIAL_KEY,
+        out: str | os.PathLike | None = None,
+        overwrite: bool = False,
+    ):
+        """Calibrated draws of the imputed genes: each a plausible measurement of the cell by the spatial platform.
+
+        Every draw lies in the platform's space of the intervals, ``log1p(x / L * target_sum)`` (``L`` the cell's
+        total over the measured genes), and has the calibrated distribution of the measurement given the imputation:
+        the central interval of many draws is the calibrated interval of :meth:`impute` with ``interval=``. Draws of
+        neighbouring cells and of different genes are correlated as the panel genes' errors are (``docs/method.md``,
+        "Multiple imputation"), so that a single draw is as spatially autocorrelated as a measurement would be, not
+        smoother. The model must have an interval calibration with coordinates (:meth:`calibrate_intervals`); a model
+        without one is calibrated on the measured genes of ``adata_st`` first (never on imputed genes).
+
+        Parameters
+        ----------
+        adata_st
+            Spatial data with the model's measured genes and coordinates in ``obsm[spatial_key]``.
+        n_samples
+            Draws per cell and gene (``K``).
+        gene_list
+            Imputed genes to draw (default: all, in the model's order).
+        batch_size
+            Cells read and imputed at a time for the point estimate (the result does not depend on it).
+        random_state
+            Seed of the noise; each (cell, gene, draw) value is keyed by the cell's and the gene's names, so draws do
+            not depend on ``batch_size``, the cells' order, ``gene_list`` or ``n_samples`` (the first ``k`` draws of
+            ``n_samples=K`` are those of ``n_samples=k``). They do depend on which cells are drawn together, through
+            the spatial graph.
+        layer
+            Layer of ``adata_st`` with the values; default: the layer the model was built with.
+        spatial_key
+            Key of the coordinates in ``adata_st.obsm``.
+        out
+            Path of an HDF5 file (``.h5``) to write the draws into, gene chunk by gene chunk, for outputs that do
+            not fit in memory: dataset ``"draws"`` (cells, genes, ``n_samples``; float32) with ``obs_names`` and
+            ``var_names`` datasets beside it. Written as ``<out>.partial`` and renamed when complete.
+        overwrite
+            Replace an existing ``out`` file.
+
+        Returns
+        -------
+        Without ``out``: a float32 array of shape (cells, genes, ``n_samples``) (scvi-tools' axis order); NaN for
+        cells without signal (their platform value is undefined). With ``out``: the ``"draws"`` dataset of the file,
+        opened read-only with :mod:`h5py` (slice it to read; close it with ``dataset.file.close()``).
+
+        Examples
+        --------
+        >>> draws = model.posterior_predictive_sample(
+        ...     adata_st, n_samples=20, gene_list=["eve", "ftz"]
+        ... )  # doctest: +SKIP
+        >>> draws.shape  # cells x genes x draws  # doctest: +SKIP
+        >>> on_disk = model.posterior_predictive_sample(adata_st, n_samples=50, out="draws.h5")  # doctest: +SKIP
+        """
+        check_option("n_samples", n_samples)
+        check_option("batch_size", batch_size)
+        spatial = SpatialInput.prepare(adata_st, layer if layer is not None else self.st_layer)
+        out_path = None
+        if out is not None:
+            out_path = check_out_path(out, overwrite, [spatial.adata], suffix=".h5")
+        plan, genes = self._draw_plan(spatial, gene_list, random_state, batch_size, spatial_key)
+        if out_path is None:
+            result = np.empty((plan.n_cells, len(genes), n_samples), dtype=np.float32)
+            for columns in plan.gene_chunks(n_samples):
+                result[:, columns] = plan.draw(columns, n_samples)
+            return result
+        return _write_draws(out_path, plan, spatial.obs_names, genes, n_samples)
+
+    @with_cpu_threads
+    def spatial_autocorr(
+        self,
+        adata_st: AnnData,
+        *,
+        n_samples: int = N_TEST_SAMPLES,
+        gene_list: Sequence[str] | None = None,
+        connectivity_key: str = CONNECTIVITY_KEY,
+        two_tailed: bool = False,
+        random_state: int = 0,
+        layer: str | None = None,
+        spatial_key: str = SPATIAL_KEY,
+        batch_size: int = IMPUTE_BATCH_SIZE,
+    ) -> pd.DataFrame:
+        """Moran's I of the imputed genes, tested with multiple imputation (pooled over ``n_samples`` draws).
+
+        Moran's I of each draw (:meth:`posterior_predictive_sample`) on squidpy's spatial graph
+        ``obsp[connectivity_key]`` (row-standardised, as ``squidpy.gr.spatial_autocorr`` does), pooled with Rubin's
+        rules: the estimate is the mean over draws, its variance the normality variance of Moran's I plus
+        ``(1 + 1/K)`` times the variance between draws, referred to a t distribution with Barnard and Rubin's degrees
+        of freedom. The point estimate treated as data ignores the second term, which is why its tests are far too
+        confident. Cells without signal are left out (with their edges). Draws are made gene chunk by gene chunk and
+        never held all at once.
+
+        Parameters
+        ----------
+        adata_st
+            Spatial data with the measured genes, coordinates and squidpy's graph (``squidpy.gr.spatial_neighbors``).
+        n_samples
+            Draws pooled (at least 2).
+        gene_list
+            Imputed genes to test (default: all).
+        connectivity_key
+            Key of the graph in ``adata_st.obsp``.
+        two_tailed
+            Two-sided p-values (squidpy's ``two_tailed``); default: the upper tail of ``|z|``, as squidpy's
+            ``pval_norm``.
+        random_state, layer, spatial_key, batch_size
+            As in :meth:`posterior_predictive_sample`.
+
+        Returns
+        -------
+        DataFrame indexed by gene: ``I`` (mean over draws), ``I_point`` (of the point estimate, for contrast),
+        ``statistic`` (pooled z), ``df``, ``pvalue``, ``pvalue_adj`` (Benjamini-Hochberg over the genes tested) and
+        ``fraction_missing_information`` (the share of the variance due to imputation), sorted by ``pvalue``.
+
+        Examples
+        --------
+        >>> import squidpy as sq
+        >>> sq.gr.spatial_neighbors(adata_st, coord_type="generic", n_neighs=6)  # doctest: +SKIP
+        >>> model.spatial_autocorr(adata_st, n_samples=20).head()  # doctest: +SKIP
+        """
+        _check_test_samples(n_samples)
+        spatial = SpatialInput.prepare(adata_st, layer if layer is not None else self.st_layer)
+        graph_matrix = _connectivities(spatial.adata, connectivity_key)
+        plan, genes = self._draw_plan(spatial, gene_list, random_state, batch_size, spatial_key)
+        keep = ~plan.empty
+        graph = _draws.MoranGraph.from_connectivities(graph_matrix[keep][:, keep])
+        parts = []
+        for columns in plan.gene_chunks(n_samples):
+            draws = plan.draw(columns, n_samples)[keep]
+            n, g, K = draws.shape
+            moran = graph.moran(draws.transpose(0, 2, 1).reshape(n, K * g)).reshape(K, g)
+            pooled = _draws.pooled_moran(moran, graph, two_tailed)
+            pooled["I_point"] = graph.moran(plan.point[keep][:, columns])
+            parts.append(pd.DataFrame(pooled, index=genes[columns]))
+        table = pd.concat(parts)
+        table["pvalue_adj"] = _draws.benjamini_hochberg(table["pvalue"].to_numpy())
+        columns = ["I", "I_point", "statistic", "df", "pvalue", "pvalue_adj", "fraction_missing_information"]
+        return table[columns].sort_values("pvalue", kind="stable")
+
+    @with_cpu_threads
+    def differential_expression(
+        self,
+        adata_st: AnnData,
+        groupby: str,
+        group1: str | Sequence[str],
+        group2: str | Sequence[str] | None = None,
+        *,
+        n_samples: int = N_TEST_SAMPLES,
+        gene_list: Sequence[str] | None = None,
+        random_state: int = 0,
+        layer: str | None = None,
+        spatial_key: str = SPATIAL_KEY,
+        batch_size: int = IMPUTE_BATCH_SIZE,
+    ) -> pd.DataFrame:
+        """Differential expression of the imputed genes between two groups of cells, with multiple imputation.
+
+        For each draw (:meth:`posterior_predictive_sample`) and gene: the difference of the groups' means in the
+        platform's space and its Welch variance; pooled over draws with Rubin's rules (Barnard-Rubin degrees of
+        freedom, complete-data ``n1 + n2 - 2``); two-sided t-test. Cells without signal are left out. The groups
+        should be defined from measured data (clusters of the panel genes, regions): groups defined from imputed
+        values would reuse the imputation twice.
+
+        Parameters
+        ----------
+        adata_st
+            Spatial data with the measured genes and coordinates.
+        groupby
+            Column of ``adata_st.obs`` with the groups.
+        group1
+            Group (or list of groups) of the first set of cells.
+        group2
+            Group (or list) of the second set; ``None``: every other cell.
+        n_samples
+            Draws pooled (at least 2).
+        gene_list, random_state, layer, spatial_key, batch_size
+            As in :meth:`posterior_predictive_sample`.
+
+        Returns
+        -------
+        DataFrame indexed by gene: ``mean1``, ``mean2``, ``mean_difference`` (``mean1 - mean2``, the log fold change
+        of the platform's ``log1p`` space), ``statistic`` (pooled t), ``df``, ``pvalue``, ``pvalue_adj``
+        (Benjamini-Hochberg over the genes tested) and ``fraction_missing_information``, sorted by ``pvalue``.
+
+        Examples
+        --------
+        >>> adata_st.obs["half"] = np.where(adata_st.obsm["spatial"][:, 0] > 0, "right", "left")  # doctest: +SKIP
+        >>> model.differential_expression(adata_st, "half", "right", n_samples=20).head()  # doctest: +SKIP
+        """
+        _check_test_samples(n_samples)
+        spatial = SpatialInput.prepare(adata_st, layer if layer is not None else self.st_layer)
+        in1, in2 = _groups(spatial.adata, groupby, group1, group2)
+        plan, genes = self._draw_plan(spatial, gene_list, random_state, batch_size, spatial_key)
+        in1, in2 = in1 & ~plan.empty, in2 & ~plan.empty
+        for mask, name in ((in1, "group1"), (in2, "group2")):
+            if mask.sum() < 2:
+                raise ValueError(f"{name} has {int(mask.sum())} cell(s) with signal; a test needs at least 2.")
+        parts = []
+        for columns in plan.gene_chunks(n_samples):
+            draws = plan.draw(columns, n_samples)
+            parts.append(pd.DataFrame(_draws.pooled_difference(draws[in1], draws[in2]), index=genes[columns]))
+        table = pd.concat(parts)
+        table["pvalue_adj"] = _draws.benjamini_hochberg(table["pvalue"].to_numpy())
+        columns = [
+            "mean1",
+            "mean2",
+            "mean_difference",
+            "statistic",
+            "df",
+            "pvalue",
+            "pvalue_adj",
+            "fraction_missing_information",
+        ]
+        return table[columns].sort_values("pvalue", kind="stable")
+
+    # ---------------------------------------------------------------------------------------------------- worker
+    @torch.no_grad()
+    def _draw_plan(
+        self,
+        spatial: SpatialInput,
+        gene_list: Sequence[str] | None,
+        random_state: int,
+        batch_size: int,
+        spatial_key: str,
+    ) -> tuple[_draws.DrawPlan, pd.Index]:
+        """The point estimate, strata and noise field of the cells of ``spatial`` for the genes ``gene_list``."""
+        if not self.is_trained_:
+            raise RuntimeError("The model is not trained yet; call `model.train()` first.")
+        check_option("random_state", random_state)
+        check_option("batch_size", batch_size)
+        coordinates = spatial_coordinates(spatial.adata, spatial_key)
+        spatial.columns(self.gene_plan.measured_st)  # fail on missing measured genes before any work
+        columns = self._gene_positions(gene_list)
+        calibration = getattr(self, "interval_calibration_", None)
+        if calibration is None:
+            logger.info("Calibrating the draws on the %d measured genes of adata_st.", len(self.measured_genes))
+            calibration = self.calibrate_intervals(spatial, spatial_key=spatial_key)
+        noise = calibration.details.get("draws")
+        if noise is None:
+            raise ValueError(
+                "The model's interval calibration has no record of the panel errors' spatial structure (it was "
+                "calibrated without coordinates, or by an earlier version); call "
+                "model.calibrate_intervals(adata_st, spatial_key=...) on data with coordinates first."
+            )
+        target_mean = self.module.target_mean.cpu().numpy()[columns]
+        target_std = self.module.target_std.cpu().numpy()[columns]
+        point = np.empty((spatial.n_obs, len(columns)), dtype=np.float32)
+        strata = np.empty((spatial.n_obs, len(columns)), dtype=np.int16)
+        empty = np.zeros(spatial.n_obs, dtype=bool)
+        self.module.eval()
+        for start, stop, values, no_signal, library in self._st_condition_chunks(spatial, batch_size):
+            estimate = self.module.posterior_mean(torch.from_numpy(values).to(self.device)).cpu().numpy()
+            p, scale = calibration.point(estimate[:, columns], target_mean, target_std)
+            point[start:stop], strata[start:stop] = p, calibration.strata(p, library)
+            empty[start:stop] = no_signal
+        field = _draws.NoiseField(_draws.knn_graph(coordinates, int(noise["n_neighbors"])))
+        smoothing = field.fit_smoothing(noise["error_moran"])
+        genes = pd.Index(self.imputed_genes)[columns]
+        plan = _draws.DrawPlan(
+            point=point.astype(np.float64),
+            scale=scale,
+            strata=strata,
+            empty=empty,
+            table=calibration.table,
+            operator=field.operator(smoothing),
+            shared=float(np.clip(noise["error_correlation"], 0.0, _draws.MAX_SHARED_NOISE)),
+            cells=cell_keys(spatial.obs_names, random_state),
+            genes=gene_keys(genes),
+            factor=gene_keys(["\x00shared noise"]),
+        )
+        logger.info(
+            "Draws: noise smoothing %.3g (panel errors' Moran's I %.3f), shared share %.3f.",
+            smoothing,
+            noise["error_moran"],
+            plan.shared,
+        )
+        return plan, genes
+
+    def _gene_positions(self, gene_list: Sequence[str] | None) -> np.ndarray:
+        """Positions of ``gene_list`` among the imputed genes (all by default); unknown genes raise a `KeyError`."""
+        imputed = pd.Index(self.imputed_genes)
+        if gene_list is None:
+            return np.arange(len(imputed))
+        if isinstance(gene_list, str):
+            raise TypeError(
+                f"gene_list must be a list of gene names, got the string {gene_list!r}; pass [{gene_list!r}]."
+            )
+        gene_list = list(gene_list)
+        if not gene_list:
+            raise ValueError("gene_list is empty; pass None for every imputed gene.")
+        if len(set(gene_list)) < len(gene_list):
+            raise ValueError("gene_list has duplicated genes.")
+        missing = [g for g in gene_list if g not in imputed]
+        if missing:
+            hint = difflib.get_close_matches(str(missing[0]), [str(g) for g in imputed], n=3)
+            raise KeyError(
+                f"{len(missing)} gene(s) of gene_list are not imputed by the model: {missing[:10]}"
+                + (f" (did you mean {hint}?)" if hint else "")
+                + "; model.imputed_genes lists those it imputes."
+            )
+        return imputed.get_indexer(gene_list)
+
+
+def _check_test_samples(n_samples: int) -> None:
+    check_option("n_samples", n_samples)
+    if n_samples < 2:
+        raise ValueError(
+            f"n_samples must be at least 2 for a test pooled over draws (the variance between draws), got {n_samples}."
+        )
+
+
+def _connectivities(adata: AnnData, key: str) -> sparse.csr_matrix:
+    """Squidpy's spatial graph ``adata.obsp[key]``, or an error naming how to build it."""
+    if key not in adata.obsp:
+        raise KeyError(
+            f"adata_st.obsp has no {key!r}; build squidpy's spatial graph first, e.g. "
+            "squidpy.gr.spatial_neighbors(adata_st, coord_type='generic', n_neighs=6), or pass connectivity_key=."
+        )
+    return sparse.csr_matrix(adata.obsp[key], dtype=np.float64)
+
+
+def _groups(
+    adata: AnnData, groupby: str, group1: str | Sequence[str], group2: str | Sequence[str] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks of the two groups of cells; unknown columns or groups and overlapping groups raise."""
+    if groupby not in adata.obs:
+        raise KeyError(f"adata_st.obs has no column {groupby!r}; columns: {list(adata.obs.columns)}.")
+    labels = adata.obs[groupby].astype(str).to_numpy()
+    present = sorted(set(labels))
+
+    def members(group, name):
+        groups = [group] if isinstance(group, str) else [str(g) for g in group]
+        unknown = [g for g in groups if g not in present]
+        if unknown or not groups:
+            raise ValueError(f"{name}: {unknown or groups} not among the groups of obs[{groupby!r}]: {present[:20]}.")
+        return np.isin(labels, groups)
+
+    in1 = members(group1, "group1")
+    in2 = ~in1 if group2 is None else members(group2, "group2")
+    if (in1 & in2).any():
+        raise ValueError("group1 and group2 share groups; pass disjoint groups.")
+    return in1, in2
+
+
+def _write_draws(path: Path, plan: _draws.DrawPlan, obs_names: pd.Index, genes: pd.Index, n_samples: int):
+    """Write the draws gene chunk by gene chunk into ``path`` (via ``<path>.partial``) and open the dataset."""
+    import h5py
+
+    partial = path.with_name(path.name + ".partial")
+    with h5py.File(partial, "w") as f:
+        data = f.create_dataset(
+            DRAWS_DATASET,
+            shape=(plan.n_cells, len(genes), n_samples),
+            dtype="float32",
+            chunks=(min(plan.n_cells, 4096), 1, n_samples),
+        )
+        f.create_dataset("obs_names", data=np.asarray(obs_names, dtype=object), dtype=h5py.string_dtype())
+        f.create_dataset("var_names", data=np.asarray(genes, dtype=object), dtype=h5py.string_dtype())
+        data.attrs["axes"] = "cells, genes, draws"
+        for columns in plan.gene_chunks(n_samples):
+            data[:, columns] = plan.draw(columns, n_samples).astype(np.float32)
+    os.replace(partial, path)
+    return h5py.File(path, "r")[DRAWS_DATASET]

@@ -1,0 +1,192 @@
+"""Tests on imputed genes pooled over calibrated draws: thin wrappers that write into ``adata_st.uns``.
+
+The work is done by :meth:`~spalstf.model.SpaLSTF.spatial_autocorr` and
+:meth:`~spalstf.model.SpaLSTF.differential_expression`; these functions check the output key, call them and store the
+table with its settings, as :func:`scanpy.tl.rank_genes_groups` stores its results under ``uns[key_added]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+from anndata import AnnData
+
+from ..model import SpaLSTF
+
+#: Default ``uns`` keys of the two tests.
+MORAN_KEY = "spalstf_moranI"
+DE_KEY = "spalstf_de"
+#: Marks a ``uns`` entry as written by these functions (an entry without it is never replaced).
+_METHOD = "multiple imputation over calibrated spalstf draws, pooled with Rubin's rules"
+
+
+def spatial_autocorr(
+    adata_st: AnnData,
+    model: SpaLSTF,
+    *,
+    n_samples: int = 20,
+    gene_list: Sequence[str] | None = None,
+    connectivity_key: str = "spatial_connectivities",
+    two_tailed: bool = False,
+    random_state: int = 0,
+    key_added: str = MORAN_KEY,
+    copy: bool = False,
+    **kwargs: Any,
+) -> AnnData | None:
+    """Moran's I of imputed genes with p-values that account for the imputation (multiple imputation).
+
+    Calls :meth:`~spalstf.model.SpaLSTF.spatial_autocorr` (see there for the pooling rule and what it assumes) and
+    writes ``adata_st.uns[key_added]``: a dict with ``"results"`` (DataFrame indexed by gene: ``I``, ``I_point``,
+    ``statistic``, ``df``, ``pvalue``, ``pvalue_adj``, ``fraction_missing_information``) and ``"params"``.
+
+    Parameters
+    ----------
+    adata_st
+        Spatial data with the model's measured genes, coordinates in ``obsm["spatial"]`` and squidpy's graph in
+        ``obsp[connectivity_key]`` (``squidpy.gr.spatial_neighbors``).
+    model
+        A trained :class:`~spalstf.model.SpaLSTF` (for instance the one :func:`spalstf_impute` trained, or
+        ``SpaLSTF.load``).
+    n_samples
+        Draws pooled (at least 2).
+    gene_list
+        Imputed genes to test (default: all the model imputes).
+    connectivity_key
+        Key of the spatial graph in ``adata_st.obsp``.
+    two_tailed
+        Two-sided p-values (as squidpy's ``two_tailed``).
+    random_state
+        Seed of the draws.
+    key_added
+        Key in ``adata_st.uns``; an entry there that these functions did not write raises a `ValueError`.
+    copy
+        Return a copy with the result instead of writing into ``adata_st``.
+    **kwargs
+        Passed to :meth:`~spalstf.model.SpaLSTF.spatial_autocorr` (``layer``, ``spatial_key``, ``batch_size``).
+
+    Returns
+    -------
+    The copy with ``copy=True``, else ``None``.
+
+    Examples
+    --------
+    >>> sq.gr.spatial_neighbors(adata_st, coord_type="generic", n_neighs=6)  # doctest: +SKIP
+    >>> sp.tl.spatial_autocorr(adata_st, model, n_samples=20)  # doctest: +SKIP
+    >>> adata_st.uns["spalstf_moranI"]["results"].head()  # doctest: +SKIP
+    """
+    _check_key(adata_st, key_added)
+    table = model.spatial_autocorr(
+        adata_st,
+        n_samples=n_samples,
+        gene_list=gene_list,
+        connectivity_key=connectivity_key,
+        two_tailed=two_tailed,
+        random_state=random_state,
+        **kwargs,
+    )
+    params = {
+        "test": "moran",
+        "n_samples": n_samples,
+        "connectivity_key": connectivity_key,
+        "two_tailed": two_tailed,
+        "random_state": random_state,
+    }
+    return _store(adata_st, key_added, table, params, copy)
+
+
+def differential_expression(
+    adata_st: AnnData,
+    model: SpaLSTF,
+    groupby: str,
+    group1: str | Sequence[str],
+    group2: str | Sequence[str] | None = None,
+    *,
+    n_samples: int = 20,
+    gene_list: Sequence[str] | None = None,
+    random_state: int = 0,
+    key_added: str = DE_KEY,
+    copy: bool = False,
+    **kwargs: Any,
+) -> AnnData | None:
+    """Differential expression of imputed genes between two groups of cells, with multiple imputation.
+
+    Calls :meth:`~spalstf.model.SpaLSTF.differential_expression` (pooling rule there) and writes
+    ``adata_st.uns[key_added]``: a dict with ``"results"`` (DataFrame indexed by gene: ``mean1``, ``mean2``,
+    ``mean_difference``, ``statistic``, ``df``, ``pvalue``, ``pvalue_adj``, ``fraction_missing_information``) and
+    ``"params"``.
+
+    Parameters
+    ----------
+    adata_st
+        Spatial data with the model's measured genes and coordinates in ``obsm["spatial"]``.
+    model
+        A trained :class:`~spalstf.model.SpaLSTF`.
+    groupby
+        Column of ``adata_st.obs`` with the groups (define them from measured data: clusters of the panel genes or
+        regions).
+    group1
+        Group (or list of groups) of the first set of cells.
+    group2
+        Group (or list) of the second set; ``None``: every other cell.
+    n_samples
+        Draws pooled (at least 2).
+    gene_list
+        Imputed genes to test (default: all the model imputes).
+    random_state
+        Seed of the draws.
+    key_added
+        Key in ``adata_st.uns``; an entry there that these functions did not write raises a `ValueError`.
+    copy
+        Return a copy with the result instead of writing into ``adata_st``.
+    **kwargs
+        Passed to :meth:`~spalstf.model.SpaLSTF.differential_expression` (``layer``, ``spatial_key``,
+        ``batch_size``).
+
+    Returns
+    -------
+    The copy with ``copy=True``, else ``None``.
+
+    Examples
+    --------
+    >>> sp.tl.differential_expression(adata_st, model, "leiden", "3", n_samples=20)  # doctest: +SKIP
+    >>> adata_st.uns["spalstf_de"]["results"].query("pvalue_adj < 0.05")  # doctest: +SKIP
+    """
+    _check_key(adata_st, key_added)
+    table = model.differential_expression(
+        adata_st,
+        groupby,
+        group1,
+        group2,
+        n_samples=n_samples,
+        gene_list=gene_list,
+        random_state=random_state,
+        **kwargs,
+    )
+    params = {
+        "test": "t-test (Welch variance)",
+        "groupby": groupby,
+        "group1": [group1] if isinstance(group1, str) else list(map(str, group1)),
+        "group2": "rest" if group2 is None else ([group2] if isinstance(group2, str) else list(map(str, group2))),
+        "n_samples": n_samples,
+        "random_state": random_state,
+    }
+    return _store(adata_st, key_added, table, params, copy)
+
+
+def _check_key(adata: AnnData, key_added: str) -> None:
+    if not isinstance(key_added, str) or not key_added:
+        raise TypeError(f"key_added must be a non-empty string, got {key_added!r}.")
+    entry = adata.uns.get(key_added)
+    ours = isinstance(entry, Mapping) and isinstance(entry.get("params"), Mapping)
+    if entry is not None and not (ours and entry["params"].get("method") == _METHOD):
+        raise ValueError(
+            f"adata_st.uns[{key_added!r}] holds something these functions did not write; pass another key_added."
+        )
+
+
+def _store(adata: AnnData, key: str, table: pd.DataFrame, params: dict[str, Any], copy: bool) -> AnnData | None:
+    target = adata.copy() if copy else adata
+    target.uns[key] = {"params": {"method": _METHOD, **params}, "results": table}
+    return target if copy else None
