@@ -12,6 +12,7 @@ assumes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,19 +35,27 @@ DRAW_CHUNK_ENTRIES = 4_000_000
 
 
 # ------------------------------------------------------------------------------------------------ graphs and Moran
-def knn_graph(coordinates: np.ndarray, n_neighbors: int = N_NOISE_NEIGHBORS) -> sparse.csr_matrix:
-    """Symmetric 0/1 graph joining each cell to its ``n_neighbors`` nearest cells (as squidpy's generic kNN graph)."""
+def knn_graph(
+    coordinates: np.ndarray, n_neighbors: int = N_NOISE_NEIGHBORS, names: Sequence[str] | None = None
+) -> sparse.csr_matrix:
+    """Symmetric 0/1 graph joining each cell to its ``n_neighbors`` nearest cells (as squidpy's generic kNN graph).
+
+    With ``names`` (the cells' names), neighbours at equal distances are chosen in the order of the names, not of the
+    rows, so that the graph does not depend on the cells' order (grids and duplicated coordinates have such ties).
+    """
     from sklearn.neighbors import NearestNeighbors
 
     n = len(coordinates)
     k = min(n_neighbors, n - 1)
     if k < 1:
         return sparse.csr_matrix((n, n))
-    W = NearestNeighbors(n_neighbors=k).fit(coordinates).kneighbors_graph(mode="connectivity")
+    order = np.argsort(np.asarray(names, dtype=str), kind="stable") if names is not None else np.arange(n)
+    W = NearestNeighbors(n_neighbors=k).fit(coordinates[order]).kneighbors_graph(mode="connectivity")
     W.setdiag(0)
     W = ((W + W.T) > 0).astype(np.float64)
     W.eliminate_zeros()
-    return W.tocsr()
+    back = np.argsort(order)
+    return W.tocsr()[back][:, back].tocsr()
 
 
 def row_standardised(W: sparse.spmatrix) -> sparse.csr_matrix:
@@ -96,8 +105,10 @@ class NoiseField:
     every cell. ``lam = 0`` is white noise; a larger ``lam`` spreads each cell's noise over more neighbours.
     """
 
-    def __init__(self, W: sparse.spmatrix):
+    def __init__(self, W: sparse.spmatrix, names: Sequence[str] | None = None):
         Wr = row_standardised(W)
+        # the probes of fit_smoothing follow the cells' names, so that the fit does not depend on the cells' order
+        self._rank = np.argsort(np.argsort(np.asarray(names, dtype=str), kind="stable")) if names is not None else None
         self.graph = MoranGraph.from_connectivities(W)
         powers = [sparse.identity(Wr.shape[0], format="csr")]
         for _ in range(SMOOTHING_TERMS):
@@ -125,6 +136,8 @@ class NoiseField:
         A target at or below white noise's gives 0; one beyond what the series reaches gives :data:`MAX_SMOOTHING`.
         """
         probes = np.random.default_rng(0).standard_normal((self._powers[0].shape[0], n_probes))
+        if self._rank is not None:
+            probes = probes[self._rank]
         smoothed = [P @ probes for P in self._powers]
 
         def moran_at(lam: float) -> float:

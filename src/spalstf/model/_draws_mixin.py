@@ -304,7 +304,8 @@ class DrawsMixin:
             p, scale = calibration.point(estimate[:, columns], target_mean, target_std)
             point[start:stop], strata[start:stop] = p, calibration.strata(p, library)
             empty[start:stop] = no_signal
-        field = _draws.NoiseField(_draws.knn_graph(coordinates, int(noise["n_neighbors"])))
+        names = spatial.obs_names
+        field = _draws.NoiseField(_draws.knn_graph(coordinates, int(noise["n_neighbors"]), names), names)
         smoothing = field.fit_smoothing(noise["error_moran"])
         genes = pd.Index(self.imputed_genes)[columns]
         plan = _draws.DrawPlan(

@@ -1,0 +1,275 @@
+"""Calibrated draws (multiple imputation) and the tests pooled over them: shapes, space, seeding, files, calibration,
+and the pooled tests on a pair where the truth is known (null genes called at about the nominal rate, patterns found).
+"""
+
+from __future__ import annotations
+
+import anndata as ad
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import squidpy as sq
+from scipy import stats
+
+import spalstf as sp
+from spalstf.model import SpaLSTF, _draws
+from spalstf.model._calibration import platform_values
+
+N_TYPES, N_PANEL, N_LIKE_PANEL, N_PATTERN, N_NULL = 4, 30, 20, 6, 30
+SIDE = 24  # spatial cells on a SIDE x SIDE grid, one cell type per quadrant
+
+
+def _pair_with_truth(seed: int = 0):
+    """(adata_st, adata_sc, truth): cell types fill the four quadrants of a grid; every gene has Poisson counts.
+
+    The panel measured ``N_PANEL`` type-specific genes whose totals are the same in every type (so that a gene with
+    the same counts everywhere has the same platform values everywhere); beyond it, ``N_LIKE_PANEL`` genes drawn as the
+    panel's (exchangeable with them: the calibration's promise applies), ``N_PATTERN`` genes with strong type
+    differences (a spatial pattern, a difference between the left and right halves) and ``N_NULL`` genes with the
+    same mean in every type (no pattern, no difference). ``truth`` holds their platform values.
+    """
+    rng = np.random.default_rng(seed)
+    panel = rng.gamma(2.0, 3.0, size=(N_TYPES, N_PANEL + N_LIKE_PANEL)) + 0.5
+    panel[:, :N_PANEL] *= 6.0 * N_PANEL / panel[:, :N_PANEL].sum(axis=1, keepdims=True)  # one library for all types
+    # types 0 and 2 fill the left quadrants, 1 and 3 the right ones: the pattern genes are 12x higher on the right
+    pattern = np.tile(np.array([[1.0], [12.0], [1.0], [12.0]]), (1, N_PATTERN))
+    null = np.full((N_TYPES, N_NULL), 5.0)
+    means = np.hstack([panel, pattern, null])
+    genes = [f"p{i}" for i in range(N_PANEL)] + [f"like{i}" for i in range(N_LIKE_PANEL)]
+    genes += [f"pat{i}" for i in range(N_PATTERN)] + [f"null{i}" for i in range(N_NULL)]
+    n_ref = 1200
+    ref_types = rng.integers(0, N_TYPES, n_ref)
+    adata_sc = ad.AnnData(
+        X=rng.poisson(means[ref_types]).astype(np.float32),
+        obs=pd.DataFrame(index=[f"sc{i}" for i in range(n_ref)]),
+        var=pd.DataFrame(index=genes),
+    )
+    x, y = np.meshgrid(np.arange(SIDE), np.arange(SIDE))
+    coords = np.column_stack([x.ravel(), y.ravel()]).astype(float)
+    st_types = (coords[:, 0] >= SIDE / 2).astype(int) + 2 * (coords[:, 1] >= SIDE / 2).astype(int)
+    full = rng.poisson(2.0 * means[st_types]).astype(np.float32)
+    n_st = len(coords)
+    adata_st = ad.AnnData(
+        X=full[:, :N_PANEL].copy(),
+        obs=pd.DataFrame(
+            {"half": np.where(coords[:, 0] >= SIDE / 2, "right", "left")}, index=[f"st{i}" for i in range(n_st)]
+        ),
+        var=pd.DataFrame(index=genes[:N_PANEL]),
+    )
+    adata_st.obsm["spatial"] = coords
+    truth = pd.DataFrame(
+        platform_values(full[:, N_PANEL:], full[:, :N_PANEL].sum(axis=1), 1e4),
+        index=adata_st.obs_names,
+        columns=genes[N_PANEL:],
+    )
+    return adata_st, adata_sc, truth
+
+
+@pytest.fixture(scope="module")
+def known(one_thread, tiny_model):
+    """A closed-form model (no training) of the pair with truth, with squidpy's graph on the spatial data."""
+    adata_st, adata_sc, truth = _pair_with_truth()
+    reference = adata_sc.copy()
+    SpaLSTF.setup_anndata(reference)
+    model = SpaLSTF(reference, adata_st, **{**tiny_model, "blend": ("ridge", "neighbours")})
+    model.skip_training("test")
+    sq.gr.spatial_neighbors(adata_st, coord_type="generic", n_neighs=6)
+    return model, adata_st, truth
+
+
+def _central_coverage(draws: np.ndarray, truth: np.ndarray, level: float) -> float:
+    """Coverage of the central ``level`` interval between order statistics of the K draws (closed interval)."""
+    K = draws.shape[-1]
+    s = np.sort(draws, axis=-1)
+    lo = max(int(np.floor((K + 1) * (1 - level) / 2)), 1) - 1
+    hi = min(int(np.ceil((K + 1) * (1 + level) / 2)), K) - 1
+    return float(np.mean((truth >= s[..., lo, None]) & (truth <= s[..., hi, None])))
+
+
+def test_draws_have_scvi_shape_in_the_platform_space_and_cover_at_their_level(known):
+    model, adata_st, truth = known
+    draws = model.posterior_predictive_sample(adata_st, n_samples=40)
+    assert draws.shape == (adata_st.n_obs, len(model.imputed_genes), 40) and draws.dtype == np.float32
+    assert np.isfinite(draws).all() and (draws >= 0).all()
+    like = [i for i, g in enumerate(model.imputed_genes) if g.startswith("like")]
+    values = truth[model.imputed_genes].to_numpy()[:, like, None]
+    for level in (0.5, 0.8, 0.9):
+        assert abs(_central_coverage(draws[:, like], values, level) - level) <= 0.05, level
+    # the draws are spread around the calibrated point: their median is close to the interval's point
+    mean, _, lower, upper = model.impute(adata_st, interval=0.9, progress_bar=False)
+    assert np.median(np.abs(np.median(draws, axis=2) - mean.to_numpy())) < 0.2 * np.median((upper - lower).to_numpy())
+
+
+def test_draws_are_seeded_per_cell_gene_and_draw(known):
+    model, adata_st, _ = known
+    genes = model.imputed_genes
+    base = model.posterior_predictive_sample(adata_st, n_samples=6, random_state=3)
+    np.testing.assert_array_equal(base, model.posterior_predictive_sample(adata_st, n_samples=6, random_state=3))
+    assert not np.array_equal(base, model.posterior_predictive_sample(adata_st, n_samples=6, random_state=4))
+    batched = model.posterior_predictive_sample(adata_st, n_samples=6, random_state=3, batch_size=7)
+    np.testing.assert_allclose(batched, base, rtol=1e-5, atol=1e-5)  # float32 rounding of the point estimate
+    subset = [genes[5], genes[0]]
+    np.testing.assert_array_equal(
+        base[:, [5, 0]], model.posterior_predictive_sample(adata_st, 6, gene_list=subset, random_state=3)
+    )
+    np.testing.assert_array_equal(base[..., :2], model.posterior_predictive_sample(adata_st, 2, random_state=3))
+    order = np.random.default_rng(0).permutation(adata_st.n_obs)
+    shuffled = model.posterior_predictive_sample(adata_st[order].copy(), n_samples=6, random_state=3)
+    np.testing.assert_allclose(shuffled, base[order], rtol=1e-5, atol=1e-5)
+
+
+def test_draws_never_see_an_imputed_gene_and_leave_the_input_unchanged(known):
+    model, adata_st, truth = known
+    before = model.posterior_predictive_sample(adata_st, n_samples=4)
+    # the same cells with the imputed genes measured (as garbage) beside the panel: nothing changes
+    extra = ad.AnnData(
+        X=np.hstack([adata_st.X, np.random.default_rng(1).poisson(50.0, size=truth.shape).astype(np.float32)]),
+        obs=adata_st.obs.copy(),
+        var=pd.DataFrame(index=list(adata_st.var_names) + list(truth.columns)),
+        obsm={"spatial": adata_st.obsm["spatial"].copy()},
+    )
+    calibration = model.interval_calibration_  # set by the call above
+    del model.interval_calibration_  # recalibrated on the wider data: it must use the panel genes only
+    try:
+        wider = model.posterior_predictive_sample(extra, n_samples=4)
+        assert sorted(model.interval_calibration_.calibration_genes) == sorted(adata_st.var_names)
+    finally:
+        model.interval_calibration_ = calibration
+    np.testing.assert_array_equal(before, wider)
+    copy = adata_st.copy()
+    model.posterior_predictive_sample(adata_st, n_samples=2)
+    assert set(adata_st.obsm) == set(copy.obsm) and set(adata_st.uns) == set(copy.uns)
+    np.testing.assert_array_equal(adata_st.X, copy.X)
+
+
+def test_draws_go_to_a_file_chunk_by_chunk_and_equal_those_in_memory(known, tmp_path, monkeypatch):
+    model, adata_st, _ = known
+    in_memory = model.posterior_predictive_sample(adata_st, n_samples=5)
+    monkeypatch.setattr(_draws, "DRAW_CHUNK_ENTRIES", adata_st.n_obs * 5 * 4)  # four genes per chunk
+    dataset = model.posterior_predictive_sample(adata_st, n_samples=5, out=tmp_path / "draws.h5")
+    try:
+        assert dataset.shape == in_memory.shape
+        np.testing.assert_array_equal(dataset[:], in_memory)
+        assert [n.decode() for n in dataset.file["var_names"][:]] == model.imputed_genes
+    finally:
+        dataset.file.close()
+    assert not (tmp_path / "draws.h5.partial").exists()
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        model.posterior_predictive_sample(adata_st, n_samples=5, out=tmp_path / "draws.h5")
+    with pytest.raises(ValueError, match=r"ending in '\.h5'"):
+        model.posterior_predictive_sample(adata_st, n_samples=5, out=tmp_path / "draws.npy")
+    with h5py.File(tmp_path / "draws.h5") as f:
+        assert f["draws"].attrs["axes"] == "cells, genes, draws"
+
+
+def test_cells_without_signal_get_undefined_draws(known):
+    model, adata_st, _ = known
+    silent = adata_st.copy()
+    silent.X[:3] = 0
+    draws = model.posterior_predictive_sample(silent, n_samples=3)
+    assert np.isnan(draws[:3]).all() and np.isfinite(draws[3:]).all()
+
+
+def test_pooled_tests_call_null_genes_at_about_the_nominal_rate_and_find_strong_patterns(known):
+    """Null genes (the same mean everywhere) are called about as often as the level allows, though the point estimate
+    treated as data calls nearly all of them; genes with a strong left/right pattern are found by both tests."""
+    model, adata_st, truth = known
+    nulls = [g for g in model.imputed_genes if g.startswith("null")]
+    patterns = [g for g in model.imputed_genes if g.startswith("pat")]
+
+    moran = model.spatial_autocorr(adata_st, n_samples=20)
+    de = model.differential_expression(adata_st, "half", "right", n_samples=20)
+    assert (moran.loc[patterns, "pvalue_adj"] < 0.05).all()
+    assert (de.loc[patterns, "pvalue_adj"] < 0.05).all()
+    assert (de.loc[patterns, "mean_difference"].abs() > 1).all()
+    assert (moran.loc[nulls, "pvalue"] < 0.05).mean() <= 0.15
+    assert (de.loc[nulls, "pvalue"] < 0.05).mean() <= 0.15
+    assert moran.loc[nulls, "fraction_missing_information"].median() > 0.5
+
+    # the point estimate treated as data (single imputation): the null genes look patterned and different
+    graph = _draws.MoranGraph.from_connectivities(adata_st.obsp["spatial_connectivities"])
+    point = model.impute(adata_st, interval=0.9, progress_bar=False).mean[nulls].to_numpy()
+    single = _draws.pooled_moran(graph.moran(point)[None], graph)["pvalue"]
+    assert (single < 0.05).mean() >= 0.5
+    right = adata_st.obs["half"].to_numpy() == "right"
+    single_de = stats.ttest_ind(point[right], point[~right], equal_var=False).pvalue
+    assert (single_de < 0.05).mean() >= 0.5
+    # and the measured values agree with the draws, not with the point estimate
+    measured = stats.ttest_ind(truth.loc[right, nulls], truth.loc[~right, nulls], equal_var=False).pvalue
+    assert (measured < 0.05).mean() <= 0.15
+
+
+def test_moran_matches_squidpy_and_pooling_follows_rubins_rules(known):
+    _, adata_st, truth = known
+    graph = _draws.MoranGraph.from_connectivities(adata_st.obsp["spatial_connectivities"])
+    genes = ad.AnnData(truth.to_numpy(), obs=adata_st.obs, obsp=dict(adata_st.obsp), uns=dict(adata_st.uns))
+    genes.var_names = truth.columns
+    sq.gr.spatial_autocorr(genes, mode="moran", n_perms=None)
+    squidpy = genes.uns["moranI"].reindex(truth.columns)
+    np.testing.assert_allclose(graph.moran(truth.to_numpy()), squidpy["I"], rtol=1e-6)
+    single = _draws.pooled_moran(graph.moran(truth.to_numpy())[None], graph)
+    np.testing.assert_allclose(single["pvalue"], squidpy["pval_norm"], rtol=1e-5, atol=1e-12)
+
+    # Rubin: identical draws leave the complete-data test; spread between draws widens the variance by (1 + 1/K) B
+    x1, x2 = np.random.default_rng(0).normal(size=(2, 50, 3, 1))
+    same = _draws.pooled_difference(np.repeat(x1, 4, axis=2), np.repeat(x2, 4, axis=2))
+    np.testing.assert_allclose(same["statistic"], stats.ttest_ind(x1[..., 0], x2[..., 0], equal_var=False).statistic)
+    assert (same["fraction_missing_information"] == 0).all()
+    q, T, df, lam = _draws.rubin(np.array([[1.0], [3.0]]), np.array([2.0]))
+    assert q[0] == 2.0 and T[0] == pytest.approx(2.0 + 1.5 * 2.0) and lam[0] == pytest.approx(0.6)
+    assert df[0] == pytest.approx(1 / 0.36)  # (K - 1) / lam**2 with complete-data df infinite
+
+
+def test_tl_wrappers_write_their_tables_into_uns_and_refuse_a_foreign_key(known):
+    model, adata_st, _ = known
+    genes = model.imputed_genes[:4]
+    result = sp.tl.spatial_autocorr(adata_st, model, n_samples=4, gene_list=genes, copy=True)
+    assert "spalstf_moranI" not in adata_st.uns
+    table = result.uns["spalstf_moranI"]["results"]
+    assert sorted(table.index) == sorted(genes) and {"I", "pvalue", "pvalue_adj"} <= set(table.columns)
+    pd.testing.assert_frame_equal(table, model.spatial_autocorr(adata_st, n_samples=4, gene_list=genes))
+    sp.tl.differential_expression(result, model, "half", "left", "right", n_samples=4, gene_list=genes)
+    assert result.uns["spalstf_de"]["params"]["group2"] == ["right"]
+    sp.tl.differential_expression(result, model, "half", "left", n_samples=4, gene_list=genes)  # its own key: replaced
+    result.uns["mine"] = {"something": 1}
+    with pytest.raises(ValueError, match="did not write"):
+        sp.tl.spatial_autocorr(result, model, n_samples=4, key_added="mine")
+
+
+def test_bad_requests_name_the_problem(known):
+    model, adata_st, _ = known
+    with pytest.raises(ValueError, match="at least 2"):
+        model.spatial_autocorr(adata_st, n_samples=1)
+    no_graph = adata_st.copy()
+    del no_graph.obsp["spatial_connectivities"]
+    with pytest.raises(KeyError, match="spatial_neighbors"):
+        model.spatial_autocorr(no_graph, n_samples=2)
+    no_coords = adata_st.copy()
+    del no_coords.obsm["spatial"]
+    with pytest.raises(KeyError, match="spatial_key"):
+        model.posterior_predictive_sample(no_coords, n_samples=2)
+    with pytest.raises(KeyError, match="did you mean"):
+        model.posterior_predictive_sample(adata_st, 2, gene_list=["pat00"])
+    with pytest.raises(ValueError, match="not among the groups"):
+        model.differential_expression(adata_st, "half", "top", n_samples=2)
+    with pytest.raises(KeyError, match="no column"):
+        model.differential_expression(adata_st, "quadrant", "a", n_samples=2)
+    with pytest.raises(ValueError, match="share groups"):
+        model.differential_expression(adata_st, "half", "left", ["left", "right"], n_samples=2)
+    with pytest.raises(ValueError, match="random_state"):
+        model.posterior_predictive_sample(adata_st, 2, random_state=None)
+
+
+def test_a_calibration_without_coordinates_asks_for_one_with_them(known):
+    model, adata_st, _ = known
+    calibration = model.interval_calibration_
+    try:
+        no_coords = adata_st.copy()
+        del no_coords.obsm["spatial"]
+        model.calibrate_intervals(no_coords)
+        assert "draws" not in model.interval_calibration_.details
+        with pytest.raises(ValueError, match="calibrate_intervals"):
+            model.posterior_predictive_sample(adata_st, n_samples=2)
+    finally:
+        model.interval_calibration_ = calibration
