@@ -175,7 +175,14 @@ def de_one(values: np.ndarray, in1: np.ndarray, in2: np.ndarray) -> dict[str, np
     with np.errstate(divide="ignore", invalid="ignore"):
         t = d / np.sqrt(v)
     p = np.where(v > 0, 2 * stats.t.sf(np.abs(t), df), np.where(d == 0, 1.0, 0.0))
-    return {"estimate": d, "statistic": np.where(v > 0, t, np.sign(d) * np.inf), "pvalue": p}
+    return {
+        "estimate": d,
+        "statistic": np.where(v > 0, t, np.sign(d) * np.inf),
+        "pvalue": p,
+        "df": df,
+        "se": np.sqrt(v),
+        "imputation_var": np.zeros_like(d),
+    }
 
 
 def moran_one(graph, values: np.ndarray) -> dict[str, np.ndarray]:
@@ -185,7 +192,14 @@ def moran_one(graph, values: np.ndarray) -> dict[str, np.ndarray]:
     moran = graph.moran(values)
     with np.errstate(divide="ignore", invalid="ignore"):
         pooled = pooled_moran(moran[None, :], graph)
-    return {"estimate": moran, "statistic": pooled["statistic"], "pvalue": pooled["pvalue"]}
+    return {
+        "estimate": moran,
+        "statistic": pooled["statistic"],
+        "pvalue": pooled["pvalue"],
+        "df": pooled["df"],
+        "se": np.full(moran.shape, np.sqrt(graph.variance)),
+        "imputation_var": np.zeros_like(moran),
+    }
 
 
 def test_frame(result: dict[str, np.ndarray], genes: list[str], **labels: Any) -> pd.DataFrame:

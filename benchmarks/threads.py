@@ -17,8 +17,11 @@ Measured on a 2-core machine already loaded by other jobs, ``--max-steps 100`` (
 - load average about 4, no busy loop: ``all`` (2 threads) 198, ``1`` 31;
 - load average about 3: ``1`` 15, ``all`` 76; with one busy loop beside it: ``1`` 30, ``all`` 154.
 
-A quiet machine was not available, so the time alone (and whether 2 threads win there) is not known from these
-runs; ``spalstf demo`` was not timed.
+Measured later on the same machine, quieter (load average below 1 before each run), ``--max-steps 600``, with the
+command above: alone, ``all`` 53.8 and ``1`` 71.2; with one busy loop beside it, ``all`` 193.6 (3.6x its time alone)
+and ``1`` 88.6 (1.2x). Two threads win by a quarter on an idle machine and lose by more than half next to one other
+job, which is why spalstf's default is one thread (``scanpy.settings.n_jobs``). ``spalstf demo`` (timed by hand with
+``time``): 86 s alone and 85 s next to one busy loop at the new default, 68 s and 206 s with torch's default.
 """
 
 from __future__ import annotations
