@@ -202,6 +202,21 @@ def moran_one(graph, values: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def pooled_spread(estimate, statistic, missing) -> dict[str, np.ndarray]:
+    """Standard error ``sqrt(T)`` of a pooled difference (from its t statistic) and its imputation part ``lambda T``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        total = (np.asarray(estimate, np.float64) / np.asarray(statistic, np.float64)) ** 2
+    return {"se": np.sqrt(total), "imputation_var": np.asarray(missing, np.float64) * total}
+
+
+def moran_spread(graph, missing) -> dict[str, np.ndarray]:
+    """Standard error of a pooled Moran's I, ``T = W / (1 - lambda)`` with ``W`` the normality variance."""
+    missing = np.asarray(missing, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        total = graph.variance / (1.0 - missing)
+    return {"se": np.sqrt(total), "imputation_var": missing * total}
+
+
 def test_frame(result: dict[str, np.ndarray], genes: list[str], **labels: Any) -> pd.DataFrame:
     from spalstf.model._draws import benjamini_hochberg
 
@@ -220,6 +235,12 @@ def test_metrics(frame: pd.DataFrame) -> dict[str, float]:
     found = int((call & truth & right).sum())
     false = int((call & ~(truth & right)).sum())
     calls, true = int(call.sum()), int(truth.sum())
+    error = (frame["estimate"] - frame["truth_estimate"]).to_numpy(np.float64)
+    se, df = frame["se"].to_numpy(np.float64), frame["df"].to_numpy(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inside = np.abs(error) <= stats.t.ppf(0.975, np.where(np.isfinite(df), df, 1e12)) * se
+        imputation = np.nansum(frame["imputation_var"].to_numpy(np.float64))
+        ratio = np.nansum(error**2) / imputation if imputation > 0 else np.inf
     return {
         "tests": len(frame),
         "calls": calls,
@@ -228,6 +249,9 @@ def test_metrics(frame: pd.DataFrame) -> dict[str, float]:
         "false_calls": false,
         "FDR": false / calls if calls else np.nan,
         "power": found / true if true else np.nan,
+        "ci95_covers_truth": float(np.nanmean(inside)),
+        "error2_over_imputation_var": float(ratio),
+        "median_abs_error_over_se": float(np.nanmedian(np.abs(error) / se)),
     }
 
 
@@ -505,6 +529,7 @@ def run_fold(
                             "pvalue": table["pvalue"],
                             "df": table["df"],
                             "fraction_missing_information": table["fraction_missing_information"],
+                            **pooled_spread(table["mean_difference"], table["statistic"], table["fraction_missing_information"]),
                         },
                         held,
                         test="de",
@@ -522,6 +547,7 @@ def run_fold(
                         "pvalue": table["pvalue"],
                         "df": table["df"],
                         "fraction_missing_information": table["fraction_missing_information"],
+                        **moran_spread(graph, table["fraction_missing_information"]),
                     },
                     held,
                     test="moran",
@@ -567,9 +593,22 @@ def run_fold(
                     tissue_p = tissue_adata.uns[f"{key}_pvalue"][held].to_numpy(np.float64).ravel()
                     tissue_t = tissue_adata.uns[f"{key}_tstat"][held].to_numpy(np.float64).ravel()
                     tissue_d = tissue_adata.uns[f"{key}_poolmean"][held].to_numpy(np.float64).ravel()
+                    within = tissue_adata.uns[f"{key}_varw"][held].to_numpy(np.float64).ravel()
+                    varb = tissue_adata.uns[f"{key}_varb"][held].to_numpy(np.float64).ravel()
+                    between = (1 + 1 / K) * varb
+                    with np.errstate(divide="ignore", invalid="ignore"):  # TISSUE's degrees of freedom
+                        tissue_df = (K - 1) * (1 + K * within / ((K + 1) * varb)) ** 2
                     tests.append(
                         test_frame(
-                            {"estimate": tissue_d, "statistic": tissue_t, "pvalue": tissue_p},
+                            {
+                                "estimate": tissue_d,
+                                "statistic": tissue_t,
+                                "pvalue": tissue_p,
+                                "df": tissue_df,
+                                "fraction_missing_information": between / (within + between),
+                                "se": np.sqrt(within + between),
+                                "imputation_var": between,
+                            },
                             held,
                             test="de",
                             comparison=name,
@@ -599,6 +638,7 @@ def run_fold(
                             "pvalue": pooled["pvalue"],
                             "df": pooled["df"],
                             "fraction_missing_information": pooled["fraction_missing_information"],
+                            **moran_spread(graph, pooled["fraction_missing_information"]),
                         },
                         held,
                         test="moran",
@@ -845,6 +885,8 @@ def print_report(name, info, test_summary, draw_summary, smooth, corr_summary, r
                 "found": spread(frame["found"], first).replace(".000", ""),
                 "FDR": spread(frame["FDR"], first),
                 "power": spread(frame["power"], first),
+                "95% CI covers truth's estimate": spread(frame["ci95_covers_truth"], first),
+                "error^2 / imputation var": spread(frame["error2_over_imputation_var"], first),
             }
         )
     rows.sort(key=lambda r: (r["test"], ["single", "tissue", "spalstf"].index(r["method"]), str(r["K"])))

@@ -208,7 +208,7 @@ class DrawPlan:
     Attributes
     ----------
     point
-        (cells, genes) calibrated point estimate in the platform's space.
+        (cells, genes) calibrated point estimate in the platform's space (float32, as the imputation's output).
     scale
         (genes,) the genes' scale in that space.
     strata
@@ -258,7 +258,8 @@ class DrawPlan:
             ]
             z = np.sqrt(self.shared) * common + np.sqrt(1.0 - self.shared) * z
         q = score_quantiles(self.table, self.strata[:, columns, None], special.ndtr(z))
-        draws = np.maximum(self.point[:, columns, None] + self.scale[columns][None, :, None] * q, 0.0)
+        point = self.point[:, columns, None].astype(np.float64)
+        draws = np.maximum(point + self.scale[columns][None, :, None] * q, 0.0)
         draws[self.empty] = np.nan
         return draws
 

@@ -309,7 +309,7 @@ class DrawsMixin:
         smoothing = field.fit_smoothing(noise["error_moran"])
         genes = pd.Index(self.imputed_genes)[columns]
         plan = _draws.DrawPlan(
-            point=point.astype(np.float64),
+            point=point,
             scale=scale,
             strata=strata,
             empty=empty,
