@@ -59,9 +59,9 @@ class DrawsMixin:
         Every draw lies in the platform's space of the intervals, ``log1p(x / L * target_sum)`` (``L`` the cell's
         total over the measured genes), and has the calibrated distribution of the measurement given the imputation:
         the central interval of many draws is the calibrated interval of :meth:`impute` with ``interval=``. Draws of
-        neighbouring cells and of different genes are correlated as the panel genes' errors are (``docs/method.md``,
-        "Multiple imputation"), so that a single draw is as spatially autocorrelated as a measurement would be, not
-        smoother. The model must have an interval calibration with coordinates (:meth:`calibrate_intervals`); a model
+        neighbouring cells and of different genes are correlated as the panel genes' errors are (their Moran's I and
+        their correlation between genes; ``docs/method.md``, "Multiple imputation"), so that a draw is not smoother
+        than a measurement, as the point estimate is. The model must have an interval calibration with coordinates (:meth:`calibrate_intervals`); a model
         without one is calibrated on the measured genes of ``adata_st`` first (never on imputed genes).
 
         Parameters
