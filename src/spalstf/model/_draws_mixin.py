@@ -61,8 +61,9 @@ class DrawsMixin:
         the central interval of many draws is the calibrated interval of :meth:`impute` with ``interval=``. Draws of
         neighbouring cells and of different genes are correlated as the panel genes' errors are (their Moran's I and
         their correlation between genes; ``docs/method.md``, "Multiple imputation"), so that a draw is not smoother
-        than a measurement, as the point estimate is. The model must have an interval calibration with coordinates (:meth:`calibrate_intervals`); a model
-        without one is calibrated on the measured genes of ``adata_st`` first (never on imputed genes).
+        than a measurement, as the point estimate is. The model must have an interval calibration with coordinates
+        (:meth:`calibrate_intervals`); a model without one is calibrated on the measured genes of ``adata_st`` first
+        (never on imputed genes).
 
         Parameters
         ----------
