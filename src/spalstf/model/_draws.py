@@ -13,7 +13,7 @@ assumes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,10 @@ MAX_SMOOTHING = 50.0
 MAX_SHARED_NOISE = 0.9
 #: Entries (cells x genes x draws) of one gene chunk of draws: the working memory of the draws and pooled tests.
 DRAW_CHUNK_ENTRIES = 4_000_000
+#: Clusterings of the cells' measured expression (k-means, coarse then fine) whose shared errors the noise carries.
+ERROR_CLUSTER_LEVELS = (6, 24)
+#: Fewest calibration cells per cluster for a clustering level to be used.
+MIN_CELLS_PER_CLUSTER = 20
 
 
 # ------------------------------------------------------------------------------------------------ graphs and Moran
@@ -130,21 +134,30 @@ class NoiseField:
         norms = np.sqrt(np.einsum("s,t,stn->n", c, c, self._cross))
         return (sparse.diags(1.0 / norms) @ M).tocsr()
 
-    def fit_smoothing(self, target_moran: float, n_probes: int = 32) -> float:
+    def fit_smoothing(
+        self, target_moran: float, n_probes: int = 32, fixed: np.ndarray | None = None, fixed_share: float = 0.0
+    ) -> float:
         """The ``lam`` whose noise has median Moran's I ``target_moran`` on this graph (bisection on fixed probes).
 
-        A target at or below white noise's gives 0; one beyond what the series reaches gives :data:`MAX_SMOOTHING`.
+        ``fixed`` (cells x ``n_probes``) is a part of the noise that does not depend on ``lam`` (the shared errors of
+        expression clusters), already scaled to its share ``fixed_share`` of the variance; the smoothed part gets the
+        rest. A target
+        at or below the noise's Moran's I at ``lam = 0`` gives 0; one beyond what the series reaches gives
+        :data:`MAX_SMOOTHING`.
         """
         probes = np.random.default_rng(0).standard_normal((self._powers[0].shape[0], n_probes))
         if self._rank is not None:
             probes = probes[self._rank]
         smoothed = [P @ probes for P in self._powers]
+        rest = float(np.sqrt(max(1.0 - fixed_share, 0.0)))
 
         def moran_at(lam: float) -> float:
             c = self._coefficients(lam)
             norms = np.sqrt(np.einsum("s,t,stn->n", c, c, self._cross))
-            field = sum(ci * S for ci, S in zip(c, smoothed, strict=True)) / norms[:, None]
-            return float(np.nanmedian(self.graph.moran(field)))
+            noise = rest * sum(ci * S for ci, S in zip(c, smoothed, strict=True)) / norms[:, None]
+            if fixed is not None:
+                noise = noise + fixed
+            return float(np.nanmedian(self.graph.moran(noise)))
 
         if not np.isfinite(target_moran) or target_moran <= moran_at(0.0):
             return 0.0
@@ -187,6 +200,49 @@ def error_structure(folds: list[Any], coordinates: np.ndarray) -> dict[str, floa
     }
 
 
+def error_clusters(
+    errors: list[np.ndarray], conditions: np.ndarray, levels: Sequence[int] = ERROR_CLUSTER_LEVELS
+) -> list[dict[str, Any]]:
+    """Errors shared by cells of similar measured expression: k-means levels and their share of the error variance.
+
+    ``conditions`` are the calibration cells' measured genes as the model sees them (cells x measured genes);
+    ``errors`` each inner fold's standardised errors on those cells. For each level ``k`` (coarse to fine; a level
+    with fewer than :data:`MIN_CELLS_PER_CLUSTER` cells per cluster is skipped) the cells are clustered and the share of
+    every panel gene's error variance that the cluster means explain is computed (less its chance share
+    ``(k - 1) / n``); the median over genes is the level's cumulative share. Each returned level holds its ``centers``
+    (to place new cells) and the ``share`` it adds beyond the coarser levels.
+    """
+    from sklearn.cluster import KMeans
+
+    n = len(conditions)
+    out, explained = [], 0.0
+    for k in levels:
+        if n < k * MIN_CELLS_PER_CLUSTER:
+            continue
+        km = KMeans(n_clusters=k, n_init=3, random_state=0).fit(conditions)
+        labels, counts = km.labels_, np.bincount(km.labels_, minlength=k)
+        shares = []
+        for E in errors:
+            centred = E - E.mean(axis=0)
+            total = (centred**2).sum(axis=0)
+            means = np.zeros((k, E.shape[1]))
+            np.add.at(means, labels, centred)
+            means /= np.maximum(counts, 1)[:, None]
+            between = (counts[:, None] * means**2).sum(axis=0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                shares.append(between / total - (k - 1) / n)
+        share = float(np.clip(np.nanmedian(np.concatenate(shares)), 0.0, 1.0))
+        out.append({"k": int(k), "centers": km.cluster_centers_.copy(), "share": max(share - explained, 0.0)})
+        explained = max(explained, share)
+    return out
+
+
+def nearest_center(conditions: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Index of the nearest of ``centers`` for every row of ``conditions`` (Euclidean)."""
+    d = (conditions**2).sum(axis=1)[:, None] - 2 * conditions @ centers.T + (centers**2).sum(axis=1)[None, :]
+    return np.argmin(d, axis=1)
+
+
 # ------------------------------------------------------------------------------------------------------------ draws
 def score_quantiles(table: ScoreTable, strata: np.ndarray, u: np.ndarray) -> np.ndarray:
     """The signed conformal score at probability ``u`` in each entry's stratum (``strata`` broadcast against ``u``)."""
@@ -225,6 +281,9 @@ class DrawPlan:
         Noise keys (:func:`~spalstf.model._noise.cell_keys`, :func:`~spalstf.model._noise.gene_keys`).
     factor
         Noise key of the shared field.
+    clusters
+        For each expression-cluster level: every cell's cluster key (cells of a cluster share that part of the
+        noise) and the level's share of the variance; the smoothed part has the rest.
     """
 
     point: np.ndarray
@@ -237,6 +296,7 @@ class DrawPlan:
     cells: np.ndarray
     genes: np.ndarray
     factor: np.ndarray
+    clusters: list[tuple[np.ndarray, float]] = field(default_factory=list)
 
     @property
     def n_cells(self) -> int:
@@ -247,16 +307,21 @@ class DrawPlan:
         step = max(1, DRAW_CHUNK_ENTRIES // max(self.n_cells * n_samples, 1))
         return [slice(a, min(a + step, self.point.shape[1])) for a in range(0, self.point.shape[1], step)]
 
+    def _field(self, genes: np.ndarray, n_samples: int) -> np.ndarray:
+        """Unit-variance noise of the gene keys ``genes``: cluster parts plus the smoothed part, (cells, genes, K)."""
+        n, g = self.n_cells, len(genes)
+        white = keyed_normal(self.cells, genes, 0, n_samples).reshape(n, g * n_samples)
+        rest = max(1.0 - sum(share for _, share in self.clusters), 0.0)
+        z = np.sqrt(rest) * (self.operator @ white).reshape(n, g, n_samples)
+        for keys, share in self.clusters:
+            z += np.sqrt(share) * keyed_normal(keys, genes, 0, n_samples)
+        return z
+
     def draw(self, columns: slice, n_samples: int) -> np.ndarray:
         """Draws of the genes ``columns``: (cells, genes, n_samples), float64."""
-        n, g = self.n_cells, len(range(*columns.indices(self.point.shape[1])))
-        white = keyed_normal(self.cells, self.genes[columns], 0, n_samples).reshape(n, g * n_samples)
-        z = (self.operator @ white).reshape(n, g, n_samples)
+        z = self._field(self.genes[columns], n_samples)
         if self.shared > 0:
-            common = (self.operator @ keyed_normal(self.cells, self.factor, 0, n_samples).reshape(n, n_samples))[
-                :, None, :
-            ]
-            z = np.sqrt(self.shared) * common + np.sqrt(1.0 - self.shared) * z
+            z = np.sqrt(self.shared) * self._field(self.factor, n_samples) + np.sqrt(1.0 - self.shared) * z
         q = score_quantiles(self.table, self.strata[:, columns, None], special.ndtr(z))
         point = self.point[:, columns, None].astype(np.float64)
         draws = np.maximum(point + self.scale[columns][None, :, None] * q, 0.0)

@@ -299,15 +299,27 @@ class DrawsMixin:
         point = np.empty((spatial.n_obs, len(columns)), dtype=np.float32)
         strata = np.empty((spatial.n_obs, len(columns)), dtype=np.int16)
         empty = np.zeros(spatial.n_obs, dtype=bool)
+        levels = noise.get("clusters", [])
+        labels = [np.empty(spatial.n_obs, dtype=np.int64) for _ in levels]
         self.module.eval()
         for start, stop, values, no_signal, library in self._st_condition_chunks(spatial, batch_size):
             estimate = self.module.posterior_mean(torch.from_numpy(values).to(self.device)).cpu().numpy()
             p, scale = calibration.point(estimate[:, columns], target_mean, target_std)
             point[start:stop], strata[start:stop] = p, calibration.strata(p, library)
             empty[start:stop] = no_signal
+            for level, out in zip(levels, labels, strict=True):
+                out[start:stop] = _draws.nearest_center(values.astype(np.float64), level["centers"])
         names = spatial.obs_names
+        # cells of one expression cluster share part of the noise: keys per cluster, and their probe fields for the fit
+        clusters, fixed = [], np.zeros((spatial.n_obs, 32))
+        for i, (level, label) in enumerate(zip(levels, labels, strict=True)):
+            keys = cell_keys([f"\x00cluster {i} {c}" for c in range(len(level["centers"]))], random_state)
+            clusters.append((keys[label], float(level["share"])))
+            probes = np.random.default_rng(i + 1).standard_normal((len(level["centers"]), fixed.shape[1]))
+            fixed += np.sqrt(level["share"]) * probes[label]
         field = _draws.NoiseField(_draws.knn_graph(coordinates, int(noise["n_neighbors"]), names), names)
-        smoothing = field.fit_smoothing(noise["error_moran"])
+        shared_in_clusters = sum(share for _, share in clusters)
+        smoothing = field.fit_smoothing(noise["error_moran"], fixed=fixed, fixed_share=shared_in_clusters)
         genes = pd.Index(self.imputed_genes)[columns]
         plan = _draws.DrawPlan(
             point=point,
@@ -320,12 +332,15 @@ class DrawsMixin:
             cells=cell_keys(spatial.obs_names, random_state),
             genes=gene_keys(genes),
             factor=gene_keys(["\x00shared noise"]),
+            clusters=clusters,
         )
         logger.info(
-            "Draws: noise smoothing %.3g (panel errors' Moran's I %.3f), shared share %.3f.",
+            "Draws: noise smoothing %.3g (panel errors' Moran's I %.3f), shared between genes %.3f, shared within "
+            "expression clusters %s.",
             smoothing,
             noise["error_moran"],
             plan.shared,
+            ", ".join(f"{level['share']:.3f} (k={level['k']})" for level in levels) or "none",
         )
         return plan, genes
 

@@ -25,7 +25,7 @@ from ._defaults import (
     check_option,
     default_calibration_cells,
 )
-from ._draws import error_structure
+from ._draws import error_clusters, error_structure
 from ._spatial_input import SpatialInput, spatial_coordinates
 
 
@@ -169,7 +169,9 @@ class IntervalMixin:
                 full = np.zeros((len(S), len(f.genes)))
                 full[f.cells] = np.nan_to_num(cal.fold_errors(f, calibration.shift, calibration.slope)[1])
                 errors.append(full)
-            calibration.details["draws"] = error_structure(errors, coordinates[rows])
+            structure = error_structure(errors, coordinates[rows])
+            structure["clusters"] = error_clusters(errors, condition.cpu().numpy().astype(np.float64))
+            calibration.details["draws"] = structure
         st_spelling = dict(zip(measured, measured_st, strict=True))  # records name genes as adata_st does
         calibration.calibration_genes = [st_spelling[g] for g in calibration.calibration_genes]
         calibration.details["n_spatial_cells"] = int(spatial.n_obs)
