@@ -772,16 +772,20 @@ def run_pair(name: str, args: argparse.Namespace) -> None:
     adata_st, rna = mdata["spatial"], mdata["rna"]
     genes = [g for g in adata_st.var_names if g in set(rna.var_names)]
     folds = gene_folds(genes, n_folds=args.n_folds, random_state=args.random_state)
-    n_run = len(folds) if args.folds_to_run is None else min(args.folds_to_run, len(folds))
+    if args.folds is not None:
+        selected = [f for f in args.folds if 0 <= f < len(folds)]
+    else:
+        selected = list(range(len(folds) if args.folds_to_run is None else min(args.folds_to_run, len(folds))))
     log(
         f"{name}: spatial {adata_st.shape[0]} x {adata_st.shape[1]}, reference {rna.shape[0]} x {rna.shape[1]}, "
-        f"{len(genes)} shared genes, folds {n_run}/{len(folds)}, model "
+        f"{len(genes)} shared genes, folds {selected} of {len(folds)}, model "
         f"{'closed form ' + str(CLOSED_FORM) if args.closed_form else 'default (trained)'}"
     )
     checks: dict[str, Any] = {}
     collected: dict[str, list] = {}
     start = time.perf_counter()
-    for fold, (kept, held) in enumerate(folds[:n_run]):
+    for fold in selected:
+        kept, held = folds[fold]
         result = run_fold(fold, kept, held, adata_st, rna, args, checks)
         for key, values in result.items():
             collected.setdefault(key, []).extend(values)
@@ -797,45 +801,24 @@ def run_pair(name: str, args: argparse.Namespace) -> None:
     draws.insert(0, "pair", name)
     resources = pd.DataFrame(collected["resources"])
     resources.insert(0, "pair", name)
-    moran = pd.DataFrame(collected["moran"])
-    corr = pd.DataFrame(collected["corr"])
     n_cells = int(adata_st.n_obs)
     resources["cells"] = n_cells
     resources["time_s_per_1e4_cells"] = resources["time_s"] * 1e4 / n_cells
     resources["peak_mb_per_1e4_cells"] = resources["peak_mb"] * 1e4 / n_cells
-
-    test_summary = summarise_tests(tests)
-    draw_summary = summarise_draws(draws)
-    smooth = moran.groupby(["method", "seed"])["abs_delta_I"].median().reset_index(name="median_abs_delta_I")
-    corr_summary = corr.groupby(["method", "seed"])["mean_abs_spearman"].mean().reset_index()
-    truth_corr = float(corr_summary.loc[corr_summary["method"] == "truth", "mean_abs_spearman"].iloc[0])
-    corr_summary["gap_to_truth"] = corr_summary["mean_abs_spearman"] - truth_corr
-    summary = pd.concat(
-        [
-            tidy(test_summary, "tests", ["method", "test", "K", "seed"]),
-            tidy(draw_summary, "draws", ["method", "K", "seed"]),
-            tidy(smooth, "oversmoothing", ["method", "seed"]),
-            tidy(corr_summary, "gene_correlation", ["method", "seed"]),
-        ],
-        ignore_index=True,
-    )
-    summary.insert(0, "pair", name)
-
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    prefix = out / name
-    tests.to_csv(f"{prefix}_tests.csv", index=False)
-    summary.to_csv(f"{prefix}_summary.csv", index=False)
-    draws.to_csv(f"{prefix}_draws.csv", index=False)
-    resources.to_csv(f"{prefix}_resources.csv", index=False)
-    moran.to_csv(f"{prefix}_moran_genes.csv", index=False)
+    frames = {
+        "tests": tests,
+        "draws": draws,
+        "resources": resources,
+        "moran_genes": pd.DataFrame(collected["moran"]),
+        "corr": pd.DataFrame(collected["corr"]),
+    }
     info = {
         "pair": name,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "model": f"closed form {CLOSED_FORM}, skip_training" if args.closed_form else "default settings, trained",
         "n_folds": args.n_folds,
         "split_random_state": args.random_state,
-        "folds_run": n_run,
+        "folds_run": len(selected),
         "samples": args.samples,
         "seeds": args.seeds,
         "alpha": ALPHA,
@@ -857,9 +840,68 @@ def run_pair(name: str, args: argparse.Namespace) -> None:
         "wall_time_s": wall,
         "machine": machine_info(args.threads),
     }
+    finish(name, frames, info, args)
+
+
+def merge_pair(name: str, args: argparse.Namespace) -> None:
+    """Pool the outputs of runs over disjoint folds (``--folds``) written in the ``--merge`` folders."""
+    frames: dict[str, list[pd.DataFrame]] = {}
+    infos = []
+    for folder in args.merge:
+        for key in ("tests", "draws", "resources", "moran_genes", "corr"):
+            frames.setdefault(key, []).append(pd.read_csv(folder / f"{name}_{key}.csv"))
+        infos.append(json.loads((folder / f"{name}_info.json").read_text()))
+    merged = {key: pd.concat(values, ignore_index=True) for key, values in frames.items()}
+    folds = [f["fold"] for i in infos for f in i["folds"]]
+    if len(set(folds)) < len(folds):
+        raise SystemExit(f"--merge: folds {folds} overlap")
+    info = dict(infos[0])
+    info["command"] = " ".join([Path(sys.executable).name, *sys.argv])
+    info["merged_from"] = [str(f) for f in args.merge]
+    info["folds"] = sorted((f for i in infos for f in i["folds"]), key=lambda f: f["fold"])
+    info["folds_run"] = len(folds)
+    info["wall_time_s"] = sum(i["wall_time_s"] for i in infos)
+    checks: dict[str, Any] = {}
+    for i in infos:
+        for key, value in i["checks"].items():
+            if isinstance(value, list):
+                checks.setdefault(key, []).extend(value)
+            else:
+                checks[key] = max(checks.get(key, value), value)
+    info["checks"] = checks
+    args.samples, args.seeds = info["samples"], info["seeds"]
+    finish(name, merged, info, args)
+
+
+def finish(name: str, frames: dict[str, pd.DataFrame], info: dict[str, Any], args: argparse.Namespace) -> None:
+    """Summaries, files and printed tables of one pair."""
+    test_summary = summarise_tests(frames["tests"])
+    draw_summary = summarise_draws(frames["draws"])
+    smooth = (
+        frames["moran_genes"].groupby(["method", "seed"])["abs_delta_I"].median().reset_index(name="median_abs_delta_I")
+    )
+    corr_summary = frames["corr"].groupby(["method", "seed"])["mean_abs_spearman"].mean().reset_index()
+    truth_corr = float(corr_summary.loc[corr_summary["method"] == "truth", "mean_abs_spearman"].iloc[0])
+    corr_summary["gap_to_truth"] = corr_summary["mean_abs_spearman"] - truth_corr
+    summary = pd.concat(
+        [
+            tidy(test_summary, "tests", ["method", "test", "K", "seed"]),
+            tidy(draw_summary, "draws", ["method", "K", "seed"]),
+            tidy(smooth, "oversmoothing", ["method", "seed"]),
+            tidy(corr_summary, "gene_correlation", ["method", "seed"]),
+        ],
+        ignore_index=True,
+    )
+    summary.insert(0, "pair", name)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    prefix = args.out / name
+    for key, frame in frames.items():
+        frame.to_csv(f"{prefix}_{key}.csv", index=False)
+    summary.to_csv(f"{prefix}_summary.csv", index=False)
     Path(f"{prefix}_info.json").write_text(json.dumps(info, indent=2, default=str))
-    print_report(name, info, test_summary, draw_summary, smooth, corr_summary, resources, args)
-    log(f"wrote {prefix}_tests.csv, _summary.csv, _draws.csv, _resources.csv, _moran_genes.csv, _info.json")
+    print_report(name, info, test_summary, draw_summary, smooth, corr_summary, frames["resources"], args)
+    log(f"wrote {prefix}_tests.csv, _summary.csv, _draws.csv, _resources.csv, _moran_genes.csv, _corr.csv, _info.json")
 
 
 def print_report(name, info, test_summary, draw_summary, smooth, corr_summary, resources, args) -> None:
@@ -972,6 +1014,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-folds", type=int, default=5)
     parser.add_argument("--random-state", type=int, default=0, help="seed of the gene folds")
     parser.add_argument("--folds-to-run", type=int, default=None, help="run only the first N folds")
+    parser.add_argument(
+        "--folds", default=None, help="comma-separated fold numbers to run (e.g. to split a pair over processes)"
+    )
+    parser.add_argument(
+        "--merge",
+        default=None,
+        help="comma-separated output folders of runs over disjoint --folds: pool them into --out (nothing is run)",
+    )
     parser.add_argument("--samples", default="10,20,50", help="comma-separated numbers of draws K")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds of the draws")
     parser.add_argument("--closed-form", action="store_true", help="ridge + neighbour blend, no training (quick)")
@@ -980,6 +1030,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.samples = [int(x) for x in args.samples.split(",") if x.strip()]
     args.seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    args.folds = [int(x) for x in args.folds.split(",") if x.strip()] if args.folds else None
+    args.merge = [Path(x) for x in args.merge.split(",") if x.strip()] if args.merge else None
     if min(args.samples) < 2:
         raise SystemExit("--samples: every K must be at least 2 (the pooled tests need two draws)")
 
@@ -993,7 +1045,10 @@ def main(argv: list[str] | None = None) -> None:
     scanpy.settings.verbosity = 0
     print(f"python benchmarks/downstream.py {' '.join(sys.argv[1:] if argv is None else argv)}", flush=True)
     for name in [p.strip() for p in args.pairs.split(",") if p.strip()]:
-        run_pair(name, args)
+        if args.merge:
+            merge_pair(name, args)
+        else:
+            run_pair(name, args)
 
 
 if __name__ == "__main__":
