@@ -148,7 +148,7 @@ def machine_info(threads: int | None) -> dict[str, Any]:
             from importlib.metadata import version
 
             versions[name] = version(name)
-        except Exception:  # noqa: BLE001 - a missing distribution is just not reported
+        except Exception:
             versions[name] = None
     return {
         "platform": platform.platform(),
@@ -392,9 +392,7 @@ def run_fold(
     panel.obs["leiden"] = pd.Categorical(labels.astype(str))
     sizes = pd.Series(labels[signal]).value_counts()
     clusters = sorted((c for c, n in sizes.items() if n >= MIN_CLUSTER_CELLS), key=lambda c: int(c))
-    comparisons = [("half", "right", "half:right_vs_left")] + [
-        ("leiden", c, f"leiden:{c}_vs_rest") for c in clusters
-    ]
+    comparisons = [("half", "right", "half:right_vs_left")] + [("leiden", c, f"leiden:{c}_vs_rest") for c in clusters]
     log(
         f"fold {fold}: {len(kept)} kept, {len(held)} held, {n_signal}/{panel.n_obs} cells with signal, "
         f"{len(sizes)} Leiden clusters ({len(clusters)} with >= {MIN_CLUSTER_CELLS} cells)"
@@ -477,14 +475,7 @@ def run_fold(
         )
         tissue_adata.obsm[TISSUE_KEY] = frame
         checks.setdefault("tissue_panel_spcc_median", []).append(
-            float(
-                np.nanmedian(
-                    [
-                        stats.spearmanr(frame[g].to_numpy(), tissue_adata[:, g].X.ravel())[0]
-                        for g in kept
-                    ]
-                )
-            )
+            float(np.nanmedian([stats.spearmanr(frame[g].to_numpy(), tissue_adata[:, g].X.ravel())[0] for g in kept]))
         )
 
         def conformalize():
@@ -506,8 +497,15 @@ def run_fold(
     moran_point = graph.moran(point)
     for j, gene in enumerate(held):
         moran_rows.append(
-            {"fold": fold, "gene": gene, "seed": -1, "method": "point",
-             "abs_delta_I": abs(moran_point[j] - moran_truth[j]), "I_truth": moran_truth[j], "I": moran_point[j]}
+            {
+                "fold": fold,
+                "gene": gene,
+                "seed": -1,
+                "method": "point",
+                "abs_delta_I": abs(moran_point[j] - moran_truth[j]),
+                "I_truth": moran_truth[j],
+                "I": moran_point[j],
+            }
         )
     corr_rows.append({"fold": fold, "seed": -1, "method": "truth", "mean_abs_spearman": mean_abs_spearman(truth)})
     corr_rows.append({"fold": fold, "seed": -1, "method": "point", "mean_abs_spearman": mean_abs_spearman(point)})
@@ -529,7 +527,9 @@ def run_fold(
                             "pvalue": table["pvalue"],
                             "df": table["df"],
                             "fraction_missing_information": table["fraction_missing_information"],
-                            **pooled_spread(table["mean_difference"], table["statistic"], table["fraction_missing_information"]),
+                            **pooled_spread(
+                                table["mean_difference"], table["statistic"], table["fraction_missing_information"]
+                            ),
                         },
                         held,
                         test="de",
@@ -568,7 +568,8 @@ def run_fold(
             uniforms = np.stack([rng.uniform(size=plan.point.shape) for _ in range(K)], axis=2)
             strata = np.zeros(uniforms.shape, dtype=np.int64)
             constant = np.maximum(
-                plan.point[:, :, None] + scale[None, :, None] * score_quantiles(calibration.gene_table, strata, uniforms),
+                plan.point[:, :, None]
+                + scale[None, :, None] * score_quantiles(calibration.gene_table, strata, uniforms),
                 0.0,
             )[signal]
             draw_sets = {"spalstf": ours, "constant": constant}
@@ -588,7 +589,7 @@ def run_fold(
                         group1=group,
                     )
                     resource(f"tissue: multiple_imputation_testing ({column})", seconds, peak, K=K, seed=seed)
-                for column, group, name in comparisons:
+                for _column, group, name in comparisons:
                     key = f"{TISSUE_PREFIX}_{group}_all"
                     tissue_p = tissue_adata.uns[f"{key}_pvalue"][held].to_numpy(np.float64).ravel()
                     tissue_t = tissue_adata.uns[f"{key}_tstat"][held].to_numpy(np.float64).ravel()
@@ -654,13 +655,23 @@ def run_fold(
                     moran_draw = graph.moran(draws[:, :, 0])
                     for j, gene in enumerate(held):
                         moran_rows.append(
-                            {"fold": fold, "gene": gene, "seed": seed, "method": f"{method} draw 0",
-                             "abs_delta_I": abs(moran_draw[j] - moran_truth[j]), "I_truth": moran_truth[j],
-                             "I": moran_draw[j]}
+                            {
+                                "fold": fold,
+                                "gene": gene,
+                                "seed": seed,
+                                "method": f"{method} draw 0",
+                                "abs_delta_I": abs(moran_draw[j] - moran_truth[j]),
+                                "I_truth": moran_truth[j],
+                                "I": moran_draw[j],
+                            }
                         )
                     corr_rows.append(
-                        {"fold": fold, "seed": seed, "method": f"{method} draw 0",
-                         "mean_abs_spearman": mean_abs_spearman(draws[:, :, 0])}
+                        {
+                            "fold": fold,
+                            "seed": seed,
+                            "method": f"{method} draw 0",
+                            "mean_abs_spearman": mean_abs_spearman(draws[:, :, 0]),
+                        }
                     )
             log(f"fold {fold} seed {seed} K {K} done")
 
@@ -943,7 +954,9 @@ def print_report(name, info, test_summary, draw_summary, smooth, corr_summary, r
                 "method": method,
                 "K": int(K),
                 "cal. err (order stats vs level)": spread(frame["calibration_error_order"], first),
-                "cal. err (order stats vs (u-l)/(K+1))": spread(frame["calibration_error_order_vs_exchangeable"], first),
+                "cal. err (order stats vs (u-l)/(K+1))": spread(
+                    frame["calibration_error_order_vs_exchangeable"], first
+                ),
                 "cal. err (PIT)": spread(frame["calibration_error_pit"], first),
                 "PIT cov. 0.9": spread(frame["pit_coverage_0.9"], first),
                 "PIT cov. 0.5": spread(frame["pit_coverage_0.5"], first),
@@ -979,7 +992,10 @@ def print_report(name, info, test_summary, draw_summary, smooth, corr_summary, r
     )
     print(markdown_table(rows, list(rows[0])))
 
-    print(f"\n### Time and peak memory (RSS increase) per call, median (max for memory) over folds and seeds; {cells} cells\n")
+    print(
+        "\n### Time and peak memory (RSS increase) per call, median (max for memory) over folds and seeds; "
+        f"{cells} cells\n"
+    )
     rows = []
     resources = resources.copy()
     resources["K"] = resources.get("K", pd.Series(np.nan, index=resources.index))
@@ -996,7 +1012,10 @@ def print_report(name, info, test_summary, draw_summary, smooth, corr_summary, r
             }
         )
     print(markdown_table(rows, list(rows[0])))
-    checks = {k: (np.max(v) if isinstance(v, list) and v and not isinstance(v[0], bool) else v) for k, v in info["checks"].items()}
+    checks = {
+        k: (np.max(v) if isinstance(v, list) and v and not isinstance(v[0], bool) else v)
+        for k, v in info["checks"].items()
+    }
     print(f"\nchecks: {json.dumps(checks, default=str)}")
     print(f"wall time {info['wall_time_s']:.0f} s")
 
