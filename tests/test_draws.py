@@ -273,3 +273,46 @@ def test_a_calibration_without_coordinates_asks_for_one_with_them(known):
             model.posterior_predictive_sample(adata_st, n_samples=2)
     finally:
         model.interval_calibration_ = calibration
+
+
+def test_errors_shared_within_expression_clusters_are_measured_and_carried():
+    """error_clusters finds the share of error variance common to cells of one expression state (0 for independent
+    errors), and draws of cells in one cluster share that part of their noise."""
+    rng = np.random.default_rng(0)
+    n, k = 1200, 6
+    centers = rng.normal(0, 10, size=(k, 5))
+    labels = rng.integers(0, k, n)
+    conditions = centers[labels] + rng.normal(size=(n, 5))
+    shared = rng.normal(size=(k, 8))[labels]  # a cluster-level error per gene: half of the variance
+    errors = [np.sqrt(0.5) * shared + np.sqrt(0.5) * rng.normal(size=(n, 8))]
+    levels = _draws.error_clusters(errors, conditions, levels=(6,))
+    assert levels[0]["share"] == pytest.approx(0.5, abs=0.1)
+    assert _draws.error_clusters([rng.normal(size=(n, 8))], conditions, levels=(6,))[0]["share"] < 0.02
+    np.testing.assert_array_equal(
+        pd.crosstab(_draws.nearest_center(conditions, levels[0]["centers"]), labels).gt(0).sum(axis=1), 1
+    )
+
+    from scipy import sparse
+
+    from spalstf.model._noise import cell_keys, gene_keys
+
+    cluster_keys = cell_keys([f"c{c}" for c in range(k)], 0)
+    plan = _draws.DrawPlan(
+        point=np.zeros((n, 1), np.float32),
+        scale=np.ones(1),
+        strata=np.zeros((n, 1), np.int16),
+        empty=np.zeros(n, bool),
+        table=None,
+        operator=sparse.identity(n, format="csr"),
+        shared=0.0,
+        cells=cell_keys([f"cell{i}" for i in range(n)], 0),
+        genes=gene_keys(["g"]),
+        factor=gene_keys(["f"]),
+        clusters=[(cluster_keys[labels], 0.5)],
+    )
+    z = plan._field(plan.genes, 400)[:, 0, :]  # (cells, draws): unit variance, half of it shared within a cluster
+    same = np.flatnonzero(labels == labels[0])[1]
+    other = np.flatnonzero(labels != labels[0])[0]
+    assert z.var() == pytest.approx(1.0, abs=0.1)
+    assert np.corrcoef(z[0], z[same])[0, 1] == pytest.approx(0.5, abs=0.12)
+    assert abs(np.corrcoef(z[0], z[other])[0, 1]) < 0.12
