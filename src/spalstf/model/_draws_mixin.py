@@ -319,7 +319,9 @@ class DrawsMixin:
             fixed += np.sqrt(level["share"]) * probes[label]
         field = _draws.NoiseField(_draws.knn_graph(coordinates, int(noise["n_neighbors"]), names), names)
         shared_in_clusters = sum(share for _, share in clusters)
-        smoothing = field.fit_smoothing(noise["error_moran"], fixed=fixed, fixed_share=shared_in_clusters)
+        smoothing = field.fit_smoothing(
+            noise["error_moran"], n_probes=fixed.shape[1], fixed=fixed, fixed_share=shared_in_clusters
+        )
         genes = pd.Index(self.imputed_genes)[columns]
         plan = _draws.DrawPlan(
             point=point,
