@@ -24,6 +24,7 @@ from .._streaming import check_out_path
 from .._threads import with_cpu_threads
 from . import _draws
 from ._defaults import IMPUTE_BATCH_SIZE, check_option
+from ._imputation import fill_parameters
 from ._noise import cell_keys, gene_keys
 from ._spatial_input import SpatialInput, spatial_coordinates
 
@@ -35,6 +36,23 @@ N_TEST_SAMPLES = 20
 CONNECTIVITY_KEY = "spatial_connectivities"
 #: Name of the dataset of draws in an ``out=`` file of :meth:`DrawsMixin.posterior_predictive_sample`.
 DRAWS_DATASET = "draws"
+
+#: The options of the pooled tests, documented once for the model's methods and the ``sp.tl`` wrappers.
+TEST_PARAMETERS: dict[str, str] = {
+    "test_samples": """\
+Draws pooled (at least 2: the variance between draws is what the imputation adds).""",
+    "connectivity_key": """\
+Key of squidpy's spatial graph in ``adata_st.obsp`` (``squidpy.gr.spatial_neighbors``).""",
+    "two_tailed": """\
+Two-sided p-values (squidpy's ``two_tailed``); default: the upper tail of ``|z|``, as squidpy's ``pval_norm``.""",
+    "groupby": """\
+Column of ``adata_st.obs`` with the groups. Define them from measured data (clusters of the panel genes,
+    regions): groups defined from imputed values would use the imputation twice.""",
+    "group1": """\
+Group (or list of groups) of the first set of cells.""",
+    "group2": """\
+Group (or list) of the second set; ``None``: every other cell.""",
+}
 
 
 class DrawsMixin:
@@ -148,14 +166,13 @@ class DrawsMixin:
         adata_st
             Spatial data with the measured genes, coordinates and squidpy's graph (``squidpy.gr.spatial_neighbors``).
         n_samples
-            Draws pooled (at least 2).
+            {test_samples}
         gene_list
             Imputed genes to test (default: all).
         connectivity_key
-            Key of the graph in ``adata_st.obsp``.
+            {connectivity_key}
         two_tailed
-            Two-sided p-values (squidpy's ``two_tailed``); default: the upper tail of ``|z|``, as squidpy's
-            ``pval_norm``.
+            {two_tailed}
         random_state, layer, spatial_key, batch_size
             As in :meth:`posterior_predictive_sample`.
 
@@ -218,13 +235,13 @@ class DrawsMixin:
         adata_st
             Spatial data with the measured genes and coordinates.
         groupby
-            Column of ``adata_st.obs`` with the groups.
+            {groupby}
         group1
-            Group (or list of groups) of the first set of cells.
+            {group1}
         group2
-            Group (or list) of the second set; ``None``: every other cell.
+            {group2}
         n_samples
-            Draws pooled (at least 2).
+            {test_samples}
         gene_list, random_state, layer, spatial_key, batch_size
             As in :meth:`posterior_predictive_sample`.
 
@@ -264,6 +281,9 @@ class DrawsMixin:
             "fraction_missing_information",
         ]
         return table[columns].sort_values("pvalue", kind="stable")
+
+    spatial_autocorr.__doc__ = fill_parameters(spatial_autocorr.__doc__, TEST_PARAMETERS)
+    differential_expression.__doc__ = fill_parameters(differential_expression.__doc__, TEST_PARAMETERS)
 
     # ---------------------------------------------------------------------------------------------------- worker
     @torch.no_grad()

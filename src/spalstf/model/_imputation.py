@@ -210,9 +210,12 @@ Show a progress bar over the sampling steps.""",
 }
 
 
-def fill_parameters(doc: str) -> str:
-    """``doc`` with each ``{name}`` of :data:`IMPUTE_PARAMETERS` replaced by its text, indented as the field is."""
-    for name, text in IMPUTE_PARAMETERS.items():
+def fill_parameters(doc: str, table: dict[str, str] | None = None) -> str:
+    """``doc`` with each ``{name}`` of ``table`` replaced by its text, indented as the field is.
+
+    ``table`` defaults to :data:`IMPUTE_PARAMETERS`.
+    """
+    for name, text in (IMPUTE_PARAMETERS if table is None else table).items():
         field_ = "{" + name + "}"
         at = doc.find(field_)
         if at < 0:

@@ -14,6 +14,8 @@ import pandas as pd
 from anndata import AnnData
 
 from ..model import SpaLSTF
+from ..model._draws_mixin import TEST_PARAMETERS
+from ..model._imputation import fill_parameters
 
 #: Default ``uns`` keys of the two tests.
 MORAN_KEY = "spalstf_moranI"
@@ -50,13 +52,13 @@ def spatial_autocorr(
         A trained :class:`~spalstf.model.SpaLSTF` (for instance the one :func:`spalstf_impute` trained, or
         ``SpaLSTF.load``).
     n_samples
-        Draws pooled (at least 2).
+        {test_samples}
     gene_list
         Imputed genes to test (default: all the model imputes).
     connectivity_key
-        Key of the spatial graph in ``adata_st.obsp``.
+        {connectivity_key}
     two_tailed
-        Two-sided p-values (as squidpy's ``two_tailed``).
+        {two_tailed}
     random_state
         Seed of the draws.
     key_added
@@ -124,14 +126,13 @@ def differential_expression(
     model
         A trained :class:`~spalstf.model.SpaLSTF`.
     groupby
-        Column of ``adata_st.obs`` with the groups (define them from measured data: clusters of the panel genes or
-        regions).
+        {groupby}
     group1
-        Group (or list of groups) of the first set of cells.
+        {group1}
     group2
-        Group (or list) of the second set; ``None``: every other cell.
+        {group2}
     n_samples
-        Draws pooled (at least 2).
+        {test_samples}
     gene_list
         Imputed genes to test (default: all the model imputes).
     random_state
@@ -173,6 +174,10 @@ def differential_expression(
         "random_state": random_state,
     }
     return _store(adata_st, key_added, table, params, copy)
+
+
+spatial_autocorr.__doc__ = fill_parameters(spatial_autocorr.__doc__, TEST_PARAMETERS)
+differential_expression.__doc__ = fill_parameters(differential_expression.__doc__, TEST_PARAMETERS)
 
 
 def _check_key(adata: AnnData, key_added: str) -> None:
