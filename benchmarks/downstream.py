@@ -227,6 +227,23 @@ def test_frame(result: dict[str, np.ndarray], genes: list[str], **labels: Any) -
     return frame
 
 
+def moran_frame(pooled, graph, held: list[str]) -> pd.DataFrame:
+    """The Moran rows of the tests table from a pooled result (``I``, ``statistic``, ``pvalue``, ``df``, ...)."""
+    return test_frame(
+        {
+            "estimate": pooled["I"],
+            "statistic": pooled["statistic"],
+            "pvalue": pooled["pvalue"],
+            "df": pooled["df"],
+            "fraction_missing_information": pooled["fraction_missing_information"],
+            **moran_spread(graph, pooled["fraction_missing_information"]),
+        },
+        held,
+        test="moran",
+        comparison="moran",
+    )
+
+
 def test_metrics(frame: pd.DataFrame) -> dict[str, float]:
     """Calls, true calls, found, false calls, FDR and power of a set of tests with their truth."""
     call = (frame["pvalue_adj"] < ALPHA).to_numpy()
@@ -540,19 +557,9 @@ def run_fold(
             resource("spatial_autocorr", seconds, peak, K=K, seed=seed)
             table = table.reindex(held)
             tests.append(
-                test_frame(
-                    {
-                        "estimate": table["I"],
-                        "statistic": table["statistic"],
-                        "pvalue": table["pvalue"],
-                        "df": table["df"],
-                        "fraction_missing_information": table["fraction_missing_information"],
-                        **moran_spread(graph, table["fraction_missing_information"]),
-                    },
-                    held,
-                    test="moran",
-                    comparison="moran",
-                ).assign(method="spalstf", K=K, seed=seed, api_pvalue_adj=table["pvalue_adj"].to_numpy())
+                moran_frame(table, graph, held).assign(
+                    method="spalstf", K=K, seed=seed, api_pvalue_adj=table["pvalue_adj"].to_numpy()
+                )
             )
 
             # --- SpaLSTF's draws, the constant-width predictive
@@ -631,21 +638,7 @@ def run_fold(
                 morans = graph.moran(tissue_draws.transpose(0, 2, 1).reshape(n, K * len(held))).reshape(K, len(held))
                 with np.errstate(divide="ignore", invalid="ignore"):
                     pooled = pooled_moran(morans, graph)
-                tests.append(
-                    test_frame(
-                        {
-                            "estimate": pooled["I"],
-                            "statistic": pooled["statistic"],
-                            "pvalue": pooled["pvalue"],
-                            "df": pooled["df"],
-                            "fraction_missing_information": pooled["fraction_missing_information"],
-                            **moran_spread(graph, pooled["fraction_missing_information"]),
-                        },
-                        held,
-                        test="moran",
-                        comparison="moran",
-                    ).assign(method="tissue", K=K, seed=seed)
-                )
+                tests.append(moran_frame(pooled, graph, held).assign(method="tissue", K=K, seed=seed))
                 draw_sets["tissue"] = tissue_draws
 
             for method, draws in draw_sets.items():

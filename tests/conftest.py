@@ -6,6 +6,7 @@ Each fixture name has one meaning in every test module: ``pair`` is a fresh ``(a
 
 from __future__ import annotations
 
+import logging
 from typing import NamedTuple
 
 import anndata as ad
@@ -121,3 +122,20 @@ class Trained(NamedTuple):
 def trained(train_tiny) -> Trained:
     """A tiny model trained for 3 epochs from seed 0 (one per test module)."""
     return train_tiny(max_epochs=3)
+
+
+class RecordingHandler(logging.Handler):
+    """A logging handler that keeps every record it receives (``records``), at every level."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.fixture
+def recording_handler() -> RecordingHandler:
+    """A fresh :class:`RecordingHandler`, for tests that attach it to the loggers they watch."""
+    return RecordingHandler()

@@ -20,19 +20,10 @@ def _run(adata_st, adata_sc, tiny_model, tiny_train, **kwargs):
     return sp.tl.spalstf_impute(adata_st, adata_sc, progress_bar=False, **{**tiny_model, **tiny_train, **kwargs})
 
 
-class _Records(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-
 @pytest.fixture
-def logged():
+def logged(recording_handler):
     """Records of the package logger (it does not propagate to the root logger, where caplog listens)."""
-    handler = _Records()
+    handler = recording_handler
     logger = logging.getLogger("spalstf")
     logger.addHandler(handler)
     try:

@@ -18,19 +18,10 @@ LIBRARY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "scvi")
 PROGRESS = re.compile(r"^[\w ()/]+:\s+\d+%\|.*\| \d+/\d+ \[.*\]$")
 
 
-class _Records(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-
 @pytest.fixture
-def library_records():
+def library_records(recording_handler):
     """Every record the libraries' loggers emit during the test, and every warning raised (none filtered)."""
-    handler = _Records()
+    handler = recording_handler
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).addHandler(handler)
     with warnings.catch_warnings(record=True) as caught:
