@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse, special, stats
 
-from ._calibration import SCORE_PROBS, ScoreTable
+from ._calibration import SCORE_PROBS, ScoreTable, fold_errors
 from ._noise import keyed_normal
 
 #: Neighbours of each cell in the graph that shapes the noise (and on which the panel errors' Moran's I is measured).
@@ -235,6 +235,24 @@ def error_clusters(
         out.append({"k": int(k), "centers": km.cluster_centers_.copy(), "share": max(share - explained, 0.0)})
         explained = max(explained, share)
     return out
+
+
+def noise_statistics(folds: list[Any], calibration: Any, coordinates: np.ndarray, conditions: np.ndarray) -> dict:
+    """The draws' noise settings from a calibration's inner folds: :func:`error_structure` and :func:`error_clusters`.
+
+    ``folds`` are the calibration's :class:`~spalstf.model._calibration.InnerFold` objects, ``calibration`` the fitted
+    :class:`~spalstf.model._calibration.IntervalCalibration` (its point map gives the errors); ``coordinates`` and
+    ``conditions`` describe its sampled cells. A fold leaves out cells without signal on its panel genes: their
+    errors count as 0.
+    """
+    errors = []
+    for fold in folds:
+        full = np.zeros((len(conditions), len(fold.genes)))
+        full[fold.cells] = np.nan_to_num(fold_errors(fold, calibration.shift, calibration.slope)[1])
+        errors.append(full)
+    statistics = error_structure(errors, coordinates)
+    statistics["clusters"] = error_clusters(errors, conditions)
+    return statistics
 
 
 def nearest_center(conditions: np.ndarray, centers: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ from ._defaults import (
     check_option,
     default_calibration_cells,
 )
-from ._draws import error_clusters, error_structure
+from ._draws import noise_statistics
 from ._spatial_input import SpatialInput, spatial_coordinates
 
 
@@ -86,8 +86,8 @@ class IntervalMixin:
             Seed of the splits of the measured genes into folds.
         spatial_key
             Key of the cells' coordinates in ``adata_st.obsm``. With coordinates, the calibration also measures how
-            spatially smooth (median Moran's I on a 6-nearest-neighbour graph) and how shared between genes (mean
-            correlation) the panel genes' errors are, which
+            spatially smooth (median Moran's I on a 6-nearest-neighbour graph), how shared between genes (mean
+            correlation) and how shared within expression clusters the panel genes' errors are, which
             :meth:`~spalstf.model.SpaLSTF.posterior_predictive_sample` needs; without them only the intervals and
             the reliability are calibrated.
 
@@ -164,14 +164,9 @@ class IntervalMixin:
         )
         coordinates = spatial_coordinates(spatial.adata, spatial_key, required=False)
         if coordinates is not None:  # how smooth and how shared the panel's errors are: the draws' noise
-            errors = []
-            for f in folds:  # a fold leaves out cells without signal on its panel genes: their errors count as 0
-                full = np.zeros((len(S), len(f.genes)))
-                full[f.cells] = np.nan_to_num(cal.fold_errors(f, calibration.shift, calibration.slope)[1])
-                errors.append(full)
-            structure = error_structure(errors, coordinates[rows])
-            structure["clusters"] = error_clusters(errors, condition.cpu().numpy().astype(np.float64))
-            calibration.details["draws"] = structure
+            calibration.details["draws"] = noise_statistics(
+                folds, calibration, coordinates[rows], condition.cpu().numpy().astype(np.float64)
+            )
         st_spelling = dict(zip(measured, measured_st, strict=True))  # records name genes as adata_st does
         calibration.calibration_genes = [st_spelling[g] for g in calibration.calibration_genes]
         calibration.details["n_spatial_cells"] = int(spatial.n_obs)
