@@ -237,6 +237,49 @@ def test_tl_wrappers_write_their_tables_into_uns_and_refuse_a_foreign_key(known)
         sp.tl.spatial_autocorr(result, model, n_samples=4, key_added="mine")
 
 
+def test_rank_genes_groups_tests_every_group_from_one_set_of_draws(known):
+    """Each group against the rest (or a reference) gives what differential_expression gives for that group, and the
+    strong right-half genes come out for the right quadrants."""
+    model, adata_st, _ = known
+    adata = adata_st.copy()
+    x, y = adata.obsm["spatial"].T
+    quadrant = np.where(x >= SIDE / 2, 1, 0) + 2 * np.where(y >= SIDE / 2, 1, 0)
+    adata.obs["quadrant"] = pd.Categorical([f"q{q}" for q in quadrant], categories=["q3", "q0", "q1", "q2"])
+    genes = [g for g in model.imputed_genes if g.startswith(("pat", "null"))][:12]
+
+    ranked = model.rank_genes_groups(adata, "quadrant", n_samples=4, gene_list=genes)
+    assert list(dict.fromkeys(ranked["group"])) == ["q3", "q0", "q1", "q2"]  # the categories' order
+    for group in ("q3", "q0"):
+        one = ranked[ranked["group"] == group].set_index("gene").drop(columns="group")
+        alone = model.differential_expression(adata, "quadrant", group, n_samples=4, gene_list=genes)
+        pd.testing.assert_frame_equal(one, alone.rename_axis("gene"))
+    right = ranked[ranked["group"].isin(["q1", "q3"]) & ranked["gene"].str.startswith("pat")]
+    assert (right["pvalue_adj"] < 0.05).all() and (right["mean_difference"] > 0).all()
+
+    against = model.rank_genes_groups(adata, "quadrant", reference="q0", n_samples=4, gene_list=genes)
+    assert "q0" not in set(against["group"])
+    q1 = against[against["group"] == "q1"].set_index("gene").drop(columns="group")
+    pd.testing.assert_frame_equal(
+        q1,
+        model.differential_expression(adata, "quadrant", "q1", "q0", n_samples=4, gene_list=genes).rename_axis("gene"),
+    )
+
+    result = sp.tl.rank_genes_groups(adata, model, "quadrant", ["q1"], n_samples=4, gene_list=genes, copy=True)
+    stored = result.uns["spalstf_rank_genes_groups"]
+    assert stored["params"]["groups"] == ["q1"] and stored["params"]["reference"] == "rest"
+    assert set(stored["results"]["group"]) == {"q1"}
+
+    with pytest.raises(ValueError, match="reference='q9'"):
+        model.rank_genes_groups(adata, "quadrant", reference="q9", n_samples=2)
+    with pytest.raises(ValueError, match="not compared with itself"):
+        model.rank_genes_groups(adata, "quadrant", ["q0", "q1"], reference="q0", n_samples=2)
+    with pytest.raises(TypeError, match=r"\['q1'\]"):
+        model.rank_genes_groups(adata, "quadrant", "q1", n_samples=2)
+    adata.obs["solo"] = np.where(np.arange(adata.n_obs) == 0, "alone", "crowd")
+    with pytest.raises(ValueError, match="alone has 1 cell"):
+        model.rank_genes_groups(adata, "solo", n_samples=2)
+
+
 def test_bad_requests_name_the_problem(known):
     model, adata_st, _ = known
     with pytest.raises(ValueError, match="at least 2"):

@@ -34,6 +34,17 @@ logger = logging.getLogger(__name__)
 N_TEST_SAMPLES = 20
 #: squidpy's key of the spatial graph (``squidpy.gr.spatial_neighbors``).
 CONNECTIVITY_KEY = "spatial_connectivities"
+#: Columns of a differential-expression table (:meth:`DrawsMixin.differential_expression`).
+DE_COLUMNS = [
+    "mean1",
+    "mean2",
+    "mean_difference",
+    "statistic",
+    "df",
+    "pvalue",
+    "pvalue_adj",
+    "fraction_missing_information",
+]
 #: Name of the dataset of draws in an ``out=`` file of :meth:`DrawsMixin.posterior_predictive_sample`.
 DRAWS_DATASET = "draws"
 
@@ -56,7 +67,10 @@ Group (or list) of the second set; ``None``: every other cell.""",
 
 
 class DrawsMixin:
-    """:meth:`posterior_predictive_sample`, :meth:`spatial_autocorr` and :meth:`differential_expression`."""
+    """:meth:`posterior_predictive_sample` and the tests pooled over its draws.
+
+    :meth:`spatial_autocorr`, :meth:`differential_expression` and :meth:`rank_genes_groups`.
+    """
 
     @with_cpu_threads
     def posterior_predictive_sample(
@@ -260,30 +274,74 @@ class DrawsMixin:
         spatial = SpatialInput.prepare(adata_st, layer if layer is not None else self.st_layer)
         in1, in2 = _groups(spatial.adata, groupby, group1, group2)
         plan, genes = self._draw_plan(spatial, gene_list, random_state, batch_size, spatial_key)
-        in1, in2 = in1 & ~plan.empty, in2 & ~plan.empty
-        for mask, name in ((in1, "group1"), (in2, "group2")):
-            if mask.sum() < 2:
-                raise ValueError(f"{name} has {int(mask.sum())} cell(s) with signal; a test needs at least 2.")
-        parts = []
-        for columns in plan.gene_chunks(n_samples):
-            draws = plan.draw(columns, n_samples)
-            parts.append(pd.DataFrame(_draws.pooled_difference(draws[in1], draws[in2]), index=genes[columns]))
-        table = pd.concat(parts)
-        table["pvalue_adj"] = _draws.benjamini_hochberg(table["pvalue"].to_numpy())
-        columns = [
-            "mean1",
-            "mean2",
-            "mean_difference",
-            "statistic",
-            "df",
-            "pvalue",
-            "pvalue_adj",
-            "fraction_missing_information",
+        (table,) = _pooled_comparisons(plan, genes, [(in1, in2)], [("group1", "group2")], n_samples)
+        return table
+
+    @with_cpu_threads
+    def rank_genes_groups(
+        self,
+        adata_st: AnnData,
+        groupby: str,
+        groups: Sequence[str] | None = None,
+        reference: str = "rest",
+        *,
+        n_samples: int = N_TEST_SAMPLES,
+        gene_list: Sequence[str] | None = None,
+        random_state: int = 0,
+        layer: str | None = None,
+        spatial_key: str = SPATIAL_KEY,
+        batch_size: int = IMPUTE_BATCH_SIZE,
+    ) -> pd.DataFrame:
+        """Imputed genes that tell each group from the rest (or from ``reference``), with multiple imputation.
+
+        :meth:`differential_expression` for every group at once, as :func:`scanpy.tl.rank_genes_groups` ranks the
+        genes of each group: the same pooled t-test (Rubin's rules over ``n_samples`` draws), but the draws are made
+        once and every comparison is computed from them, instead of once per call.
+
+        Parameters
+        ----------
+        adata_st
+            Spatial data with the measured genes and coordinates.
+        groupby
+            {groupby}
+        groups
+            Groups to test (default: every group of ``obs[groupby]``, less ``reference``).
+        reference
+            ``"rest"`` (each group against all other cells) or one group that every other is compared with.
+        n_samples
+            {test_samples}
+        gene_list, random_state, layer, spatial_key, batch_size
+            As in :meth:`posterior_predictive_sample`.
+
+        Returns
+        -------
+        DataFrame with one row per group and gene: ``group``, ``gene`` and the columns of
+        :meth:`differential_expression` (``mean1`` is the group's mean, ``mean2`` the reference's; ``pvalue_adj`` is
+        Benjamini-Hochberg within the group, as scanpy's), groups in the order of ``groups`` (or of the column's
+        categories), and genes by ``pvalue`` within each group.
+
+        Examples
+        --------
+        >>> markers = model.rank_genes_groups(adata_st, "leiden", n_samples=20)  # doctest: +SKIP
+        >>> markers.query("group == '3' and pvalue_adj < 0.05").head()  # doctest: +SKIP
+        """
+        _check_test_samples(n_samples)
+        spatial = SpatialInput.prepare(adata_st, layer if layer is not None else self.st_layer)
+        comparisons = _group_comparisons(spatial.adata, groupby, groups, reference)
+        plan, genes = self._draw_plan(spatial, gene_list, random_state, batch_size, spatial_key)
+        tables = _pooled_comparisons(
+            plan, genes, [masks for _, masks in comparisons], [(name, reference) for name, _ in comparisons], n_samples
+        )
+        parts = [
+            table.rename_axis("gene").reset_index().assign(group=name)
+            for (name, _), table in zip(comparisons, tables, strict=True)
         ]
-        return table[columns].sort_values("pvalue", kind="stable")
+        table = pd.concat(parts, ignore_index=True)
+        return table[["group", "gene", *DE_COLUMNS]]
 
     spatial_autocorr.__doc__ = fill_parameters(spatial_autocorr.__doc__, TEST_PARAMETERS)
     differential_expression.__doc__ = fill_parameters(differential_expression.__doc__, TEST_PARAMETERS)
+    rank_genes_groups.__doc__ = fill_parameters(rank_genes_groups.__doc__, TEST_PARAMETERS)
 
     # ---------------------------------------------------------------------------------------------------- worker
     @torch.no_grad()
@@ -409,14 +467,23 @@ def _connectivities(adata: AnnData, key: str) -> sparse.csr_matrix:
     return sparse.csr_matrix(adata.obsp[key], dtype=np.float64)
 
 
+def _labels(adata: AnnData, groupby: str) -> tuple[np.ndarray, list[str]]:
+    """The groups of ``obs[groupby]`` as strings, and the groups present (in category order for a categorical)."""
+    if groupby not in adata.obs:
+        raise KeyError(f"adata_st.obs has no column {groupby!r}; columns: {list(adata.obs.columns)}.")
+    column = adata.obs[groupby]
+    labels = column.astype(str).to_numpy()
+    present = set(labels)
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return labels, [str(c) for c in column.cat.categories if str(c) in present]
+    return labels, sorted(present)
+
+
 def _groups(
     adata: AnnData, groupby: str, group1: str | Sequence[str], group2: str | Sequence[str] | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Boolean masks of the two groups of cells; unknown columns or groups and overlapping groups raise."""
-    if groupby not in adata.obs:
-        raise KeyError(f"adata_st.obs has no column {groupby!r}; columns: {list(adata.obs.columns)}.")
-    labels = adata.obs[groupby].astype(str).to_numpy()
-    present = sorted(set(labels))
+    labels, present = _labels(adata, groupby)
 
     def members(group, name):
         groups = [group] if isinstance(group, str) else [str(g) for g in group]
@@ -430,6 +497,68 @@ def _groups(
     if (in1 & in2).any():
         raise ValueError("group1 and group2 share groups; pass disjoint groups.")
     return in1, in2
+
+
+def _group_comparisons(
+    adata: AnnData, groupby: str, groups: Sequence[str] | None, reference: str
+) -> list[tuple[str, tuple[np.ndarray, np.ndarray]]]:
+    """Each tested group's name with the masks of its cells and of its reference (:meth:`rank_genes_groups`)."""
+    labels, present = _labels(adata, groupby)
+    if reference != "rest" and reference not in present:
+        raise ValueError(
+            f"reference={reference!r} is not among the groups of obs[{groupby!r}]: {present[:20]}; pass one of them "
+            "or 'rest'."
+        )
+    if groups is None:
+        groups = [g for g in present if g != reference]
+    else:
+        if isinstance(groups, str):
+            raise TypeError(f"groups must be a list of groups, got the string {groups!r}; pass [{groups!r}].")
+        groups = [str(g) for g in groups]
+        unknown = [g for g in groups if g not in present]
+        if unknown or not groups:
+            raise ValueError(f"groups: {unknown or groups} not among the groups of obs[{groupby!r}]: {present[:20]}.")
+        if reference in groups:
+            raise ValueError(f"groups include the reference {reference!r}; a group is not compared with itself.")
+    if not groups:
+        raise ValueError(f"obs[{groupby!r}] has no group to compare with {reference!r}.")
+    comparisons = []
+    for group in groups:
+        in1 = labels == group
+        comparisons.append((group, (in1, ~in1 if reference == "rest" else labels == reference)))
+    return comparisons
+
+
+def _pooled_comparisons(
+    plan: _draws.DrawPlan,
+    genes: pd.Index,
+    comparisons: Sequence[tuple[np.ndarray, np.ndarray]],
+    names: Sequence[tuple[str, str]],
+    n_samples: int,
+) -> list[pd.DataFrame]:
+    """The pooled two-group tests of every comparison (masks of its two sets of cells), from one pass of draws.
+
+    Cells without signal are left out of both sets; a set with fewer than 2 cells left raises, naming it (``names``).
+    Each table has :data:`DE_COLUMNS`, Benjamini-Hochberg within the comparison, sorted by ``pvalue``.
+    """
+    masks = []
+    for (in1, in2), labels in zip(comparisons, names, strict=True):
+        in1, in2 = in1 & ~plan.empty, in2 & ~plan.empty
+        for mask, name in zip((in1, in2), labels, strict=True):
+            if mask.sum() < 2:
+                raise ValueError(f"{name} has {int(mask.sum())} cell(s) with signal; a test needs at least 2.")
+        masks.append((in1, in2))
+    parts: list[list[pd.DataFrame]] = [[] for _ in masks]
+    for columns in plan.gene_chunks(n_samples):
+        draws = plan.draw(columns, n_samples)
+        for part, (in1, in2) in zip(parts, masks, strict=True):
+            part.append(pd.DataFrame(_draws.pooled_difference(draws[in1], draws[in2]), index=genes[columns]))
+    tables = []
+    for part in parts:
+        table = pd.concat(part)
+        table["pvalue_adj"] = _draws.benjamini_hochberg(table["pvalue"].to_numpy())
+        tables.append(table[DE_COLUMNS].sort_values("pvalue", kind="stable"))
+    return tables
 
 
 def _write_draws(path: Path, plan: _draws.DrawPlan, obs_names: pd.Index, genes: pd.Index, n_samples: int):

@@ -2,7 +2,7 @@
 
 from ..benchmark import CrossValidationResult, cross_validate
 from ._alignment import alignment_umap
-from ._downstream import differential_expression, spatial_autocorr
+from ._downstream import differential_expression, rank_genes_groups, spatial_autocorr
 from ._impute import spalstf_impute
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "alignment_umap",
     "cross_validate",
     "differential_expression",
+    "rank_genes_groups",
     "spalstf_impute",
     "spatial_autocorr",
 ]

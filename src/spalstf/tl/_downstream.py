@@ -1,7 +1,8 @@
 """Tests on imputed genes pooled over calibrated draws: thin wrappers that write into ``adata_st.uns``.
 
-The work is done by :meth:`~spalstf.model.SpaLSTF.spatial_autocorr` and
-:meth:`~spalstf.model.SpaLSTF.differential_expression`; these functions check the output key, call them and store the
+The work is done by :meth:`~spalstf.model.SpaLSTF.spatial_autocorr`,
+:meth:`~spalstf.model.SpaLSTF.differential_expression` and :meth:`~spalstf.model.SpaLSTF.rank_genes_groups`; these
+functions check the output key, call them and store the
 table with its settings, as :func:`scanpy.tl.rank_genes_groups` stores its results under ``uns[key_added]``.
 """
 
@@ -17,9 +18,10 @@ from ..model import SpaLSTF
 from ..model._draws_mixin import TEST_PARAMETERS
 from ..model._imputation import fill_parameters
 
-#: Default ``uns`` keys of the two tests.
+#: Default ``uns`` keys of the tests.
 MORAN_KEY = "spalstf_moranI"
 DE_KEY = "spalstf_de"
+RANK_KEY = "spalstf_rank_genes_groups"
 #: Marks a ``uns`` entry as written by these functions (an entry without it is never replaced).
 _METHOD = "multiple imputation over calibrated spalstf draws, pooled with Rubin's rules"
 
@@ -176,8 +178,87 @@ def differential_expression(
     return _store(adata_st, key_added, table, params, copy)
 
 
+def rank_genes_groups(
+    adata_st: AnnData,
+    model: SpaLSTF,
+    groupby: str,
+    groups: Sequence[str] | None = None,
+    reference: str = "rest",
+    *,
+    n_samples: int = 20,
+    gene_list: Sequence[str] | None = None,
+    random_state: int = 0,
+    key_added: str = RANK_KEY,
+    copy: bool = False,
+    **kwargs: Any,
+) -> AnnData | None:
+    """Imputed genes that tell each group from the rest, with multiple imputation (scanpy's ``rank_genes_groups``).
+
+    Calls :meth:`~spalstf.model.SpaLSTF.rank_genes_groups` (the pooled t-test of
+    :meth:`~spalstf.model.SpaLSTF.differential_expression` for every group, from one set of draws) and writes
+    ``adata_st.uns[key_added]``: a dict with ``"results"`` (DataFrame with one row per group and gene: ``group``,
+    ``gene``, ``mean1``, ``mean2``, ``mean_difference``, ``statistic``, ``df``, ``pvalue``, ``pvalue_adj``,
+    ``fraction_missing_information``) and ``"params"``.
+
+    Parameters
+    ----------
+    adata_st
+        Spatial data with the model's measured genes and coordinates in ``obsm["spatial"]``.
+    model
+        A trained :class:`~spalstf.model.SpaLSTF`.
+    groupby
+        {groupby}
+    groups
+        Groups to test (default: every group, less ``reference``).
+    reference
+        ``"rest"`` or the group that every other is compared with.
+    n_samples
+        {test_samples}
+    gene_list
+        Imputed genes to test (default: all the model imputes).
+    random_state
+        Seed of the draws.
+    key_added
+        Key in ``adata_st.uns``; an entry there that these functions did not write raises a `ValueError`.
+    copy
+        Return a copy with the result instead of writing into ``adata_st``.
+    **kwargs
+        Passed to :meth:`~spalstf.model.SpaLSTF.rank_genes_groups` (``layer``, ``spatial_key``, ``batch_size``).
+
+    Returns
+    -------
+    The copy with ``copy=True``, else ``None``.
+
+    Examples
+    --------
+    >>> sp.tl.rank_genes_groups(adata_st, model, "leiden", n_samples=20)  # doctest: +SKIP
+    >>> adata_st.uns["spalstf_rank_genes_groups"]["results"].query("pvalue_adj < 0.05")  # doctest: +SKIP
+    """
+    _check_key(adata_st, key_added)
+    table = model.rank_genes_groups(
+        adata_st,
+        groupby,
+        groups,
+        reference,
+        n_samples=n_samples,
+        gene_list=gene_list,
+        random_state=random_state,
+        **kwargs,
+    )
+    params = {
+        "test": "t-test (Welch variance)",
+        "groupby": groupby,
+        "groups": list(dict.fromkeys(table["group"])),
+        "reference": reference,
+        "n_samples": n_samples,
+        "random_state": random_state,
+    }
+    return _store(adata_st, key_added, table, params, copy)
+
+
 spatial_autocorr.__doc__ = fill_parameters(spatial_autocorr.__doc__, TEST_PARAMETERS)
 differential_expression.__doc__ = fill_parameters(differential_expression.__doc__, TEST_PARAMETERS)
+rank_genes_groups.__doc__ = fill_parameters(rank_genes_groups.__doc__, TEST_PARAMETERS)
 
 
 def _check_key(adata: AnnData, key_added: str) -> None:
