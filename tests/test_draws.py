@@ -359,3 +359,26 @@ def test_errors_shared_within_expression_clusters_are_measured_and_carried():
     assert z.var() == pytest.approx(1.0, abs=0.1)
     assert np.corrcoef(z[0], z[same])[0, 1] == pytest.approx(0.5, abs=0.12)
     assert abs(np.corrcoef(z[0], z[other])[0, 1]) < 0.12
+
+
+def test_the_errors_moran_is_carried_to_cells_denser_than_the_calibration_sample():
+    """A calibration samples at most 10,000 cells: on all cells of a larger section neighbours are closer, and the
+    errors' Moran's I there is higher than on the sample. The correlogram carries it to the denser graph."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    side = 60
+    x, y = np.meshgrid(np.arange(side), np.arange(side))
+    coords = np.column_stack([x.ravel(), y.ravel()]).astype(float) + rng.uniform(-0.3, 0.3, (side * side, 2))
+    # 20 genes' errors: a smooth field (a Gaussian blur of white noise, 2 cells wide) plus a white nugget
+    fields = [ndimage.gaussian_filter(rng.standard_normal((side, side)), 2.0).ravel() for _ in range(20)]
+    errors = np.column_stack([f / f.std() + 0.5 * rng.standard_normal(side * side) for f in fields])
+
+    full = _draws.error_structure([errors], coords)
+    sample = np.sort(rng.choice(side * side, side * side // 4, replace=False))
+    sampled = _draws.error_structure([errors[sample]], coords[sample])
+    assert full["error_moran"] - sampled["error_moran"] > 0.1  # the sample's sparser graph sees a lower Moran's I
+    carried = _draws.moran_target(sampled, coords)
+    gap = full["error_moran"] - sampled["error_moran"]
+    assert abs(carried - full["error_moran"]) < 0.4 * gap, (carried, full["error_moran"], gap)  # most of the way
+    assert _draws.moran_target(full, coords) == full["error_moran"]  # the calibration's own cells: unchanged

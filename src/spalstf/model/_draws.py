@@ -26,6 +26,10 @@ from ._noise import keyed_normal
 N_NOISE_NEIGHBORS = 6
 #: Terms of the smoothing series ``sum_t (lam W)^t / t!``.
 SMOOTHING_TERMS = 5
+#: Pairs of cells in the first (closest) bin of the errors' correlogram (:func:`correlogram`); each next bin doubles.
+MIN_CORRELOGRAM_PAIRS = 100
+#: Largest Moran's I of the noise that :func:`moran_target` asks for.
+MAX_MORAN_TARGET = 0.99
 #: Largest smoothing strength searched.
 MAX_SMOOTHING = 50.0
 #: The shared (cross-gene) share of the noise is kept within [0, this].
@@ -178,7 +182,9 @@ def error_structure(folds: list[Any], coordinates: np.ndarray) -> dict[str, floa
 
     ``folds`` hold each inner fold's standardised errors ``scores`` (calibration cells x the fold's genes);
     ``coordinates`` the calibration cells' positions. Returns the median Moran's I of the errors of every predicted
-    panel gene on the kNN graph of those cells and the mean correlation between the errors of genes predicted together.
+    panel gene on the kNN graph of those cells, the mean correlation between the errors of genes predicted together,
+    and, so that the Moran's I can be carried to cells spaced otherwise (:func:`moran_target`), the errors'
+    :func:`correlogram` and its :func:`edge_correlation` on the graph of those cells.
     """
     graph = MoranGraph.from_connectivities(knn_graph(coordinates))
     morans, correlations, weights = [], [], []
@@ -193,11 +199,93 @@ def error_structure(folds: list[Any], coordinates: np.ndarray) -> dict[str, floa
                 weights.append(len(pairs))
     moran = np.concatenate(morans)
     correlation = float(np.average(correlations, weights=weights)) if correlations else 0.0
+    curve = correlogram(folds, coordinates)
     return {
         "error_moran": float(np.nanmedian(moran)) if np.isfinite(moran).any() else 0.0,
         "error_correlation": float(correlation),
         "n_neighbors": N_NOISE_NEIGHBORS,
+        "correlogram": curve,
+        "edge_correlation": edge_correlation(curve, coordinates, N_NOISE_NEIGHBORS),
     }
+
+
+def edge_lengths(coordinates: np.ndarray, n_neighbors: int = N_NOISE_NEIGHBORS) -> np.ndarray:
+    """Distances from every cell to its ``n_neighbors`` nearest cells (flat): the edges of the kNN graph."""
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(n_neighbors, len(coordinates) - 1)
+    if k < 1:
+        return np.empty(0)
+    distances, _ = NearestNeighbors(n_neighbors=k).fit(coordinates).kneighbors()
+    return distances.ravel()
+
+
+def correlogram(errors: list[np.ndarray], coordinates: np.ndarray) -> dict[str, list[float]]:
+    """How the errors' correlation between two cells falls with their distance (up to 1.5 edge lengths).
+
+    The pairs of cells closer than 1.5 times the median of :func:`edge_lengths` are split by distance into bins of
+    :data:`MIN_CORRELOGRAM_PAIRS`, twice as many, four times as many ... pairs from the closest; in each, the
+    median over genes of the mean product of the two cells' standardised errors. A sample of cells has pairs closer
+    than its own edges, so this reaches the distances between neighbours of a denser set of cells (all cells of a
+    section larger than the calibration's sample). Returns the bins' median ``distance`` and ``correlation``.
+    """
+    from scipy.spatial import cKDTree
+
+    lengths = edge_lengths(coordinates)
+    if not len(lengths):
+        return {"distance": [], "correlation": []}
+    reach = 1.5 * float(np.median(lengths))
+    pairs = cKDTree(coordinates).query_pairs(reach, output_type="ndarray")
+    if len(pairs) < MIN_CORRELOGRAM_PAIRS:
+        return {"distance": [], "correlation": []}
+    distance = np.linalg.norm(coordinates[pairs[:, 0]] - coordinates[pairs[:, 1]], axis=1)
+    order = np.argsort(distance, kind="stable")
+    standardised = []
+    for E in errors:
+        sd = E.std(axis=0)
+        standardised.append((E[:, sd > 0] - E[:, sd > 0].mean(axis=0)) / sd[sd > 0])
+    Z = np.hstack(standardised)
+    distances, correlations = [], []
+    # bins of doubling counts from the closest pairs: fine where a denser graph's edges fall, coarse further out
+    ends = MIN_CORRELOGRAM_PAIRS * (2 ** np.arange(1, int(np.log2(len(pairs) / MIN_CORRELOGRAM_PAIRS + 1)) + 1) - 1)
+    ends = np.append(ends[ends < len(pairs) - MIN_CORRELOGRAM_PAIRS], len(pairs))
+    for rows in np.split(order, ends[:-1]):
+        a, b = pairs[rows, 0], pairs[rows, 1]
+        distances.append(float(np.median(distance[rows])))
+        correlations.append((Z[a] * Z[b]).mean(axis=0).tolist())
+    return {"distance": distances, "correlation": correlations}
+
+
+def edge_correlation(curve: dict[str, list[float]], coordinates: np.ndarray, n_neighbors: int) -> float:
+    """The mean over the kNN graph's edges of the :func:`correlogram` at their length (interpolated, held at its ends).
+
+    About the Moran's I of the errors on that graph. NaN without a correlogram.
+    """
+    correlation = np.asarray(curve["correlation"], dtype=np.float64)
+    if len(curve["distance"]) < 2 or correlation.size == 0:
+        return float("nan")
+    lengths = edge_lengths(coordinates, n_neighbors)
+    if not len(lengths):
+        return float("nan")
+    # per gene, the correlation at every edge's length averaged over the edges; then the median over genes
+    per_gene = [np.interp(lengths, curve["distance"], column).mean() for column in correlation.T]
+    return float(np.median(per_gene))
+
+
+def moran_target(statistics: dict[str, Any], coordinates: np.ndarray) -> float:
+    """The panel errors' Moran's I on the kNN graph of ``coordinates``: the noise field's target.
+
+    On the calibration's own cells it is the Moran's I measured there. Other cells may be spaced otherwise: all cells
+    of a section larger than the calibration's sample (at most 10,000 cells) have closer neighbours, and the errors
+    are more alike between them than the sample's graph shows. Their target is the errors' :func:`edge_correlation`
+    on their own graph (the correlogram read at the lengths of its edges), within ``[0,`` :data:`MAX_MORAN_TARGET`
+    ``]``.
+    """
+    there = float(statistics["edge_correlation"])
+    here = edge_correlation(statistics["correlogram"], coordinates, int(statistics["n_neighbors"]))
+    if not np.isfinite(here) or here == there:
+        return float(statistics["error_moran"])
+    return float(np.clip(here, 0.0, MAX_MORAN_TARGET))
 
 
 def error_clusters(

@@ -366,7 +366,7 @@ class DrawsMixin:
             logger.info("Calibrating the draws on the %d measured genes of adata_st.", len(self.measured_genes))
             calibration = self.calibrate_intervals(spatial, spatial_key=spatial_key)
         noise = calibration.details.get("draws")
-        if noise is None:
+        if noise is None or "correlogram" not in noise:
             raise ValueError(
                 "The model's interval calibration has no record of the panel errors' spatial structure (it was "
                 "calibrated without coordinates, or by an earlier version); call "
@@ -397,9 +397,8 @@ class DrawsMixin:
             fixed += np.sqrt(level["share"]) * probes[label]
         field = _draws.NoiseField(_draws.knn_graph(coordinates, int(noise["n_neighbors"]), names), names)
         shared_in_clusters = sum(share for _, share in clusters)
-        smoothing = field.fit_smoothing(
-            noise["error_moran"], n_probes=fixed.shape[1], fixed=fixed, fixed_share=shared_in_clusters
-        )
+        target = _draws.moran_target(noise, coordinates)  # the errors' Moran's I at these cells' spacing
+        smoothing = field.fit_smoothing(target, n_probes=fixed.shape[1], fixed=fixed, fixed_share=shared_in_clusters)
         genes = pd.Index(self.imputed_genes)[columns]
         plan = _draws.DrawPlan(
             point=point,
@@ -415,9 +414,10 @@ class DrawsMixin:
             clusters=clusters,
         )
         logger.info(
-            "Draws: noise smoothing %.3g (panel errors' Moran's I %.3f), shared between genes %.3f, shared within "
-            "expression clusters %s.",
+            "Draws: noise smoothing %.3g (target Moran's I %.3f; the panel errors' %.3f on the calibration's sample), "
+            "shared between genes %.3f, shared within expression clusters %s.",
             smoothing,
+            target,
             noise["error_moran"],
             plan.shared,
             ", ".join(f"{level['share']:.3f} (k={level['k']})" for level in levels) or "none",

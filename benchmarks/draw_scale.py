@@ -1,0 +1,106 @@
+"""Draws on more cells than the calibration sampled: is the noise as spatially smooth as the errors at full density?
+
+``calibrate_intervals`` samples at most 10,000 spatial cells (``max_cells``). The panel errors' Moran's I measured on
+that sample's 6-nearest-neighbour graph is lower than on the graph of all cells of a larger section, whose neighbours
+are closer. ``posterior_predictive_sample`` carries it to the drawn cells' graph with the errors' correlogram
+(:func:`spalstf.model._draws.moran_target`). This script imitates a large section on the real pairs by calibrating on
+a fraction of their cells (``max_cells = n / f``) and drawing on all of them; for each pair, fold of the 5-fold gene
+split (seed 0, as ``benchmarks/downstream.py``; closed-form model) and fraction it reports:
+
+- ``sample I``: the panel errors' median Moran's I on the sample's graph (the target before the correlogram);
+- ``carried I``: the target on the graph of all cells;
+- ``full I``: the panel errors' median Moran's I measured on all cells (the calibration with every cell): the value to
+  reach;
+- ``draw I`` and ``truth I``: on all cells, the median over held-out genes of the Moran's I of ``draw 0 - point`` and of
+  ``measured - point`` (the draws' noise and the real error of the imputed genes).
+
+Usage::
+
+    python benchmarks/draw_scale.py --fractions 1 2 3 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+from _measure import machine, markdown_table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", default="drosophila_embryo,osmfish")
+    parser.add_argument("--fractions", type=float, nargs="+", default=[1, 2, 3], help="calibrate on n / f cells")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    import spalstf as sp
+    from spalstf.benchmark import gene_folds, limit_threads, load_pair
+    from spalstf.model._calibration import platform_values
+    from spalstf.model._draws import MoranGraph, knn_graph, moran_target
+
+    limit_threads(args.threads)
+    rows = []
+    for pair in args.pairs.split(","):
+        _, data = load_pair(pair)
+        st, rna = data["spatial"], data["rna"]
+        for fold, (kept, held) in enumerate(gene_folds(list(st.var_names), 5, 0)):
+            panel = st[:, kept].copy()
+            library = np.asarray(panel.X.sum(axis=1)).ravel()
+            signal = library > 0
+            panel = panel[signal].copy()
+            coordinates = np.asarray(panel.obsm["spatial"], dtype=np.float64)
+            truth = platform_values(np.asarray(st[signal][:, held].X, dtype=np.float64), library[signal], 1e4)
+            graph = MoranGraph.from_connectivities(knn_graph(coordinates))
+            reference = rna.copy()
+            sp.model.SpaLSTF.setup_anndata(reference)
+            model = sp.model.SpaLSTF(reference, panel, genes=held, blend=("ridge", "neighbours"))
+            model.skip_training("benchmark")
+            full_moran = None
+            for fraction in sorted(args.fractions):
+                n_cells = int(round(panel.n_obs / fraction))
+                calibration = model.calibrate_intervals(panel, max_cells=n_cells)
+                statistics = calibration.details["draws"]
+                if full_moran is None:
+                    full_moran = statistics["error_moran"] if fraction == 1 else float("nan")
+                point = model.impute(panel, interval=0.9, progress_bar=False).mean[held].to_numpy(np.float64)
+                draw = model.posterior_predictive_sample(panel, n_samples=1, random_state=0)[:, :, 0]
+                rows.append(
+                    {
+                        "pair": pair,
+                        "fold": fold,
+                        "fraction": fraction,
+                        "calibration cells": calibration.n_cells,
+                        "sample I": statistics["error_moran"],
+                        "carried I": moran_target(statistics, coordinates),
+                        "full I": full_moran,
+                        "draw I": float(np.nanmedian(graph.moran(draw - point))),
+                        "truth I": float(np.nanmedian(graph.moran(truth - point))),
+                    }
+                )
+    table = pd.DataFrame(rows)
+    table["|sample - full|"] = (table["sample I"] - table["full I"]).abs()
+    table["|carried - full|"] = (table["carried I"] - table["full I"]).abs()
+    summary = table.groupby(["pair", "fraction"], sort=False).agg(
+        {
+            "calibration cells": "median",
+            "sample I": "median",
+            "carried I": "median",
+            "full I": "median",
+            "|sample - full|": "max",
+            "|carried - full|": "max",
+            "draw I": "median",
+            "truth I": "median",
+        }
+    )
+    summary = summary.reset_index().round(3)
+    print(f"python benchmarks/draw_scale.py {' '.join(sys.argv[1:])}\n{machine()}, {args.threads} thread(s)\n")
+    print("Medians over the 5 folds; the two |...| columns are the largest over folds.\n")
+    print(markdown_table(summary.to_dict("records"), list(summary.columns)))
+
+
+if __name__ == "__main__":
+    main()
