@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,12 @@ def main() -> None:
     parser.add_argument("--pairs", default="drosophila_embryo,osmfish")
     parser.add_argument("--fractions", type=float, nargs="+", default=[1, 2, 3], help="calibrate on n / f cells")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--shared-data",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared" / "data",
+        help="folder with local copies of pinned pair files (default: ../shared/data beside the repository)",
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     import spalstf as sp
@@ -45,7 +52,7 @@ def main() -> None:
     limit_threads(args.threads)
     rows = []
     for pair in args.pairs.split(","):
-        _, data = load_pair(pair)
+        _, data = load_pair(pair, shared_data=args.shared_data)
         st, rna = data["spatial"], data["rna"]
         for fold, (kept, held) in enumerate(gene_folds(list(st.var_names), 5, 0)):
             panel = st[:, kept].copy()

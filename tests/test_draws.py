@@ -382,3 +382,4 @@ def test_the_errors_moran_is_carried_to_cells_denser_than_the_calibration_sample
     gap = full["error_moran"] - sampled["error_moran"]
     assert abs(carried - full["error_moran"]) < 0.4 * gap, (carried, full["error_moran"], gap)  # most of the way
     assert _draws.moran_target(full, coords) == full["error_moran"]  # the calibration's own cells: unchanged
+    assert _draws.moran_target(full, coords[rng.permutation(len(coords))]) == full["error_moran"]  # in any order

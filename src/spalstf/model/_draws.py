@@ -28,6 +28,8 @@ N_NOISE_NEIGHBORS = 6
 SMOOTHING_TERMS = 5
 #: Pairs of cells in the first (closest) bin of the errors' correlogram (:func:`correlogram`); each next bin doubles.
 MIN_CORRELOGRAM_PAIRS = 100
+#: Edge lengths at most that :func:`edge_correlation` averages over (evenly spaced quantiles of all of them).
+MAX_EDGE_LENGTHS = 100_000
 #: Largest Moran's I of the noise that :func:`moran_target` asks for.
 MAX_MORAN_TARGET = 0.99
 #: Largest smoothing strength searched.
@@ -264,9 +266,11 @@ def edge_correlation(curve: dict[str, list[float]], coordinates: np.ndarray, n_n
     correlation = np.asarray(curve["correlation"], dtype=np.float64)
     if len(curve["distance"]) < 2 or correlation.size == 0:
         return float("nan")
-    lengths = edge_lengths(coordinates, n_neighbors)
+    lengths = np.sort(edge_lengths(coordinates, n_neighbors))  # sorted: the same for any order of the cells
     if not len(lengths):
         return float("nan")
+    if len(lengths) > MAX_EDGE_LENGTHS:  # evenly spaced quantiles of the lengths
+        lengths = lengths[np.linspace(0, len(lengths) - 1, MAX_EDGE_LENGTHS).round().astype(np.int64)]
     # per gene, the correlation at every edge's length averaged over the edges; then the median over genes
     per_gene = [np.interp(lengths, curve["distance"], column).mean() for column in correlation.T]
     return float(np.median(per_gene))
