@@ -43,6 +43,8 @@ def main() -> None:
         help="folder with local copies of pinned pair files (default: ../shared/data beside the repository)",
     )
     args = parser.parse_args()
+    if 1 not in args.fractions:
+        parser.error("--fractions must include 1: the calibration on every cell gives the errors' full-density value")
     warnings.filterwarnings("ignore")
     import spalstf as sp
     from spalstf.benchmark import gene_folds, limit_threads, load_pair

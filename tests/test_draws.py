@@ -4,6 +4,8 @@ and the pooled tests on a pair where the truth is known (null genes called at ab
 
 from __future__ import annotations
 
+import logging
+
 import anndata as ad
 import h5py
 import numpy as np
@@ -237,32 +239,43 @@ def test_tl_wrappers_write_their_tables_into_uns_and_refuse_a_foreign_key(known)
         sp.tl.spatial_autocorr(result, model, n_samples=4, key_added="mine")
 
 
-def test_rank_genes_groups_tests_every_group_from_one_set_of_draws(known):
-    """Each group against the rest (or a reference) gives what differential_expression gives for that group, and the
-    strong right-half genes come out for the right quadrants."""
+def test_rank_genes_groups_tests_every_group_from_one_set_of_draws(known, recording_handler):
+    """Each group against the rest (or a reference) gives what differential_expression gives for that group, genes
+    ranked by statistic as scanpy ranks them, and the strong right-half genes come out for the right quadrants."""
     model, adata_st, _ = known
     adata = adata_st.copy()
     x, y = adata.obsm["spatial"].T
     quadrant = np.where(x >= SIDE / 2, 1, 0) + 2 * np.where(y >= SIDE / 2, 1, 0)
-    adata.obs["quadrant"] = pd.Categorical([f"q{q}" for q in quadrant], categories=["q3", "q0", "q1", "q2"])
+    adata.obs["quadrant"] = pd.Categorical([f"q{q}" for q in quadrant], categories=["q3", "q0", "q1", "q2", "unused"])
     genes = [g for g in model.imputed_genes if g.startswith(("pat", "null"))][:12]
 
     ranked = model.rank_genes_groups(adata, "quadrant", n_samples=4, gene_list=genes)
-    assert list(dict.fromkeys(ranked["group"])) == ["q3", "q0", "q1", "q2"]  # the categories' order
+    assert list(dict.fromkeys(ranked["group"])) == ["q3", "q0", "q1", "q2"]  # the categories' order, used ones
     for group in ("q3", "q0"):
         one = ranked[ranked["group"] == group].set_index("gene").drop(columns="group")
+        assert one["statistic"].is_monotonic_decreasing  # highest first, as scanpy's
         alone = model.differential_expression(adata, "quadrant", group, n_samples=4, gene_list=genes)
-        pd.testing.assert_frame_equal(one, alone.rename_axis("gene"))
+        pd.testing.assert_frame_equal(one.loc[alone.index], alone, check_names=False)
     right = ranked[ranked["group"].isin(["q1", "q3"]) & ranked["gene"].str.startswith("pat")]
     assert (right["pvalue_adj"] < 0.05).all() and (right["mean_difference"] > 0).all()
+    pd.testing.assert_frame_equal(
+        ranked, model.rank_genes_groups(adata, "quadrant", "all", n_samples=4, gene_list=genes)
+    )
 
     against = model.rank_genes_groups(adata, "quadrant", reference="q0", n_samples=4, gene_list=genes)
     assert "q0" not in set(against["group"])
     q1 = against[against["group"] == "q1"].set_index("gene").drop(columns="group")
-    pd.testing.assert_frame_equal(
-        q1,
-        model.differential_expression(adata, "quadrant", "q1", "q0", n_samples=4, gene_list=genes).rename_axis("gene"),
-    )
+    alone = model.differential_expression(adata, "quadrant", "q1", "q0", n_samples=4, gene_list=genes)
+    pd.testing.assert_frame_equal(q1.loc[alone.index], alone, check_names=False)
+
+    # integer labels: numeric order, an integer reference; cells without a label are in no group and not in the rest
+    adata.obs["number"] = quadrant * 5  # 0, 5, 10, 15: as strings "10" would sort before "5"
+    numbered = model.rank_genes_groups(adata, "number", reference=0, n_samples=4, gene_list=genes)
+    assert list(dict.fromkeys(numbered["group"])) == ["5", "10", "15"]
+    adata.obs["partly"] = pd.Series(np.where(quadrant == 2, np.nan, quadrant), index=adata.obs_names)
+    partly = model.rank_genes_groups(adata, "partly", ["1.0"], n_samples=4, gene_list=genes).set_index("gene")
+    q1_vs_q03 = model.differential_expression(adata, "quadrant", "q1", ["q0", "q3"], n_samples=4, gene_list=genes)
+    np.testing.assert_allclose(partly.loc[q1_vs_q03.index, "pvalue"], q1_vs_q03["pvalue"])
 
     result = sp.tl.rank_genes_groups(adata, model, "quadrant", ["q1"], n_samples=4, gene_list=genes, copy=True)
     stored = result.uns["spalstf_rank_genes_groups"]
@@ -275,9 +288,18 @@ def test_rank_genes_groups_tests_every_group_from_one_set_of_draws(known):
         model.rank_genes_groups(adata, "quadrant", ["q0", "q1"], reference="q0", n_samples=2)
     with pytest.raises(TypeError, match=r"\['q1'\]"):
         model.rank_genes_groups(adata, "quadrant", "q1", n_samples=2)
-    adata.obs["solo"] = np.where(np.arange(adata.n_obs) == 0, "alone", "crowd")
+    # a group without 2 cells with signal: left out with a warning when every group is tested, an error when named
+    adata.obs["solo"] = np.where(np.arange(adata.n_obs) == 0, "alone", np.where(quadrant < 2, "bottom", "top"))
     with pytest.raises(ValueError, match="alone has 1 cell"):
-        model.rank_genes_groups(adata, "solo", n_samples=2)
+        model.rank_genes_groups(adata, "solo", ["alone"], n_samples=2)
+    logger = logging.getLogger("spalstf")
+    logger.addHandler(recording_handler)
+    try:
+        solo = model.rank_genes_groups(adata, "solo", n_samples=2, gene_list=genes)
+    finally:
+        logger.removeHandler(recording_handler)
+    assert set(solo["group"]) == {"bottom", "top"}
+    assert any("alone" in r.getMessage() and r.levelno == logging.WARNING for r in recording_handler.records)
 
 
 def test_bad_requests_name_the_problem(known):
@@ -383,3 +405,22 @@ def test_the_errors_moran_is_carried_to_cells_denser_than_the_calibration_sample
     assert abs(carried - full["error_moran"]) < 0.4 * gap, (carried, full["error_moran"], gap)  # most of the way
     assert _draws.moran_target(full, coords) == full["error_moran"]  # the calibration's own cells: unchanged
     assert _draws.moran_target(full, coords[rng.permutation(len(coords))]) == full["error_moran"]  # in any order
+    assert abs(_draws.moran_target(full, coords[1:]) - full["error_moran"]) < 0.005  # almost the same cells: no jump
+
+
+def test_draws_on_the_calibrations_own_cells_use_its_morans_i_also_with_cells_without_signal(known):
+    """The calibration leaves out cells without signal; the draws' target on the same data is its measured value."""
+    from spalstf.model._spatial_input import SpatialInput
+
+    model, adata_st, _ = known
+    adata = adata_st.copy()
+    adata.X[:5] = 0  # five cells without signal
+    saved = model.interval_calibration_
+    try:
+        model.calibrate_intervals(adata)
+        plan, _ = model._draw_plan(SpatialInput.prepare(adata, None), None, 0, 1000, "spatial")
+        measured = model.interval_calibration_.details["draws"]["error_moran"]
+    finally:
+        model.interval_calibration_ = saved
+    assert plan.empty[:5].all() and not plan.empty[5:].any()
+    assert plan.moran_target == measured

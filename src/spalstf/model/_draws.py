@@ -226,7 +226,8 @@ def correlogram(errors: list[np.ndarray], coordinates: np.ndarray) -> dict[str, 
     """How the errors' correlation between two cells falls with their distance (up to 1.5 edge lengths).
 
     The pairs of cells closer than 1.5 times the median of :func:`edge_lengths` are split by distance into bins of
-    :data:`MIN_CORRELOGRAM_PAIRS`, twice as many, four times as many ... pairs from the closest; in each, the
+    about :data:`MIN_CORRELOGRAM_PAIRS`, twice as many, four times as many ... pairs from the closest (pairs at equal
+    distances stay in one bin); in each, the
     median over genes of the mean product of the two cells' standardised errors. A sample of cells has pairs closer
     than its own edges, so this reaches the distances between neighbours of a denser set of cells (all cells of a
     section larger than the calibration's sample). Returns the bins' median ``distance`` and ``correlation``.
@@ -248,13 +249,20 @@ def correlogram(errors: list[np.ndarray], coordinates: np.ndarray) -> dict[str, 
         standardised.append((E[:, sd > 0] - E[:, sd > 0].mean(axis=0)) / sd[sd > 0])
     Z = np.hstack(standardised)
     distances, correlations = [], []
-    # bins of doubling counts from the closest pairs: fine where a denser graph's edges fall, coarse further out
+    # bins of doubling counts from the closest pairs: fine where a denser graph's edges fall, coarse further out;
+    # a bin never splits pairs at the same distance (lattices), so the bins do not depend on the order of the pairs
+    ordered = distance[order]
     ends = MIN_CORRELOGRAM_PAIRS * (2 ** np.arange(1, int(np.log2(len(pairs) / MIN_CORRELOGRAM_PAIRS + 1)) + 1) - 1)
+    ends = np.unique(np.searchsorted(ordered, ordered[np.minimum(ends, len(pairs)) - 1], side="right"))
     ends = np.append(ends[ends < len(pairs) - MIN_CORRELOGRAM_PAIRS], len(pairs))
+    step = max(1, DRAW_CHUNK_ENTRIES // max(Z.shape[1], 1))
     for rows in np.split(order, ends[:-1]):
-        a, b = pairs[rows, 0], pairs[rows, 1]
+        total = np.zeros(Z.shape[1])
+        for chunk in range(0, len(rows), step):  # the products of a chunk of pairs at a time
+            a, b = pairs[rows[chunk : chunk + step], 0], pairs[rows[chunk : chunk + step], 1]
+            total += (Z[a] * Z[b]).sum(axis=0)
         distances.append(float(np.median(distance[rows])))
-        correlations.append((Z[a] * Z[b]).mean(axis=0).tolist())
+        correlations.append((total / len(rows)).tolist())
     return {"distance": distances, "correlation": correlations}
 
 
@@ -277,19 +285,21 @@ def edge_correlation(curve: dict[str, list[float]], coordinates: np.ndarray, n_n
 
 
 def moran_target(statistics: dict[str, Any], coordinates: np.ndarray) -> float:
-    """The panel errors' Moran's I on the kNN graph of ``coordinates``: the noise field's target.
+    """The panel errors' Moran's I carried to the kNN graph of ``coordinates`` (cells with signal): the noise's target.
 
-    On the calibration's own cells it is the Moran's I measured there. Other cells may be spaced otherwise: all cells
-    of a section larger than the calibration's sample (at most 10,000 cells) have closer neighbours, and the errors
-    are more alike between them than the sample's graph shows. Their target is the errors' :func:`edge_correlation`
-    on their own graph (the correlogram read at the lengths of its edges), within ``[0,`` :data:`MAX_MORAN_TARGET`
-    ``]``.
+    The errors' Moran's I was measured on the calibration sample's graph. Other cells may be spaced otherwise: all
+    cells of a section larger than the sample (at most 10,000 cells) have closer neighbours, and the errors are more
+    alike between them than the sample's graph shows. The target moves by the difference between the errors'
+    :func:`edge_correlation` on the two graphs (the correlogram read at the lengths of each graph's edges), within
+    ``[0,`` :data:`MAX_MORAN_TARGET` ``]``: the calibration's own cells keep the measured value, and cells spaced
+    almost alike get almost the same target.
     """
+    target = float(statistics["error_moran"])
     there = float(statistics["edge_correlation"])
     here = edge_correlation(statistics["correlogram"], coordinates, int(statistics["n_neighbors"]))
-    if not np.isfinite(here) or here == there:
-        return float(statistics["error_moran"])
-    return float(np.clip(here, 0.0, MAX_MORAN_TARGET))
+    if not (np.isfinite(here) and np.isfinite(there)) or here == there:
+        return target
+    return float(np.clip(target + here - there, 0.0, MAX_MORAN_TARGET))
 
 
 def error_clusters(
@@ -394,6 +404,8 @@ class DrawPlan:
     clusters
         For each expression-cluster level: every cell's cluster key (cells of a cluster share that part of the
         noise) and the level's share of the variance; the smoothed part has the rest.
+    moran_target
+        The median Moran's I the noise was fitted to (:func:`moran_target`), for the record.
     """
 
     point: np.ndarray
@@ -407,6 +419,7 @@ class DrawPlan:
     genes: np.ndarray
     factor: np.ndarray
     clusters: list[tuple[np.ndarray, float]] = field(default_factory=list)
+    moran_target: float = float("nan")
 
     @property
     def n_cells(self) -> int:

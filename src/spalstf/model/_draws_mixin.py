@@ -10,8 +10,9 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -282,7 +283,7 @@ class DrawsMixin:
         self,
         adata_st: AnnData,
         groupby: str,
-        groups: Sequence[str] | None = None,
+        groups: Sequence[str] | str | None = None,
         reference: str = "rest",
         *,
         n_samples: int = N_TEST_SAMPLES,
@@ -305,9 +306,11 @@ class DrawsMixin:
         groupby
             {groupby}
         groups
-            Groups to test (default: every group of ``obs[groupby]``, less ``reference``).
+            Groups to test: a list, or ``None`` / ``"all"`` for every group of ``obs[groupby]`` less ``reference``
+            (a group with fewer than 2 cells with signal is then left out, with a warning; one named in the list
+            raises). Cells without a label (NaN) belong to no group and not to the rest.
         reference
-            ``"rest"`` (each group against all other cells) or one group that every other is compared with.
+            ``"rest"`` (each group against all other labelled cells) or one group that every other is compared with.
         n_samples
             {test_samples}
         gene_list, random_state, layer, spatial_key, batch_size
@@ -318,7 +321,8 @@ class DrawsMixin:
         DataFrame with one row per group and gene: ``group``, ``gene`` and the columns of
         :meth:`differential_expression` (``mean1`` is the group's mean, ``mean2`` the reference's; ``pvalue_adj`` is
         Benjamini-Hochberg within the group, as scanpy's), groups in the order of ``groups`` (or of the column's
-        categories), and genes by ``pvalue`` within each group.
+        categories; numeric labels in numeric order), and within each group the genes by ``statistic``, highest
+        first, as scanpy orders them (genes higher in the group first, genes lower in it last).
 
         Examples
         --------
@@ -327,13 +331,31 @@ class DrawsMixin:
         """
         _check_test_samples(n_samples)
         spatial = SpatialInput.prepare(adata_st, layer if layer is not None else self.st_layer)
-        comparisons = _group_comparisons(spatial.adata, groupby, groups, reference)
+        comparisons, every = _group_comparisons(spatial.adata, groupby, groups, reference)
         plan, genes = self._draw_plan(spatial, gene_list, random_state, batch_size, spatial_key)
+        if every:  # a group of (nearly) only cells without signal cannot be tested: leave it out, and say so
+            small = [name for name, masks in comparisons if min((mask & ~plan.empty).sum() for mask in masks) < 2]
+            if small:
+                logger.warning(
+                    "Groups %s of obs[%r] (or their reference) have fewer than 2 cells with signal and are not tested.",
+                    small,
+                    groupby,
+                )
+                comparisons = [c for c in comparisons if c[0] not in small]
+            if not comparisons:
+                raise ValueError(f"No group of obs[{groupby!r}] has 2 cells with signal to test.")
         tables = _pooled_comparisons(
-            plan, genes, [masks for _, masks in comparisons], [(name, reference) for name, _ in comparisons], n_samples
+            plan,
+            genes,
+            [masks for _, masks in comparisons],
+            [(name, str(reference)) for name, _ in comparisons],
+            n_samples,
         )
         parts = [
-            table.rename_axis("gene").reset_index().assign(group=name)
+            table.sort_values("statistic", ascending=False, kind="stable")
+            .rename_axis("gene")
+            .reset_index()
+            .assign(group=name)
             for (name, _), table in zip(comparisons, tables, strict=True)
         ]
         table = pd.concat(parts, ignore_index=True)
@@ -397,7 +419,8 @@ class DrawsMixin:
             fixed += np.sqrt(level["share"]) * probes[label]
         field = _draws.NoiseField(_draws.knn_graph(coordinates, int(noise["n_neighbors"]), names), names)
         shared_in_clusters = sum(share for _, share in clusters)
-        target = _draws.moran_target(noise, coordinates)  # the errors' Moran's I at these cells' spacing
+        # the errors' Moran's I at the spacing of these cells (those with signal, as the calibration's were)
+        target = _draws.moran_target(noise, coordinates[~empty])
         smoothing = field.fit_smoothing(target, n_probes=fixed.shape[1], fixed=fixed, fixed_share=shared_in_clusters)
         genes = pd.Index(self.imputed_genes)[columns]
         plan = _draws.DrawPlan(
@@ -412,6 +435,7 @@ class DrawsMixin:
             genes=gene_keys(genes),
             factor=gene_keys(["\x00shared noise"]),
             clusters=clusters,
+            moran_target=target,
         )
         logger.info(
             "Draws: noise smoothing %.3g (target Moran's I %.3f; the panel errors' %.3f on the calibration's sample), "
@@ -467,54 +491,76 @@ def _connectivities(adata: AnnData, key: str) -> sparse.csr_matrix:
     return sparse.csr_matrix(adata.obsp[key], dtype=np.float64)
 
 
-def _labels(adata: AnnData, groupby: str) -> tuple[np.ndarray, list[str]]:
-    """The groups of ``obs[groupby]`` as strings, and the groups present (in category order for a categorical)."""
+def _labels(adata: AnnData, groupby: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The groups of ``obs[groupby]`` as strings, which cells have no group (missing labels), and the groups present.
+
+    The groups are in category order for a categorical column, in numeric order for a numeric one, else sorted.
+    """
     if groupby not in adata.obs:
         raise KeyError(f"adata_st.obs has no column {groupby!r}; columns: {list(adata.obs.columns)}.")
     column = adata.obs[groupby]
+    missing = column.isna().to_numpy()
     labels = column.astype(str).to_numpy()
-    present = set(labels)
     if isinstance(column.dtype, pd.CategoricalDtype):
-        return labels, [str(c) for c in column.cat.categories if str(c) in present]
-    return labels, sorted(present)
+        used = set(labels[~missing])
+        return labels, missing, [str(c) for c in column.cat.categories if str(c) in used]
+    values = pd.unique(column[~missing])
+    ordered = sorted(values) if pd.api.types.is_numeric_dtype(column) else sorted(map(str, values))
+    return labels, missing, [str(v) for v in ordered]
 
 
-def _groups(
-    adata: AnnData, groupby: str, group1: str | Sequence[str], group2: str | Sequence[str] | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean masks of the two groups of cells; unknown columns or groups and overlapping groups raise."""
-    labels, present = _labels(adata, groupby)
+def _as_groups(value: Any) -> list[str]:
+    """One group label or a list of them, as strings (labels are compared as strings)."""
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        return [str(value)]
+    return [str(v) for v in value]
+
+
+def _groups(adata: AnnData, groupby: str, group1: Any, group2: Any | None) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks of the two groups of cells; unknown columns or groups and overlapping groups raise.
+
+    Cells without a label (NaN) are in neither group.
+    """
+    labels, missing, present = _labels(adata, groupby)
 
     def members(group, name):
-        groups = [group] if isinstance(group, str) else [str(g) for g in group]
+        groups = _as_groups(group)
         unknown = [g for g in groups if g not in present]
         if unknown or not groups:
             raise ValueError(f"{name}: {unknown or groups} not among the groups of obs[{groupby!r}]: {present[:20]}.")
-        return np.isin(labels, groups)
+        return np.isin(labels, groups) & ~missing
 
     in1 = members(group1, "group1")
-    in2 = ~in1 if group2 is None else members(group2, "group2")
+    in2 = ~in1 & ~missing if group2 is None else members(group2, "group2")
     if (in1 & in2).any():
         raise ValueError("group1 and group2 share groups; pass disjoint groups.")
     return in1, in2
 
 
 def _group_comparisons(
-    adata: AnnData, groupby: str, groups: Sequence[str] | None, reference: str
-) -> list[tuple[str, tuple[np.ndarray, np.ndarray]]]:
-    """Each tested group's name with the masks of its cells and of its reference (:meth:`rank_genes_groups`)."""
-    labels, present = _labels(adata, groupby)
+    adata: AnnData, groupby: str, groups: Sequence[Any] | str | None, reference: Any
+) -> tuple[list[tuple[str, tuple[np.ndarray, np.ndarray]]], bool]:
+    """Each tested group's name with the masks of its cells and of its reference (:meth:`rank_genes_groups`).
+
+    Also returns whether the groups were chosen here (every group: ``None`` or ``"all"``) rather than by the caller.
+    Cells without a label are in no group and not in the rest.
+    """
+    labels, missing, present = _labels(adata, groupby)
+    reference = "rest" if reference == "rest" else str(reference)
     if reference != "rest" and reference not in present:
         raise ValueError(
             f"reference={reference!r} is not among the groups of obs[{groupby!r}]: {present[:20]}; pass one of them "
             "or 'rest'."
         )
-    if groups is None:
+    every = groups is None or (isinstance(groups, str) and groups == "all")
+    if every:
         groups = [g for g in present if g != reference]
     else:
-        if isinstance(groups, str):
-            raise TypeError(f"groups must be a list of groups, got the string {groups!r}; pass [{groups!r}].")
-        groups = [str(g) for g in groups]
+        if isinstance(groups, str) or not isinstance(groups, Iterable):
+            raise TypeError(
+                f"groups must be 'all', None or a list of groups, got {groups!r}; pass [{groups!r}] for one group."
+            )
+        groups = list(dict.fromkeys(str(g) for g in groups))
         unknown = [g for g in groups if g not in present]
         if unknown or not groups:
             raise ValueError(f"groups: {unknown or groups} not among the groups of obs[{groupby!r}]: {present[:20]}.")
@@ -524,9 +570,9 @@ def _group_comparisons(
         raise ValueError(f"obs[{groupby!r}] has no group to compare with {reference!r}.")
     comparisons = []
     for group in groups:
-        in1 = labels == group
-        comparisons.append((group, (in1, ~in1 if reference == "rest" else labels == reference)))
-    return comparisons
+        in1 = (labels == group) & ~missing
+        comparisons.append((group, (in1, ~in1 & ~missing if reference == "rest" else labels == reference)))
+    return comparisons, every
 
 
 def _pooled_comparisons(

@@ -3,7 +3,8 @@
 The work is done by :meth:`~spalstf.model.SpaLSTF.spatial_autocorr`,
 :meth:`~spalstf.model.SpaLSTF.differential_expression` and :meth:`~spalstf.model.SpaLSTF.rank_genes_groups`; these
 functions check the output key, call them and store the
-table with its settings, as :func:`scanpy.tl.rank_genes_groups` stores its results under ``uns[key_added]``.
+table with its settings under ``uns[key_added]``, where :func:`scanpy.tl.rank_genes_groups` stores its results (as a
+``{"params", "results"}`` dict with a DataFrame, not scanpy's record arrays).
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def rank_genes_groups(
     adata_st: AnnData,
     model: SpaLSTF,
     groupby: str,
-    groups: Sequence[str] | None = None,
+    groups: Sequence[str] | str | None = None,
     reference: str = "rest",
     *,
     n_samples: int = 20,
@@ -198,7 +199,9 @@ def rank_genes_groups(
     :meth:`~spalstf.model.SpaLSTF.differential_expression` for every group, from one set of draws) and writes
     ``adata_st.uns[key_added]``: a dict with ``"results"`` (DataFrame with one row per group and gene: ``group``,
     ``gene``, ``mean1``, ``mean2``, ``mean_difference``, ``statistic``, ``df``, ``pvalue``, ``pvalue_adj``,
-    ``fraction_missing_information``) and ``"params"``.
+    ``fraction_missing_information``) and ``"params"``. This is not scanpy's layout of record arrays
+    (``names``, ``scores``, ...): the imputed genes are not in ``adata_st.var``, so scanpy's ``rank_genes_groups``
+    plots could not show them; filter the table instead (``sc.get.rank_genes_groups_df`` does not read it).
 
     Parameters
     ----------
@@ -209,7 +212,7 @@ def rank_genes_groups(
     groupby
         {groupby}
     groups
-        Groups to test (default: every group, less ``reference``).
+        Groups to test: a list, or ``None`` / ``"all"`` for every group less ``reference``.
     reference
         ``"rest"`` or the group that every other is compared with.
     n_samples
@@ -249,7 +252,7 @@ def rank_genes_groups(
         "test": "t-test (Welch variance)",
         "groupby": groupby,
         "groups": list(dict.fromkeys(table["group"])),
-        "reference": reference,
+        "reference": str(reference),
         "n_samples": n_samples,
         "random_state": random_state,
     }
