@@ -14,9 +14,15 @@ split (seed 0, as ``benchmarks/downstream.py``; closed-form model) and fraction 
 - ``draw I`` and ``truth I``: on all cells, the median over held-out genes of the Moran's I of ``draw 0 - point`` and of
   ``measured - point`` (the draws' noise and the real error of the imputed genes).
 
+With ``--synthetic N ...`` it also carries a known field: 20 genes' errors on a 200 x 200 jittered grid (40,000
+cells), each a Gaussian blur (2 cells wide) of white noise plus a white part (standard deviation 0.5), sampled at N
+cells (evenly spaced pseudo-random cells), against the errors' Moran's I on all 40,000 cells: how far the carry
+holds when the sample is a small fraction of a section.
+
 Usage::
 
     python benchmarks/draw_scale.py --fractions 1 2 3 --threads 1
+    python benchmarks/draw_scale.py --pairs none --synthetic 10000 4000 1000 --threads 1
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ def main() -> None:
         default=Path(__file__).resolve().parents[2] / "shared" / "data",
         help="folder with local copies of pinned pair files (default: ../shared/data beside the repository)",
     )
+    parser.add_argument("--synthetic", type=int, nargs="*", default=[], help="sample sizes of the synthetic field")
     args = parser.parse_args()
     if 1 not in args.fractions:
         parser.error("--fractions must include 1: the calibration on every cell gives the errors' full-density value")
@@ -52,6 +59,11 @@ def main() -> None:
     from spalstf.model._draws import MoranGraph, knn_graph, moran_target
 
     limit_threads(args.threads)
+    print(f"python benchmarks/draw_scale.py {' '.join(sys.argv[1:])}\n{machine()}, {args.threads} thread(s)\n")
+    if args.synthetic:
+        synthetic(args.synthetic)
+    if args.pairs == "none":
+        return
     rows = []
     for pair in args.pairs.split(","):
         _, data = load_pair(pair, shared_data=args.shared_data)
@@ -106,9 +118,39 @@ def main() -> None:
         }
     )
     summary = summary.reset_index().round(3)
-    print(f"python benchmarks/draw_scale.py {' '.join(sys.argv[1:])}\n{machine()}, {args.threads} thread(s)\n")
     print("Medians over the 5 folds; the two |...| columns are the largest over folds.\n")
     print(markdown_table(summary.to_dict("records"), list(summary.columns)))
+
+
+def synthetic(sizes: list[int], side: int = 200, n_genes: int = 20) -> None:
+    """Carry the Moran's I of a known error field from samples of ``sizes`` cells to all ``side ** 2`` cells."""
+    from scipy import ndimage
+
+    from spalstf.model._draws import error_structure, moran_target
+
+    rng = np.random.default_rng(0)
+    x, y = np.meshgrid(np.arange(side), np.arange(side))
+    coordinates = np.column_stack([x.ravel(), y.ravel()]).astype(float) + rng.uniform(-0.3, 0.3, (side * side, 2))
+    fields = [ndimage.gaussian_filter(rng.standard_normal((side, side)), 2.0).ravel() for _ in range(n_genes)]
+    errors = np.column_stack([f / f.std() + 0.5 * rng.standard_normal(side * side) for f in fields])
+    full = error_structure([errors], coordinates)["error_moran"]
+    order = np.argsort(rng.random(side * side))
+    rows = []
+    for n in sorted(sizes, reverse=True):
+        sample = np.sort(order[:n])
+        statistics = error_structure([errors[sample]], coordinates[sample])
+        rows.append(
+            {
+                "sampled cells": n,
+                "fraction": round(n / side**2, 3),
+                "sample I": round(statistics["error_moran"], 3),
+                "carried I": round(moran_target(statistics, coordinates), 3),
+                "full I": round(full, 3),
+            }
+        )
+    print(f"Synthetic field, {side * side} cells, {n_genes} genes:\n")
+    print(markdown_table(rows, list(rows[0])))
+    print()
 
 
 if __name__ == "__main__":
