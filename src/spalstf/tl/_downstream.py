@@ -23,6 +23,16 @@ from ..model._imputation import fill_parameters
 MORAN_KEY = "spalstf_moranI"
 DE_KEY = "spalstf_de"
 RANK_KEY = "spalstf_rank_genes_groups"
+#: The wrappers' own options, documented once (with :data:`~spalstf.model._draws_mixin.TEST_PARAMETERS`).
+WRAPPER_PARAMETERS: dict[str, str] = {
+    **TEST_PARAMETERS,
+    "wrapper_gene_list": "Imputed genes to test (default: all the model imputes).",
+    "wrapper_random_state": "Seed of the draws.",
+    "wrapper_key_added": (
+        "Key in ``adata_st.uns``; an entry there that these functions did not write raises a `ValueError`."
+    ),
+    "wrapper_copy": "Return a copy with the result instead of writing into ``adata_st``.",
+}
 #: Marks a ``uns`` entry as written by these functions (an entry without it is never replaced).
 _METHOD = "multiple imputation over calibrated spalstf draws, pooled with Rubin's rules"
 
@@ -57,17 +67,17 @@ def spatial_autocorr(
     n_samples
         {test_samples}
     gene_list
-        Imputed genes to test (default: all the model imputes).
+        {wrapper_gene_list}
     connectivity_key
         {connectivity_key}
     two_tailed
         {two_tailed}
     random_state
-        Seed of the draws.
+        {wrapper_random_state}
     key_added
-        Key in ``adata_st.uns``; an entry there that these functions did not write raises a `ValueError`.
+        {wrapper_key_added}
     copy
-        Return a copy with the result instead of writing into ``adata_st``.
+        {wrapper_copy}
     **kwargs
         Passed to :meth:`~spalstf.model.SpaLSTF.spatial_autocorr` (``layer``, ``spatial_key``, ``batch_size``).
 
@@ -137,13 +147,13 @@ def differential_expression(
     n_samples
         {test_samples}
     gene_list
-        Imputed genes to test (default: all the model imputes).
+        {wrapper_gene_list}
     random_state
-        Seed of the draws.
+        {wrapper_random_state}
     key_added
-        Key in ``adata_st.uns``; an entry there that these functions did not write raises a `ValueError`.
+        {wrapper_key_added}
     copy
-        Return a copy with the result instead of writing into ``adata_st``.
+        {wrapper_copy}
     **kwargs
         Passed to :meth:`~spalstf.model.SpaLSTF.differential_expression` (``layer``, ``spatial_key``,
         ``batch_size``).
@@ -218,13 +228,13 @@ def rank_genes_groups(
     n_samples
         {test_samples}
     gene_list
-        Imputed genes to test (default: all the model imputes).
+        {wrapper_gene_list}
     random_state
-        Seed of the draws.
+        {wrapper_random_state}
     key_added
-        Key in ``adata_st.uns``; an entry there that these functions did not write raises a `ValueError`.
+        {wrapper_key_added}
     copy
-        Return a copy with the result instead of writing into ``adata_st``.
+        {wrapper_copy}
     **kwargs
         Passed to :meth:`~spalstf.model.SpaLSTF.rank_genes_groups` (``layer``, ``spatial_key``, ``batch_size``).
 
@@ -259,9 +269,9 @@ def rank_genes_groups(
     return _store(adata_st, key_added, table, params, copy)
 
 
-spatial_autocorr.__doc__ = fill_parameters(spatial_autocorr.__doc__, TEST_PARAMETERS)
-differential_expression.__doc__ = fill_parameters(differential_expression.__doc__, TEST_PARAMETERS)
-rank_genes_groups.__doc__ = fill_parameters(rank_genes_groups.__doc__, TEST_PARAMETERS)
+spatial_autocorr.__doc__ = fill_parameters(spatial_autocorr.__doc__, WRAPPER_PARAMETERS)
+differential_expression.__doc__ = fill_parameters(differential_expression.__doc__, WRAPPER_PARAMETERS)
+rank_genes_groups.__doc__ = fill_parameters(rank_genes_groups.__doc__, WRAPPER_PARAMETERS)
 
 
 def _check_key(adata: AnnData, key_added: str) -> None:
