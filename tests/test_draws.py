@@ -424,3 +424,67 @@ def test_draws_on_the_calibrations_own_cells_use_its_morans_i_also_with_cells_wi
         model.interval_calibration_ = saved
     assert plan.empty[:5].all() and not plan.empty[5:].any()
     assert plan.moran_target == measured
+
+
+def _smooth_fields(rng: np.random.Generator, side: int, n: int) -> np.ndarray:
+    """``n`` independent smooth fields on a ``side`` x ``side`` grid (a Gaussian blur of white noise), standardised."""
+    from scipy import ndimage
+
+    fields = np.column_stack(
+        [ndimage.gaussian_filter(rng.standard_normal((side, side)), 2.0).ravel() for _ in range(n)]
+    )
+    return (fields - fields.mean(axis=0)) / fields.std(axis=0)
+
+
+def test_the_errors_correlations_between_genes_spread_beyond_chance_and_draws_carry_it():
+    """Two smooth fields are correlated by chance; correlation_spread measures what the errors' correlations between
+    genes spread beyond that (0 for independent errors), and draws with that spread carry it: random in sign, new in
+    every draw, each gene's noise still of unit variance."""
+    from scipy import sparse
+
+    from spalstf.model._noise import cell_keys, gene_keys
+
+    rng = np.random.default_rng(0)
+    side, n_genes = 40, 12
+    chance = _smooth_fields(rng, side, 48)
+    independent = [_smooth_fields(rng, side, n_genes) for _ in range(3)]
+    assert _draws.correlation_spread(independent, chance) < 0.05
+    # errors built as the draws build them: 8 common smooth fields with random loadings, 0.6 of the variance
+    correlated = []
+    for _ in range(3):
+        common = _smooth_fields(rng, side, 8)
+        loadings = rng.standard_normal((8, n_genes))
+        loadings /= np.linalg.norm(loadings, axis=0)
+        own = _smooth_fields(rng, side, n_genes)
+        correlated.append(np.sqrt(0.4) * own + np.sqrt(0.6) * common @ loadings)
+    spread = _draws.correlation_spread(correlated, chance)
+    assert spread == pytest.approx(0.6 / np.sqrt(8), abs=0.07)
+
+    n, shared = 3000, 0.2
+    share = _draws.share_for_spread(0.15, shared)
+    assert share == pytest.approx(0.15 * np.sqrt(8) / (1 - shared))
+    plan = _draws.DrawPlan(
+        point=np.zeros((n, 40), np.float32),
+        scale=np.ones(40),
+        strata=np.zeros((n, 40), np.int16),
+        empty=np.zeros(n, bool),
+        table=None,
+        operator=sparse.identity(n, format="csr"),
+        shared=shared,
+        cells=cell_keys([f"cell{i}" for i in range(n)], 0),
+        genes=gene_keys([f"g{j}" for j in range(40)]),
+        factor=gene_keys(["f"]),
+        correlation_share=share,
+        correlation_fields=gene_keys([f"field{f}" for f in range(8)]),
+        correlation_loadings=cell_keys([f"loading{f}" for f in range(8)], 0),
+    )
+    z = np.sqrt(1 - share) * plan._field(plan.genes, 3) + np.sqrt(share) * plan._correlated(plan.genes, 3)
+    z = np.sqrt(shared) * plan._field(plan.factor, 3) + np.sqrt(1 - shared) * z
+    assert z.var(axis=0).mean() == pytest.approx(1.0, abs=0.05)
+    pairs = [_draws.pair_correlations(z[:, :, k]) for k in range(3)]
+    for p in pairs:  # white noise alone spreads by 1 / sqrt(n) = 0.018
+        assert np.sqrt(p.var() - 1 / n) == pytest.approx(0.15, abs=0.04)
+        assert p.mean() == pytest.approx(shared, abs=0.05)
+    assert abs(np.corrcoef(pairs[0], pairs[1])[0, 1]) < 0.3  # every draw correlates other pairs
+    # the loadings carry the seed; the fields are kept per number of draws, so chunks of genes agree
+    np.testing.assert_array_equal(plan._correlated(plan.genes[:5], 3), plan._correlated(plan.genes, 3)[:, :5])

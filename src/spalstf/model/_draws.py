@@ -4,8 +4,9 @@ A draw of gene ``j`` in cell ``i`` is ``max(0, p_ij + s_j * Q_ij(Phi(z_ij)))``: 
 the platform's space, ``s_j`` the gene's scale, ``Q_ij`` the quantile function of the conformal scores of the cell's
 stratum (the same scores the intervals use), and ``z`` a Gaussian field with unit variance in every cell, so that each
 draw has exactly the calibrated marginal distribution. ``z`` is white noise smoothed over a spatial neighbour graph
-(:class:`NoiseField`), mixed with one field shared by all genes: the panel's inner-fold errors fix how smooth
-(their median Moran's I) and how shared (their mean correlation between genes) the noise is. The AnnData-facing side
+(:class:`NoiseField`), mixed with one field shared by all genes and, per draw, random combinations of a few more
+fields: the panel's inner-fold errors fix how smooth (their median Moran's I) and how shared (the mean and the spread
+of their correlations between genes) the noise is. The AnnData-facing side
 is :class:`~spalstf.model._draws_mixin.DrawsMixin`; ``docs/method.md`` ("Multiple imputation") says why and what it
 assumes.
 """
@@ -42,6 +43,12 @@ DRAW_CHUNK_ENTRIES = 4_000_000
 ERROR_CLUSTER_LEVELS = (6, 24)
 #: Fewest calibration cells per cluster for a clustering level to be used.
 MIN_CELLS_PER_CLUSTER = 20
+#: Fields per draw whose random gene loadings spread the noise's correlations between genes (:meth:`DrawPlan.draw`).
+N_CORRELATION_FIELDS = 8
+#: Probe fields of :meth:`NoiseField.fit_smoothing`.
+N_PROBES = 32
+#: Independent noise fields simulated on the calibration cells to measure the chance spread of correlations.
+N_CHANCE_FIELDS = 48
 
 
 # ------------------------------------------------------------------------------------------------ graphs and Moran
@@ -141,7 +148,7 @@ class NoiseField:
         return (sparse.diags(1.0 / norms) @ M).tocsr()
 
     def fit_smoothing(
-        self, target_moran: float, n_probes: int = 32, fixed: np.ndarray | None = None, fixed_share: float = 0.0
+        self, target_moran: float, n_probes: int = N_PROBES, fixed: np.ndarray | None = None, fixed_share: float = 0.0
     ) -> float:
         """The ``lam`` whose noise has median Moran's I ``target_moran`` on this graph (bisection on fixed probes).
 
@@ -178,6 +185,41 @@ class NoiseField:
         return 0.5 * (lo + hi)
 
 
+def cluster_noise(labels: Sequence[np.ndarray], shares: Sequence[float], n_fields: int, seed: int) -> np.ndarray:
+    """The part of ``n_fields`` independent unit-variance noise fields that cells of one expression cluster share.
+
+    ``labels`` hold every cell's cluster at each level and ``shares`` the levels' shares of the variance: a cell gets
+    ``sum_l sqrt(share_l) * v_l[label_l]`` with a standard normal value per cluster and field (level ``l`` from the
+    generator seeded ``seed + l + 1``). Cells x ``n_fields``; zeros without levels.
+    """
+    n = len(labels[0]) if len(labels) else 0
+    out = np.zeros((n, n_fields))
+    for i, (label, share) in enumerate(zip(labels, shares, strict=True)):
+        values = np.random.default_rng(seed + i + 1).standard_normal((int(label.max()) + 1 if n else 0, n_fields))
+        out += np.sqrt(share) * values[label]
+    return out
+
+
+def fit_field(
+    coordinates: np.ndarray,
+    target_moran: float,
+    labels: Sequence[np.ndarray],
+    shares: Sequence[float],
+    names: Sequence[str] | None = None,
+    n_neighbors: int = N_NOISE_NEIGHBORS,
+) -> tuple[NoiseField, float]:
+    """The noise field of cells at ``coordinates`` and the smoothing that gives it median Moran's I ``target_moran``.
+
+    The cluster parts (``labels``, ``shares``: :func:`cluster_noise`) take their share of the variance; the smoothing
+    is fitted for the sum, on the ``n_neighbors`` graph of the cells. ``names`` (the cells' names) make the graph and
+    the fit independent of the cells' order.
+    """
+    field = NoiseField(knn_graph(coordinates, n_neighbors, names), names)
+    fixed = cluster_noise(labels, shares, N_PROBES, seed=0) if len(labels) else None
+    smoothing = field.fit_smoothing(target_moran, fixed=fixed, fixed_share=float(sum(shares)))
+    return field, smoothing
+
+
 # ---------------------------------------------------------------------------------------------- calibration of noise
 def error_structure(folds: list[Any], coordinates: np.ndarray) -> dict[str, float]:
     """How spatially smooth and how shared the panel's inner-fold errors are (the noise field's two settings).
@@ -192,13 +234,10 @@ def error_structure(folds: list[Any], coordinates: np.ndarray) -> dict[str, floa
     morans, correlations, weights = [], [], []
     for scores in folds:
         morans.append(graph.moran(scores))
-        if scores.shape[1] > 1:
-            C = np.corrcoef(scores, rowvar=False)
-            pairs = C[np.triu_indices_from(C, k=1)]
-            pairs = pairs[np.isfinite(pairs)]
-            if len(pairs):
-                correlations.append(pairs.mean())
-                weights.append(len(pairs))
+        pairs = pair_correlations(scores)
+        if len(pairs):
+            correlations.append(pairs.mean())
+            weights.append(len(pairs))
     moran = np.concatenate(morans)
     correlation = float(np.average(correlations, weights=weights)) if correlations else 0.0
     curve = correlogram(folds, coordinates)
@@ -340,7 +379,10 @@ def error_clusters(
 
 
 def noise_statistics(folds: list[Any], calibration: Any, coordinates: np.ndarray, conditions: np.ndarray) -> dict:
-    """The draws' noise settings from a calibration's inner folds: :func:`error_structure` and :func:`error_clusters`.
+    """The draws' noise settings from a calibration's inner folds.
+
+    :func:`error_structure` and :func:`error_clusters`, and the ``error_correlation_spread``
+    (:func:`correlation_spread`) against fields of the draws' law on the calibration cells (:func:`fit_field`).
 
     ``folds`` are the calibration's :class:`~spalstf.model._calibration.InnerFold` objects, ``calibration`` the fitted
     :class:`~spalstf.model._calibration.IntervalCalibration` (its point map gives the errors); ``coordinates`` and
@@ -354,7 +396,52 @@ def noise_statistics(folds: list[Any], calibration: Any, coordinates: np.ndarray
         errors.append(full)
     statistics = error_structure(errors, coordinates)
     statistics["clusters"] = error_clusters(errors, conditions)
+    labels = [nearest_center(conditions, level["centers"]) for level in statistics["clusters"]]
+    shares = [level["share"] for level in statistics["clusters"]]
+    field, smoothing = fit_field(coordinates, statistics["error_moran"], labels, shares)
+    white = np.random.default_rng(0).standard_normal((len(coordinates), N_CHANCE_FIELDS))
+    chance = np.sqrt(max(1.0 - sum(shares), 0.0)) * (field.operator(smoothing) @ white)
+    chance += cluster_noise(labels, shares, N_CHANCE_FIELDS, seed=1)
+    statistics["error_correlation_spread"] = correlation_spread(errors, chance)
     return statistics
+
+
+def pair_correlations(values: np.ndarray) -> np.ndarray:
+    """Correlations between every two columns of ``values`` (the finite ones, flat)."""
+    if values.shape[1] < 2:
+        return np.empty(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        C = np.corrcoef(values, rowvar=False)
+    pairs = C[np.triu_indices_from(C, k=1)]
+    return pairs[np.isfinite(pairs)]
+
+
+def correlation_spread(errors: list[np.ndarray], chance: np.ndarray) -> float:
+    """How much the errors' correlations between genes spread beyond chance (a standard deviation).
+
+    ``errors`` hold each inner fold's errors on the calibration cells (the genes of a fold were predicted together);
+    ``chance`` independent noise fields of the draws' law on the same cells (cells x fields). Two independent smooth
+    fields are correlated by chance, the more the smoother and the fewer the cells; the variance of the errors' pair
+    correlations less that of ``chance``'s is what the errors share gene by gene (a pair's sign and size that no
+    statistic of the panel predicts), which the draws carry with random loadings (:meth:`DrawPlan.draw`). 0 when the
+    errors spread no more than chance.
+    """
+    pairs = np.concatenate([pair_correlations(E) for E in errors])
+    if len(pairs) < 2:
+        return 0.0
+    return float(np.sqrt(max(pairs.var() - pair_correlations(chance).var(), 0.0)))
+
+
+def share_for_spread(spread: float, shared: float) -> float:
+    """The :attr:`DrawPlan.correlation_share` whose noise spreads correlations between genes by ``spread``.
+
+    The random loadings correlate two genes' own noise by ``v`` times a cosine of standard deviation
+    ``1 / sqrt(N_CORRELATION_FIELDS)``, and the share ``shared`` common to all genes scales that by ``1 - shared``;
+    at most 1.
+    """
+    if spread <= 0:
+        return 0.0
+    return float(min(1.0, spread * np.sqrt(N_CORRELATION_FIELDS) / max(1.0 - shared, 1e-12)))
 
 
 def nearest_center(conditions: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -406,6 +493,11 @@ class DrawPlan:
         noise) and the level's share of the variance; the smoothed part has the rest.
     moran_target
         The median Moran's I the noise was fitted to (:func:`moran_target`), for the record.
+    correlation_share
+        Share of each gene's own noise (the part not common to all genes) made of :data:`N_CORRELATION_FIELDS` fields
+        with random loadings, different in every draw: how far the noise's correlations between genes spread.
+    correlation_fields, correlation_loadings
+        Noise keys of those fields and of their loadings (the loadings' keys carry the seed).
     """
 
     point: np.ndarray
@@ -420,6 +512,10 @@ class DrawPlan:
     factor: np.ndarray
     clusters: list[tuple[np.ndarray, float]] = field(default_factory=list)
     moran_target: float = float("nan")
+    correlation_share: float = 0.0
+    correlation_fields: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
+    correlation_loadings: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
+    _correlation_cache: tuple[int, np.ndarray] | None = field(default=None, init=False, repr=False)
 
     @property
     def n_cells(self) -> int:
@@ -440,9 +536,28 @@ class DrawPlan:
             z += np.sqrt(share) * keyed_normal(keys, genes, 0, n_samples)
         return z
 
+    def _correlated(self, genes: np.ndarray, n_samples: int) -> np.ndarray:
+        """Unit-variance noise of the gene keys ``genes`` correlated between genes at random, (cells, genes, K).
+
+        Every draw combines the same :data:`N_CORRELATION_FIELDS` fields (of the law of :meth:`_field`) with
+        loadings drawn per (field, gene, draw) and scaled to unit norm per gene: two genes' noise is correlated by
+        the cosine of their loadings, which spreads around 0 with standard deviation ``1 / sqrt(N_CORRELATION_FIELDS)``.
+        The fields are made once per number of draws and kept (cells x fields x K, float32).
+        """
+        if self._correlation_cache is None or self._correlation_cache[0] != n_samples:
+            fields = self._field(self.correlation_fields, n_samples).astype(np.float32)
+            self._correlation_cache = (n_samples, fields)
+        loadings = keyed_normal(self.correlation_loadings, genes, 0, n_samples)  # (fields, genes, K)
+        loadings /= np.sqrt((loadings**2).sum(axis=0, keepdims=True))
+        return np.einsum("fgk,nfk->ngk", loadings, self._correlation_cache[1])
+
     def draw(self, columns: slice, n_samples: int) -> np.ndarray:
         """Draws of the genes ``columns``: (cells, genes, n_samples), float64."""
-        z = self._field(self.genes[columns], n_samples)
+        genes = self.genes[columns]
+        z = self._field(genes, n_samples)
+        if self.correlation_share > 0:
+            v = self.correlation_share
+            z = np.sqrt(1.0 - v) * z + np.sqrt(v) * self._correlated(genes, n_samples)
         if self.shared > 0:
             z = np.sqrt(self.shared) * self._field(self.factor, n_samples) + np.sqrt(1.0 - self.shared) * z
         q = score_quantiles(self.table, self.strata[:, columns, None], special.ndtr(z))

@@ -388,7 +388,7 @@ class DrawsMixin:
             logger.info("Calibrating the draws on the %d measured genes of adata_st.", len(self.measured_genes))
             calibration = self.calibrate_intervals(spatial, spatial_key=spatial_key)
         noise = calibration.details.get("draws")
-        if noise is None or "correlogram" not in noise:
+        if noise is None or "correlogram" not in noise or "error_correlation_spread" not in noise:
             raise ValueError(
                 "The model's interval calibration has no record of the panel errors' spatial structure (it was "
                 "calibrated without coordinates, or by an earlier version); call "
@@ -409,19 +409,19 @@ class DrawsMixin:
             empty[start:stop] = no_signal
             for level, out in zip(levels, labels, strict=True):
                 out[start:stop] = _draws.nearest_center(values.astype(np.float64), level["centers"])
-        names = spatial.obs_names
-        # cells of one expression cluster share part of the noise: keys per cluster, and their probe fields for the fit
-        clusters, fixed = [], np.zeros((spatial.n_obs, 32))
+        # cells of one expression cluster share part of the noise (keys per cluster)
+        clusters = []
         for i, (level, label) in enumerate(zip(levels, labels, strict=True)):
             keys = cell_keys([f"\x00cluster {i} {c}" for c in range(len(level["centers"]))], random_state)
             clusters.append((keys[label], float(level["share"])))
-            probes = np.random.default_rng(i + 1).standard_normal((len(level["centers"]), fixed.shape[1]))
-            fixed += np.sqrt(level["share"]) * probes[label]
-        field = _draws.NoiseField(_draws.knn_graph(coordinates, int(noise["n_neighbors"]), names), names)
-        shared_in_clusters = sum(share for _, share in clusters)
         # the errors' Moran's I at the spacing of these cells (those with signal, as the calibration's were)
         target = _draws.moran_target(noise, coordinates[~empty])
-        smoothing = field.fit_smoothing(target, n_probes=fixed.shape[1], fixed=fixed, fixed_share=shared_in_clusters)
+        shares = [share for _, share in clusters]
+        field, smoothing = _draws.fit_field(
+            coordinates, target, labels, shares, spatial.obs_names, int(noise["n_neighbors"])
+        )
+        shared = float(np.clip(noise["error_correlation"], 0.0, _draws.MAX_SHARED_NOISE))
+        n_fields = _draws.N_CORRELATION_FIELDS
         genes = pd.Index(self.imputed_genes)[columns]
         plan = _draws.DrawPlan(
             point=point,
@@ -430,20 +430,27 @@ class DrawsMixin:
             empty=empty,
             table=calibration.table,
             operator=field.operator(smoothing),
-            shared=float(np.clip(noise["error_correlation"], 0.0, _draws.MAX_SHARED_NOISE)),
+            shared=shared,
             cells=cell_keys(spatial.obs_names, random_state),
             genes=gene_keys(genes),
             factor=gene_keys(["\x00shared noise"]),
             clusters=clusters,
             moran_target=target,
+            correlation_share=_draws.share_for_spread(float(noise["error_correlation_spread"]), shared),
+            correlation_fields=gene_keys([f"\x00correlation field {f}" for f in range(n_fields)]),
+            correlation_loadings=cell_keys([f"\x00correlation loading {f}" for f in range(n_fields)], random_state),
         )
         logger.info(
             "Draws: noise smoothing %.3g (target Moran's I %.3f; the panel errors' %.3f on the calibration's sample), "
-            "shared between genes %.3f, shared within expression clusters %s.",
+            "shared between genes %.3f, correlations between genes spread by %.3f beyond chance (share %.3f of %d "
+            "fields with random loadings), shared within expression clusters %s.",
             smoothing,
             target,
             noise["error_moran"],
             plan.shared,
+            noise["error_correlation_spread"],
+            plan.correlation_share,
+            n_fields,
             ", ".join(f"{level['share']:.3f} (k={level['k']})" for level in levels) or "none",
         )
         return plan, genes
