@@ -302,6 +302,14 @@ def draw_quality(draws: np.ndarray, truth: np.ndarray, rng: np.random.Generator)
     return out
 
 
+def pair_correlation_sd(deviations: np.ndarray) -> float:
+    """Standard deviation of the Pearson correlations between every two columns (genes) of ``deviations``."""
+    from spalstf.model._draws import pair_correlations
+
+    pairs = pair_correlations(deviations)
+    return float(pairs.std()) if len(pairs) else np.nan
+
+
 def mean_abs_spearman(values: np.ndarray) -> float:
     """Mean absolute Spearman correlation between the columns (genes) of ``values``."""
     ranks = stats.rankdata(values, axis=0)
@@ -427,6 +435,9 @@ def run_fold(
     resource("train" if not args.closed_form else "build (closed form)", train_s, np.nan)
     calibration, seconds, peak = measured_call(model.calibrate_intervals, panel)
     resource("calibrate_intervals", seconds, peak)
+    noise = model.interval_calibration_.details["draws"]  # the draws' noise settings, fitted on the kept genes
+    noise_record = {key: float(value) for key, value in noise.items() if np.isscalar(value) and key != "n_neighbors"}
+    noise_record["cluster_shares"] = [float(level["share"]) for level in noise["clusters"]]
     imputation, seconds, peak = measured_call(model.impute, panel, interval=0.9, progress_bar=False)
     resource("impute(interval=0.9)", seconds, peak)
     target_sum = float(model.target_sum)
@@ -525,8 +536,17 @@ def run_fold(
                 "I": moran_point[j],
             }
         )
-    corr_rows.append({"fold": fold, "seed": -1, "method": "truth", "mean_abs_spearman": mean_abs_spearman(truth)})
-    corr_rows.append({"fold": fold, "seed": -1, "method": "point", "mean_abs_spearman": mean_abs_spearman(point)})
+    corr_rows.append(
+        {
+            "fold": fold,
+            "seed": -1,
+            "method": "truth",
+            "mean_abs_spearman": mean_abs_spearman(truth),
+            "error_pair_sd": pair_correlation_sd(truth - point),
+        }
+    )
+    point_row = {"fold": fold, "seed": -1, "method": "point", "mean_abs_spearman": mean_abs_spearman(point)}
+    corr_rows.append({**point_row, "error_pair_sd": np.nan})  # no deviations from itself
 
     for seed in args.seeds:
         for K in args.samples:
@@ -678,6 +698,7 @@ def run_fold(
                             "seed": seed,
                             "method": f"{method} draw 0",
                             "mean_abs_spearman": mean_abs_spearman(draws[:, :, 0]),
+                            "error_pair_sd": pair_correlation_sd(draws[:, :, 0] - point),
                         }
                     )
             log(f"fold {fold} seed {seed} K {K} done")
@@ -696,6 +717,7 @@ def run_fold(
         "leiden_tested": [c for c in clusters],
         "half_median_x": float(median),
         "train_s": train_s,
+        "noise": noise_record,
     }
     return {
         "tests": [table],
@@ -898,7 +920,8 @@ def finish(name: str, frames: dict[str, pd.DataFrame], info: dict[str, Any], arg
     smooth = (
         frames["moran_genes"].groupby(["method", "seed"])["abs_delta_I"].median().reset_index(name="median_abs_delta_I")
     )
-    corr_summary = frames["corr"].groupby(["method", "seed"])["mean_abs_spearman"].mean().reset_index()
+    corr_columns = ["mean_abs_spearman", "error_pair_sd"]
+    corr_summary = frames["corr"].groupby(["method", "seed"])[corr_columns].mean().reset_index()
     truth_corr = float(corr_summary.loc[corr_summary["method"] == "truth", "mean_abs_spearman"].iloc[0])
     corr_summary["gap_to_truth"] = corr_summary["mean_abs_spearman"] - truth_corr
     summary = pd.concat(
@@ -985,6 +1008,7 @@ def print_report(name, info, test_summary, draw_summary, smooth, corr_summary, r
                 "median |I - I(truth)|": spread(frame["median_abs_delta_I"], first),
                 "mean |Spearman| among held-out genes": spread(corr["mean_abs_spearman"], first),
                 "gap to truth": spread(corr["gap_to_truth"], first),
+                "sd of pair corr. of (values - point)": spread(corr["error_pair_sd"], first),
             }
         )
     truth_row = corr_index.loc["truth"]
@@ -995,9 +1019,22 @@ def print_report(name, info, test_summary, draw_summary, smooth, corr_summary, r
             "median |I - I(truth)|": "0",
             "mean |Spearman| among held-out genes": spread(truth_row["mean_abs_spearman"], -1),
             "gap to truth": "0",
+            "sd of pair corr. of (values - point)": spread(truth_row["error_pair_sd"], -1),
         },
     )
     print(markdown_table(rows, list(rows[0])))
+    noise = pd.DataFrame([{"fold": f["fold"], **f["noise"]} for f in info["folds"] if "noise" in f])
+    if len(noise):
+        print("\n### The draws' noise settings, fitted on each fold's kept genes (median [min, max] over folds)\n")
+        columns = [c for c in noise.columns if c not in ("fold", "cluster_shares")]
+        rows = [
+            {
+                "setting": c,
+                "value": f"{noise[c].median():.3f} [{noise[c].min():.3f}, {noise[c].max():.3f}]",
+            }
+            for c in columns
+        ]
+        print(markdown_table(rows, ["setting", "value"]))
 
     print(
         "\n### Time and peak memory (RSS increase) per call, median (max for memory) over folds and seeds; "

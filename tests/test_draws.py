@@ -448,7 +448,9 @@ def test_the_errors_correlations_between_genes_spread_beyond_chance_and_draws_ca
     side, n_genes = 40, 12
     chance = _smooth_fields(rng, side, 48)
     independent = [_smooth_fields(rng, side, n_genes) for _ in range(3)]
-    assert _draws.correlation_spread(independent, chance) < 0.05
+    record = _draws.correlation_spread(independent, chance)
+    assert record["error_correlation_spread"] < 0.05
+    assert record["error_correlation_sd"] > 0.05  # by chance alone, smooth fields on 1,600 cells spread this much
     # errors built as the draws build them: 8 common smooth fields with random loadings, 0.6 of the variance
     correlated = []
     for _ in range(3):
@@ -457,7 +459,7 @@ def test_the_errors_correlations_between_genes_spread_beyond_chance_and_draws_ca
         loadings /= np.linalg.norm(loadings, axis=0)
         own = _smooth_fields(rng, side, n_genes)
         correlated.append(np.sqrt(0.4) * own + np.sqrt(0.6) * common @ loadings)
-    spread = _draws.correlation_spread(correlated, chance)
+    spread = _draws.correlation_spread(correlated, chance)["error_correlation_spread"]
     assert spread == pytest.approx(0.6 / np.sqrt(8), abs=0.07)
 
     n, shared = 3000, 0.2

@@ -402,7 +402,7 @@ def noise_statistics(folds: list[Any], calibration: Any, coordinates: np.ndarray
     white = np.random.default_rng(0).standard_normal((len(coordinates), N_CHANCE_FIELDS))
     chance = np.sqrt(max(1.0 - sum(shares), 0.0)) * (field.operator(smoothing) @ white)
     chance += cluster_noise(labels, shares, N_CHANCE_FIELDS, seed=1)
-    statistics["error_correlation_spread"] = correlation_spread(errors, chance)
+    statistics.update(correlation_spread(errors, chance))
     return statistics
 
 
@@ -416,20 +416,28 @@ def pair_correlations(values: np.ndarray) -> np.ndarray:
     return pairs[np.isfinite(pairs)]
 
 
-def correlation_spread(errors: list[np.ndarray], chance: np.ndarray) -> float:
+def correlation_spread(errors: list[np.ndarray], chance: np.ndarray) -> dict[str, float]:
     """How much the errors' correlations between genes spread beyond chance (a standard deviation).
 
     ``errors`` hold each inner fold's errors on the calibration cells (the genes of a fold were predicted together);
     ``chance`` independent noise fields of the draws' law on the same cells (cells x fields). Two independent smooth
     fields are correlated by chance, the more the smoother and the fewer the cells; the variance of the errors' pair
     correlations less that of ``chance``'s is what the errors share gene by gene (a pair's sign and size that no
-    statistic of the panel predicts), which the draws carry with random loadings (:meth:`DrawPlan.draw`). 0 when the
-    errors spread no more than chance.
+    statistic of the panel predicts), which the draws carry with random loadings (:meth:`DrawPlan.draw`).
+
+    Returns ``error_correlation_spread`` (that excess; 0 when the errors spread no more than chance, or with fewer
+    than two pairs) and, for the record, the standard deviations ``error_correlation_sd`` and
+    ``chance_correlation_sd`` it compares.
     """
-    pairs = np.concatenate([pair_correlations(E) for E in errors])
-    if len(pairs) < 2:
-        return 0.0
-    return float(np.sqrt(max(pairs.var() - pair_correlations(chance).var(), 0.0)))
+    pairs, by_chance = np.concatenate([pair_correlations(E) for E in errors]), pair_correlations(chance)
+    record = {
+        "error_correlation_sd": float(pairs.std()) if len(pairs) else float("nan"),
+        "chance_correlation_sd": float(by_chance.std()) if len(by_chance) else float("nan"),
+        "error_correlation_spread": 0.0,
+    }
+    if len(pairs) >= 2 and len(by_chance) >= 2:
+        record["error_correlation_spread"] = float(np.sqrt(max(pairs.var() - by_chance.var(), 0.0)))
+    return record
 
 
 def share_for_spread(spread: float, shared: float) -> float:
