@@ -92,9 +92,10 @@ class DrawsMixin:
         Every draw lies in the platform's space of the intervals, ``log1p(x / L * target_sum)`` (``L`` the cell's
         total over the measured genes), and has the calibrated distribution of the measurement given the imputation:
         the central interval of many draws is the calibrated interval of :meth:`impute` with ``interval=``. Draws of
-        neighbouring cells and of different genes are correlated as the panel genes' errors are (their Moran's I and
-        their correlation between genes; ``docs/method.md``, "Multiple imputation"), so that a draw is not smoother
-        than a measurement, as the point estimate is. The model must have an interval calibration with coordinates
+        neighbouring cells and of different genes are correlated as the panel genes' errors are (their Moran's I, their
+        mean correlation between genes and how far it spreads from pair to pair, with a pattern drawn afresh in every
+        draw; ``docs/method.md``, "Multiple imputation"), so that a draw is not smoother than a measurement, as the
+        point estimate is. The model must have an interval calibration with coordinates
         (:meth:`calibrate_intervals`); a model without one is calibrated on the measured genes of ``adata_st`` first
         (never on imputed genes).
 
