@@ -545,8 +545,15 @@ def run_fold(
             "error_pair_sd": pair_correlation_sd(truth - point),
         }
     )
-    point_row = {"fold": fold, "seed": -1, "method": "point", "mean_abs_spearman": mean_abs_spearman(point)}
-    corr_rows.append({**point_row, "error_pair_sd": np.nan})  # no deviations from itself
+    corr_rows.append(  # the point has no deviations from itself
+        {
+            "fold": fold,
+            "seed": -1,
+            "method": "point",
+            "mean_abs_spearman": mean_abs_spearman(point),
+            "error_pair_sd": np.nan,
+        }
+    )
 
     for seed in args.seeds:
         for K in args.samples:

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import sparse, special, stats
 
 from ._calibration import SCORE_PROBS, ScoreTable, fold_errors
-from ._noise import keyed_normal
+from ._noise import cell_keys, gene_keys, keyed_normal
 
 #: Neighbours of each cell in the graph that shapes the noise (and on which the panel errors' Moran's I is measured).
 N_NOISE_NEIGHBORS = 6
@@ -49,6 +49,8 @@ N_CORRELATION_FIELDS = 8
 N_PROBES = 32
 #: Independent noise fields simulated on the calibration cells to measure the chance spread of correlations.
 N_CHANCE_FIELDS = 48
+#: Seed of those fields' random numbers (apart from the smoothing fit's probes, seeded from 0).
+CHANCE_SEED = 100
 
 
 # ------------------------------------------------------------------------------------------------ graphs and Moran
@@ -162,7 +164,7 @@ class NoiseField:
         if self._rank is not None:
             probes = probes[self._rank]
         smoothed = [P @ probes for P in self._powers]
-        rest = float(np.sqrt(max(1.0 - fixed_share, 0.0)))
+        rest = smoothed_weight(fixed_share)
 
         def moran_at(lam: float) -> float:
             c = self._coefficients(lam)
@@ -185,17 +187,23 @@ class NoiseField:
         return 0.5 * (lo + hi)
 
 
-def cluster_noise(labels: Sequence[np.ndarray], shares: Sequence[float], n_fields: int, seed: int) -> np.ndarray:
+def smoothed_weight(cluster_share: float) -> float:
+    """Weight of the smoothed part of a unit-variance noise field whose cluster parts take ``cluster_share``."""
+    return float(np.sqrt(max(1.0 - cluster_share, 0.0)))
+
+
+def cluster_noise(
+    n_cells: int, labels: Sequence[np.ndarray], shares: Sequence[float], n_fields: int, seed: int
+) -> np.ndarray:
     """The part of ``n_fields`` independent unit-variance noise fields that cells of one expression cluster share.
 
     ``labels`` hold every cell's cluster at each level and ``shares`` the levels' shares of the variance: a cell gets
     ``sum_l sqrt(share_l) * v_l[label_l]`` with a standard normal value per cluster and field (level ``l`` from the
-    generator seeded ``seed + l + 1``). Cells x ``n_fields``; zeros without levels.
+    generator seeded ``seed + l + 1``). ``n_cells`` x ``n_fields``; zeros without levels.
     """
-    n = len(labels[0]) if len(labels) else 0
-    out = np.zeros((n, n_fields))
+    out = np.zeros((n_cells, n_fields))
     for i, (label, share) in enumerate(zip(labels, shares, strict=True)):
-        values = np.random.default_rng(seed + i + 1).standard_normal((int(label.max()) + 1 if n else 0, n_fields))
+        values = np.random.default_rng(seed + i + 1).standard_normal((int(label.max()) + 1 if n_cells else 0, n_fields))
         out += np.sqrt(share) * values[label]
     return out
 
@@ -215,8 +223,8 @@ def fit_field(
     the fit independent of the cells' order.
     """
     field = NoiseField(knn_graph(coordinates, n_neighbors, names), names)
-    fixed = cluster_noise(labels, shares, N_PROBES, seed=0) if len(labels) else None
-    smoothing = field.fit_smoothing(target_moran, fixed=fixed, fixed_share=float(sum(shares)))
+    fixed = cluster_noise(len(coordinates), labels, shares, N_PROBES, seed=0) if len(labels) else None
+    smoothing = field.fit_smoothing(target_moran, n_probes=N_PROBES, fixed=fixed, fixed_share=float(sum(shares)))
     return field, smoothing
 
 
@@ -396,14 +404,29 @@ def noise_statistics(folds: list[Any], calibration: Any, coordinates: np.ndarray
         errors.append(full)
     statistics = error_structure(errors, coordinates)
     statistics["clusters"] = error_clusters(errors, conditions)
+    statistics.update(correlation_spread(errors, chance_fields(statistics, coordinates, conditions), folds))
+    return statistics
+
+
+def chance_fields(statistics: dict[str, Any], coordinates: np.ndarray, conditions: np.ndarray) -> np.ndarray:
+    """:data:`N_CHANCE_FIELDS` independent noise fields of the draws' law on the calibration cells (cells x fields).
+
+    The law of :meth:`DrawPlan.draw` before its correlation part: smoothed to the errors' Moran's I, with the
+    expression clusters' parts (``statistics`` from :func:`error_structure` and :func:`error_clusters`) and the part
+    common to all genes. Their random numbers are their own (seeded apart from the fit's probes).
+    """
     labels = [nearest_center(conditions, level["centers"]) for level in statistics["clusters"]]
     shares = [level["share"] for level in statistics["clusters"]]
     field, smoothing = fit_field(coordinates, statistics["error_moran"], labels, shares)
-    white = np.random.default_rng(0).standard_normal((len(coordinates), N_CHANCE_FIELDS))
-    chance = np.sqrt(max(1.0 - sum(shares), 0.0)) * (field.operator(smoothing) @ white)
-    chance += cluster_noise(labels, shares, N_CHANCE_FIELDS, seed=1)
-    statistics.update(correlation_spread(errors, chance))
-    return statistics
+    rng = np.random.default_rng(CHANCE_SEED)
+    fields = smoothed_weight(sum(shares)) * (
+        field.operator(smoothing) @ rng.standard_normal((len(coordinates), N_CHANCE_FIELDS))
+    )
+    fields += cluster_noise(len(coordinates), labels, shares, N_CHANCE_FIELDS, seed=CHANCE_SEED)
+    shared = float(np.clip(statistics["error_correlation"], 0.0, MAX_SHARED_NOISE))
+    common = smoothed_weight(sum(shares)) * (field.operator(smoothing) @ rng.standard_normal(len(coordinates)))
+    common += cluster_noise(len(coordinates), labels, shares, 1, seed=CHANCE_SEED + len(shares) + 1)[:, 0]
+    return np.sqrt(shared) * common[:, None] + np.sqrt(1.0 - shared) * fields
 
 
 def pair_correlations(values: np.ndarray) -> np.ndarray:
@@ -416,11 +439,15 @@ def pair_correlations(values: np.ndarray) -> np.ndarray:
     return pairs[np.isfinite(pairs)]
 
 
-def correlation_spread(errors: list[np.ndarray], chance: np.ndarray) -> dict[str, float]:
+def correlation_spread(
+    errors: list[np.ndarray], chance: np.ndarray, folds: Sequence[Any] | None = None
+) -> dict[str, float]:
     """How much the errors' correlations between genes spread beyond chance (a standard deviation).
 
     ``errors`` hold each inner fold's errors on the calibration cells (the genes of a fold were predicted together);
-    ``chance`` independent noise fields of the draws' law on the same cells (cells x fields). Two independent smooth
+    ``chance`` noise fields of the draws' law on the same cells (cells x fields; :func:`chance_fields`); ``folds``
+    (optional, the inner folds) say which cells each fold's errors cover (the others are 0 there), and the chance
+    fields are compared fold by fold on the same cells. Two independent smooth
     fields are correlated by chance, the more the smoother and the fewer the cells; the variance of the errors' pair
     correlations less that of ``chance``'s is what the errors share gene by gene (a pair's sign and size that no
     statistic of the panel predicts), which the draws carry with random loadings (:meth:`DrawPlan.draw`).
@@ -429,7 +456,11 @@ def correlation_spread(errors: list[np.ndarray], chance: np.ndarray) -> dict[str
     than two pairs) and, for the record, the standard deviations ``error_correlation_sd`` and
     ``chance_correlation_sd`` it compares.
     """
-    pairs, by_chance = np.concatenate([pair_correlations(E) for E in errors]), pair_correlations(chance)
+    pairs = np.concatenate([pair_correlations(E) for E in errors]) if errors else np.empty(0)
+    masks = [getattr(f, "cells", None) for f in folds] if folds is not None else [None]
+    by_chance = np.concatenate(
+        [pair_correlations(chance if m is None else np.where(m[:, None], chance, 0.0)) for m in masks]
+    )
     record = {
         "error_correlation_sd": float(pairs.std()) if len(pairs) else float("nan"),
         "chance_correlation_sd": float(by_chance.std()) if len(by_chance) else float("nan"),
@@ -440,16 +471,29 @@ def correlation_spread(errors: list[np.ndarray], chance: np.ndarray) -> dict[str
     return record
 
 
-def share_for_spread(spread: float, shared: float) -> float:
+def share_for_spread(spread: float, shared: float, n_fields: int = N_CORRELATION_FIELDS) -> float:
     """The :attr:`DrawPlan.correlation_share` whose noise spreads correlations between genes by ``spread``.
 
-    The random loadings correlate two genes' own noise by ``v`` times a cosine of standard deviation
-    ``1 / sqrt(N_CORRELATION_FIELDS)``, and the share ``shared`` common to all genes scales that by ``1 - shared``;
-    at most 1.
+    The random loadings on ``n_fields`` fields correlate two genes' own noise by ``v`` times a cosine of standard
+    deviation ``1 / sqrt(n_fields)``, and the share ``shared`` common to all genes scales that by ``1 - shared``; at
+    most 1 (:func:`spread_beyond_reach` says when the cap binds). 0 for a spread that is not positive or not finite.
     """
-    if spread <= 0:
+    if not np.isfinite(spread) or spread <= 0:
         return 0.0
-    return float(min(1.0, spread * np.sqrt(N_CORRELATION_FIELDS) / max(1.0 - shared, 1e-12)))
+    return float(min(1.0, spread * np.sqrt(n_fields) / max(1.0 - shared, 1e-12)))
+
+
+def spread_beyond_reach(spread: float, shared: float, n_fields: int = N_CORRELATION_FIELDS) -> bool:
+    """Whether the draws cannot spread correlations between genes by ``spread`` (:func:`share_for_spread` capped)."""
+    return bool(np.isfinite(spread) and spread * np.sqrt(n_fields) > max(1.0 - shared, 1e-12))
+
+
+def correlation_keys(n_fields: int, random_state: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noise keys of the ``n_fields`` correlation fields and of their loadings (the loadings' keys carry the seed)."""
+    names = range(n_fields)
+    return gene_keys([f"\x00correlation field {f}" for f in names]), cell_keys(
+        [f"\x00correlation loading {f}" for f in names], random_state
+    )
 
 
 def nearest_center(conditions: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -525,6 +569,12 @@ class DrawPlan:
     correlation_loadings: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
     _correlation_cache: tuple[int, np.ndarray] | None = field(default=None, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.correlation_share > 0 and (len(self.correlation_fields) == 0 or len(self.correlation_loadings) == 0):
+            raise ValueError("A DrawPlan with a correlation_share needs correlation_fields and correlation_loadings.")
+        if len(self.correlation_fields) != len(self.correlation_loadings):
+            raise ValueError("correlation_fields and correlation_loadings must have one key per field each.")
+
     @property
     def n_cells(self) -> int:
         return self.point.shape[0]
@@ -538,8 +588,7 @@ class DrawPlan:
         """Unit-variance noise of the gene keys ``genes``: cluster parts plus the smoothed part, (cells, genes, K)."""
         n, g = self.n_cells, len(genes)
         white = keyed_normal(self.cells, genes, 0, n_samples).reshape(n, g * n_samples)
-        rest = max(1.0 - sum(share for _, share in self.clusters), 0.0)
-        z = np.sqrt(rest) * (self.operator @ white).reshape(n, g, n_samples)
+        z = smoothed_weight(sum(share for _, share in self.clusters)) * (self.operator @ white).reshape(n, g, n_samples)
         for keys, share in self.clusters:
             z += np.sqrt(share) * keyed_normal(keys, genes, 0, n_samples)
         return z
@@ -547,20 +596,27 @@ class DrawPlan:
     def _correlated(self, genes: np.ndarray, n_samples: int) -> np.ndarray:
         """Unit-variance noise of the gene keys ``genes`` correlated between genes at random, (cells, genes, K).
 
-        Every draw combines the same :data:`N_CORRELATION_FIELDS` fields (of the law of :meth:`_field`) with
-        loadings drawn per (field, gene, draw) and scaled to unit norm per gene: two genes' noise is correlated by
-        the cosine of their loadings, which spreads around 0 with standard deviation ``1 / sqrt(N_CORRELATION_FIELDS)``.
-        The fields are made once per number of draws and kept (cells x fields x K, float32).
+        Every draw combines the same fields (``correlation_fields``, of the law of :meth:`_field`) with loadings drawn
+        per (field, gene, draw) and scaled to unit norm per gene: two genes' noise is correlated by the cosine of
+        their loadings, which spreads around 0 with standard deviation ``1 / sqrt(number of fields)``. The fields are
+        made once per number of draws, one at a time (the working memory of a one-gene chunk), and kept (cells x
+        fields x K, float32: 32 bytes per cell and draw for 8 fields).
         """
         if self._correlation_cache is None or self._correlation_cache[0] != n_samples:
-            fields = self._field(self.correlation_fields, n_samples).astype(np.float32)
+            fields = np.empty((self.n_cells, len(self.correlation_fields), n_samples), dtype=np.float32)
+            for f in range(len(self.correlation_fields)):
+                fields[:, f] = self._field(self.correlation_fields[f : f + 1], n_samples)[:, 0]
             self._correlation_cache = (n_samples, fields)
         loadings = keyed_normal(self.correlation_loadings, genes, 0, n_samples)  # (fields, genes, K)
         loadings /= np.sqrt((loadings**2).sum(axis=0, keepdims=True))
         return np.einsum("fgk,nfk->ngk", loadings, self._correlation_cache[1])
 
-    def draw(self, columns: slice, n_samples: int) -> np.ndarray:
-        """Draws of the genes ``columns``: (cells, genes, n_samples), float64."""
+    def noise(self, columns: slice, n_samples: int) -> np.ndarray:
+        """The standard normal noise ``z`` of the genes ``columns``, (cells, genes, n_samples).
+
+        The gene's own field, mixed with the randomly loaded correlation fields (``correlation_share``), then with
+        the field common to all genes (``shared``): unit variance in every entry, the same spatial law for every gene.
+        """
         genes = self.genes[columns]
         z = self._field(genes, n_samples)
         if self.correlation_share > 0:
@@ -568,6 +624,11 @@ class DrawPlan:
             z = np.sqrt(1.0 - v) * z + np.sqrt(v) * self._correlated(genes, n_samples)
         if self.shared > 0:
             z = np.sqrt(self.shared) * self._field(self.factor, n_samples) + np.sqrt(1.0 - self.shared) * z
+        return z
+
+    def draw(self, columns: slice, n_samples: int) -> np.ndarray:
+        """Draws of the genes ``columns``: (cells, genes, n_samples), float64 (:meth:`noise` through the scores)."""
+        z = self.noise(columns, n_samples)
         q = score_quantiles(self.table, self.strata[:, columns, None], special.ndtr(z))
         point = self.point[:, columns, None].astype(np.float64)
         draws = np.maximum(point + self.scale[columns][None, :, None] * q, 0.0)

@@ -2,7 +2,8 @@
 
 The statistics live in :mod:`spalstf.model._draws` (numpy); this mixin reads the spatial data, builds the draws'
 plan (point estimate, strata, noise field) and streams over gene chunks, so that no more than one chunk of draws
-(:data:`~spalstf.model._draws.DRAW_CHUNK_ENTRIES` entries) is held at a time.
+(:data:`~spalstf.model._draws.DRAW_CHUNK_ENTRIES` entries) is held at a time, besides the draws' correlation fields
+(cells x 8 x K, float32).
 """
 
 from __future__ import annotations
@@ -422,7 +423,16 @@ class DrawsMixin:
             coordinates, target, labels, shares, spatial.obs_names, int(noise["n_neighbors"])
         )
         shared = float(np.clip(noise["error_correlation"], 0.0, _draws.MAX_SHARED_NOISE))
-        n_fields = _draws.N_CORRELATION_FIELDS
+        spread, n_fields = float(noise["error_correlation_spread"]), _draws.N_CORRELATION_FIELDS
+        if _draws.spread_beyond_reach(spread, shared, n_fields):
+            logger.warning(
+                "The panel errors' correlations between genes spread by %.3f beyond chance, more than draws with %d "
+                "correlation fields carry (at most %.3f); the draws spread them less than the errors do.",
+                spread,
+                n_fields,
+                (1.0 - shared) / np.sqrt(n_fields),
+            )
+        correlation_fields, correlation_loadings = _draws.correlation_keys(n_fields, random_state)
         genes = pd.Index(self.imputed_genes)[columns]
         plan = _draws.DrawPlan(
             point=point,
@@ -437,9 +447,9 @@ class DrawsMixin:
             factor=gene_keys(["\x00shared noise"]),
             clusters=clusters,
             moran_target=target,
-            correlation_share=_draws.share_for_spread(float(noise["error_correlation_spread"]), shared),
-            correlation_fields=gene_keys([f"\x00correlation field {f}" for f in range(n_fields)]),
-            correlation_loadings=cell_keys([f"\x00correlation loading {f}" for f in range(n_fields)], random_state),
+            correlation_share=_draws.share_for_spread(spread, shared, n_fields),
+            correlation_fields=correlation_fields,
+            correlation_loadings=correlation_loadings,
         )
         logger.info(
             "Draws: noise smoothing %.3g (target Moran's I %.3f; the panel errors' %.3f on the calibration's sample), "
