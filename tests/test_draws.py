@@ -351,6 +351,27 @@ def test_a_calibration_without_coordinates_asks_for_one_with_them(known):
         model.interval_calibration_ = calibration
 
 
+def _white_noise_plan(n_cells: int, n_genes: int, **settings) -> _draws.DrawPlan:
+    """A DrawPlan of ``n_cells`` x ``n_genes`` zeros whose noise is not smoothed (identity operator)."""
+    from scipy import sparse
+
+    from spalstf.model._noise import cell_keys, gene_keys
+
+    defaults = {
+        "point": np.zeros((n_cells, n_genes), np.float32),
+        "scale": np.ones(n_genes),
+        "strata": np.zeros((n_cells, n_genes), np.int16),
+        "empty": np.zeros(n_cells, bool),
+        "table": None,
+        "operator": sparse.identity(n_cells, format="csr"),
+        "shared": 0.0,
+        "cells": cell_keys([f"cell{i}" for i in range(n_cells)], 0),
+        "genes": gene_keys([f"g{j}" for j in range(n_genes)]),
+        "factor": gene_keys(["f"]),
+    }
+    return _draws.DrawPlan(**{**defaults, **settings})
+
+
 def test_errors_shared_within_expression_clusters_are_measured_and_carried():
     """error_clusters finds the share of error variance common to cells of one expression state (0 for independent
     errors), and draws of cells in one cluster share that part of their noise."""
@@ -368,24 +389,10 @@ def test_errors_shared_within_expression_clusters_are_measured_and_carried():
         pd.crosstab(_draws.nearest_center(conditions, levels[0]["centers"]), labels).gt(0).sum(axis=1), 1
     )
 
-    from scipy import sparse
-
-    from spalstf.model._noise import cell_keys, gene_keys
+    from spalstf.model._noise import cell_keys
 
     cluster_keys = cell_keys([f"c{c}" for c in range(k)], 0)
-    plan = _draws.DrawPlan(
-        point=np.zeros((n, 1), np.float32),
-        scale=np.ones(1),
-        strata=np.zeros((n, 1), np.int16),
-        empty=np.zeros(n, bool),
-        table=None,
-        operator=sparse.identity(n, format="csr"),
-        shared=0.0,
-        cells=cell_keys([f"cell{i}" for i in range(n)], 0),
-        genes=gene_keys(["g"]),
-        factor=gene_keys(["f"]),
-        clusters=[(cluster_keys[labels], 0.5)],
-    )
+    plan = _white_noise_plan(n, 1, clusters=[(cluster_keys[labels], 0.5)])
     z = plan._field(plan.genes, 400)[:, 0, :]  # (cells, draws): unit variance, half of it shared within a cluster
     same = np.flatnonzero(labels == labels[0])[1]
     other = np.flatnonzero(labels != labels[0])[0]
@@ -451,9 +458,6 @@ def test_the_errors_correlations_between_genes_spread_beyond_chance_and_draws_ca
     """Two smooth fields are correlated by chance; correlation_spread measures what the errors' correlations between
     genes spread beyond that (0 for independent errors), and draws with that spread carry it: random in sign, new in
     every draw, each gene's noise still of unit variance."""
-    from scipy import sparse
-
-    from spalstf.model._noise import cell_keys, gene_keys
 
     rng = np.random.default_rng(0)
     side, n_genes = 40, 12
@@ -478,20 +482,8 @@ def test_the_errors_correlations_between_genes_spread_beyond_chance_and_draws_ca
     assert _draws.share_for_spread(float("nan"), shared) == 0.0
     assert not _draws.spread_beyond_reach(0.15, shared) and _draws.spread_beyond_reach(0.2, shared)
     fields, loadings = _draws.correlation_keys(8, 0)
-    plan = _draws.DrawPlan(
-        point=np.zeros((n, 40), np.float32),
-        scale=np.ones(40),
-        strata=np.zeros((n, 40), np.int16),
-        empty=np.zeros(n, bool),
-        table=None,
-        operator=sparse.identity(n, format="csr"),
-        shared=shared,
-        cells=cell_keys([f"cell{i}" for i in range(n)], 0),
-        genes=gene_keys([f"g{j}" for j in range(40)]),
-        factor=gene_keys(["f"]),
-        correlation_share=share,
-        correlation_fields=fields,
-        correlation_loadings=loadings,
+    plan = _white_noise_plan(
+        n, 40, shared=shared, correlation_share=share, correlation_fields=fields, correlation_loadings=loadings
     )
     z = plan.noise(slice(None), 3)
     assert z.var(axis=0).mean() == pytest.approx(1.0, abs=0.05)

@@ -418,13 +418,11 @@ def chance_fields(statistics: dict[str, Any], coordinates: np.ndarray, condition
     labels = [nearest_center(conditions, level["centers"]) for level in statistics["clusters"]]
     shares = [level["share"] for level in statistics["clusters"]]
     field, smoothing = fit_field(coordinates, statistics["error_moran"], labels, shares)
-    rng = np.random.default_rng(CHANCE_SEED)
-    fields = smoothed_weight(sum(shares)) * (
-        field.operator(smoothing) @ rng.standard_normal((len(coordinates), N_CHANCE_FIELDS))
-    )
+    operator, weight, rng = field.operator(smoothing), smoothed_weight(sum(shares)), np.random.default_rng(CHANCE_SEED)
+    fields = weight * (operator @ rng.standard_normal((len(coordinates), N_CHANCE_FIELDS)))
     fields += cluster_noise(len(coordinates), labels, shares, N_CHANCE_FIELDS, seed=CHANCE_SEED)
     shared = float(np.clip(statistics["error_correlation"], 0.0, MAX_SHARED_NOISE))
-    common = smoothed_weight(sum(shares)) * (field.operator(smoothing) @ rng.standard_normal(len(coordinates)))
+    common = weight * (operator @ rng.standard_normal(len(coordinates)))
     common += cluster_noise(len(coordinates), labels, shares, 1, seed=CHANCE_SEED + len(shares) + 1)[:, 0]
     return np.sqrt(shared) * common[:, None] + np.sqrt(1.0 - shared) * fields
 
@@ -447,8 +445,8 @@ def correlation_spread(
     ``errors`` hold each inner fold's errors on the calibration cells (the genes of a fold were predicted together);
     ``chance`` noise fields of the draws' law on the same cells (cells x fields; :func:`chance_fields`); ``folds``
     (optional, the inner folds) say which cells each fold's errors cover (the others are 0 there), and the chance
-    fields are compared fold by fold on the same cells. Two independent smooth
-    fields are correlated by chance, the more the smoother and the fewer the cells; the variance of the errors' pair
+    fields are compared fold by fold on the same cells. Two independent smooth fields are correlated by chance, the
+    more the smoother and the fewer the cells; the variance of the errors' pair
     correlations less that of ``chance``'s is what the errors share gene by gene (a pair's sign and size that no
     statistic of the panel predicts), which the draws carry with random loadings (:meth:`DrawPlan.draw`).
 
