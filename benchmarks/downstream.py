@@ -6,7 +6,8 @@ For each pair (``drosophila_embryo``, ``osmfish``) and each fold of the benchmar
 fold's kept genes for its held-out genes (default settings and training, as :func:`spalstf.benchmark.impute_spalstf`
 does; ``--closed-form``: the ridge + neighbour blend, not trained) and calibrated on the kept genes only
 (``calibrate_intervals``). Everything is in the platform's space ``log1p(x / L * 1e4)``, ``L`` the cell's total over
-the kept genes; cells with ``L == 0`` are left out everywhere.
+the kept genes; cells with ``L == 0`` are left out everywhere. ``--cells N`` imitates a smaller section: the
+benchmark runs on N spatial cells drawn at random (seeded by ``--random-state``), whose neighbours are farther apart.
 
 Groups of cells come from measured panel genes only: ``half`` (the tissue split at the median of the first
 coordinate; ``right`` against ``left``) and the Leiden clusters of the kept genes (normalize_total, log1p, PCA with
@@ -74,6 +75,8 @@ Usage::
         --threads 1 --out results/benchmarks/downstream               # full run: default (trained) model
     python benchmarks/downstream.py --closed-form --samples 10,20,50 --seeds 0,1,2 --threads 1 \\
         --out results/benchmarks/downstream_closed_form               # closed-form blend, no training
+    python benchmarks/downstream.py --closed-form --cells 750 --samples 10,20,50 --seeds 0,1,2 --threads 1 \
+        --out results/benchmarks/downstream_750_cells                 # a small section: 750 random cells
 """
 
 from __future__ import annotations
@@ -817,6 +820,11 @@ def run_pair(name: str, args: argparse.Namespace) -> None:
 
     _, mdata = load_pair(name, shared_data=args.shared_data)
     adata_st, rna = mdata["spatial"], mdata["rna"]
+    if args.cells is not None:  # a smaller section: a random subset of the spatial cells (seeded by --random-state)
+        if not 0 < args.cells <= adata_st.n_obs:
+            raise SystemExit(f"--cells must be in [1, {adata_st.n_obs}] for {name}, got {args.cells}")
+        rows = np.sort(np.random.default_rng(args.random_state).choice(adata_st.n_obs, args.cells, replace=False))
+        adata_st = adata_st[rows].copy()
     genes = [g for g in adata_st.var_names if g in set(rna.var_names)]
     folds = gene_folds(genes, n_folds=args.n_folds, random_state=args.random_state)
     if args.folds is not None:
@@ -865,6 +873,8 @@ def run_pair(name: str, args: argparse.Namespace) -> None:
         "model": f"closed form {CLOSED_FORM}, skip_training" if args.closed_form else "default settings, trained",
         "n_folds": args.n_folds,
         "split_random_state": args.random_state,
+        "cells": int(adata_st.n_obs),
+        "cells_subsampled": args.cells is not None,
         "folds_run": len(selected),
         "samples": args.samples,
         "seeds": args.seeds,
@@ -1091,6 +1101,9 @@ def main(argv: list[str] | None = None) -> None:
         "--merge",
         default=None,
         help="comma-separated output folders of runs over disjoint --folds: pool them into --out (nothing is run)",
+    )
+    parser.add_argument(
+        "--cells", type=int, default=None, help="test on a random subset of this many spatial cells (a smaller section)"
     )
     parser.add_argument("--samples", default="10,20,50", help="comma-separated numbers of draws K")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds of the draws")
