@@ -326,6 +326,60 @@ def test_bad_requests_name_the_problem(known):
         model.posterior_predictive_sample(adata_st, 2, random_state=None)
 
 
+def test_flags_graphs_and_group_labels_that_would_be_misread_are_refused(known, tmp_path):
+    """Values that Python would read as something else, graphs Moran's I cannot use, and labels that clash."""
+    model, adata_st, _ = known
+    genes = model.imputed_genes[:3]
+    kw = {"n_samples": 2, "gene_list": genes}
+    with pytest.raises(ValueError, match="two_tailed must be True or False"):
+        model.spatial_autocorr(adata_st, two_tailed="no", **kw)
+    existing = tmp_path / "draws.h5"
+    existing.write_bytes(b"keep me")
+    with pytest.raises(ValueError, match="overwrite must be True or False"):
+        model.posterior_predictive_sample(adata_st, out=existing, overwrite="no", **kw)
+    assert existing.read_bytes() == b"keep me"
+    with pytest.raises(ValueError, match="copy must be True or False"):
+        sp.tl.spatial_autocorr(adata_st, model, copy="no", **kw)
+    assert "spalstf_moranI" not in adata_st.uns
+
+    for value, problem in ((np.nan, "non-finite"), (-1.0, "negative")):
+        bad = adata_st.copy()
+        W = bad.obsp["spatial_connectivities"].tocsr(copy=True)
+        W.data[:5] = value
+        bad.obsp["spatial_connectivities"] = W
+        with pytest.raises(ValueError, match=problem):
+            model.spatial_autocorr(bad, **kw)
+    empty = adata_st.copy()
+    empty.obsp["spatial_connectivities"] = empty.obsp["spatial_connectivities"] * 0
+    with pytest.raises(ValueError, match="joins none"):
+        model.spatial_autocorr(empty, **kw)
+    with pytest.raises(ValueError, match="at least 3 cells"):
+        model.spatial_autocorr(adata_st[:2].copy(), **kw)
+
+    zones = adata_st.copy()
+    zones.obs["zone"] = pd.Categorical(np.where(zones.obs["half"] == "left", "rest", "core"))
+    with pytest.raises(ValueError, match="named 'rest'"):
+        model.rank_genes_groups(zones, "zone", **kw)
+    assert set(model.rank_genes_groups(zones, "zone", reference="core", **kw)["group"]) == {"rest"}
+    with pytest.raises(ValueError, match="more than once"):
+        model.rank_genes_groups(adata_st, "half", ["left", "left"], **kw)
+    with pytest.raises(TypeError, match="one column"):
+        model.differential_expression(adata_st, ["half"], "left", **kw)
+
+    # an integer label is a group as its string is (the wrapper records it as such)
+    numbered = adata_st.copy()
+    numbered.obs["side"] = (numbered.obs["half"] == "right").astype(int)
+    sp.tl.differential_expression(numbered, model, "side", 1, **kw)
+    assert numbered.uns["spalstf_de"]["params"]["group1"] == ["1"]
+    pd.testing.assert_frame_equal(
+        numbered.uns["spalstf_de"]["results"], model.differential_expression(numbered, "side", "1", **kw)
+    )
+
+    # one cell has draws of its own (white noise: no neighbours to share them with)
+    one = model.posterior_predictive_sample(adata_st[:1].copy(), **kw)
+    assert one.shape == (1, 3, 2) and np.isfinite(one).all()
+
+
 def test_a_calibration_without_coordinates_asks_for_one_with_them(known):
     model, adata_st, _ = known
     calibration = model.interval_calibration_

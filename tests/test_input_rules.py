@@ -132,6 +132,22 @@ def test_a_random_state_that_is_not_an_integer_is_refused(pair, tiny_model, tiny
         _run(adata_st, adata_sc, tiny_model, tiny_train, random_state=seed)
 
 
+@pytest.mark.parametrize("flag", ["copy", "overwrite"])
+def test_a_flag_that_is_not_a_bool_is_refused_up_front(
+    pair, tiny_model, tiny_train, trained, tmp_path, monkeypatch, flag
+):
+    """``copy="no"`` or ``overwrite="no"`` would read as True: a copy nobody asked for, a file replaced."""
+    adata_st, adata_sc = pair
+    existing = tmp_path / "imputed.h5ad"
+    existing.write_bytes(b"keep me")
+    monkeypatch.setattr(SpaLSTF, "train", lambda *a, **k: pytest.fail("trained before refusing"))
+    with pytest.raises(ValueError, match=f"{flag} must be True or False"):
+        _run(adata_st, adata_sc, tiny_model, tiny_train, **{flag: "no"}, out=existing)
+    with pytest.raises(ValueError, match="overwrite must be True or False"):
+        trained.model.impute(trained.adata_st, out=existing, overwrite=1, progress_bar=False)
+    assert existing.read_bytes() == b"keep me" and KEY not in adata_st.obsm
+
+
 def test_load_with_other_cells_names_the_trained_number(trained, make_pair, tmp_path):
     trained.model.save(tmp_path / "m", overwrite=True)
     reference = make_pair()[1]

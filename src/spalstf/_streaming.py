@@ -72,6 +72,9 @@ def check_out_path(
     out: str | os.PathLike, overwrite: bool, inputs: Sequence[ad.AnnData] = (), suffix: str = ".h5ad"
 ) -> Path:
     """Validate the output path of a chunk-written result and return it; errors name the problem and the fix."""
+    from .model._defaults import check_option  # at call time: the model package imports this module
+
+    check_option("overwrite", overwrite)
     path = Path(out)
     if path.suffix != suffix:
         raise ValueError(f"`out` must be a path ending in {suffix!r}, got {str(out)!r}; e.g. out='imputed{suffix}'.")

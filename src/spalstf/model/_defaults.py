@@ -177,6 +177,8 @@ def _choice(*options: Any) -> tuple[Callable[[Any], bool], str]:
 MAX_SEED = 2**32 - 1
 
 #: What every option accepts: a test and its description (the error message says it).
+_FLAG = ((lambda v: isinstance(v, bool | np.bool_)), "True or False")
+
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "n_neighbors": _int_at_least(1),
     "n_hidden": _int_at_least(1),
@@ -205,7 +207,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "alignment": _choice("quantile", "zscore"),
     "normalize_st": ((lambda v: isinstance(v, bool | np.bool_) or v == "auto"), "True, False or 'auto'"),
-    "cell_scaling": ((lambda v: isinstance(v, bool | np.bool_)), "True or False"),
+    "cell_scaling": _FLAG,
     "target_sum": _POSITIVE_REAL,
     "weight_decay": _NONNEGATIVE_REAL,
     "max_epochs": _int_at_least(1),
@@ -226,6 +228,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "n_calibration_repeats": _int_at_least(1),
     "n_strata": _int_at_least(1),
     "max_calibration_cells": _int_at_least(10),
+    # outputs and tests
+    "overwrite": _FLAG,
+    "copy": _FLAG,
+    "two_tailed": _FLAG,
 }
 
 #: Default central level of the intervals of :func:`~spalstf.tl.spalstf_impute` (``interval=``).

@@ -98,6 +98,8 @@ class MoranGraph:
         Wr = row_standardised(W)
         n = Wr.shape[0]
         s0 = Wr.sum()
+        if n < 2 or s0 <= 0:  # no edges (a single cell, or cells without neighbours): no moments
+            return cls(Wr, float("nan"), float("nan"))
         sym = Wr + Wr.T
         s1 = 0.5 * sym.multiply(sym).sum()
         s2 = ((np.asarray(Wr.sum(axis=0)).ravel() + np.asarray(Wr.sum(axis=1)).ravel()) ** 2).sum()
@@ -107,12 +109,14 @@ class MoranGraph:
 
     def moran(self, X: np.ndarray) -> np.ndarray:
         """Moran's I of every column of ``X`` (cells x columns); NaN for a constant column."""
-        n = self.weights.shape[0]
+        n, s0 = self.weights.shape[0], self.weights.sum()
+        if s0 <= 0:
+            return np.full(np.shape(X)[1], np.nan)
         Z = np.asarray(X, np.float64) - np.asarray(X, np.float64).mean(axis=0)
         num = (Z * (self.weights @ Z)).sum(axis=0)
         den = (Z * Z).sum(axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return n / self.weights.sum() * num / np.where(den > 0, den, np.nan)
+            return n / s0 * num / np.where(den > 0, den, np.nan)
 
 
 # ------------------------------------------------------------------------------------------------------ noise field
@@ -160,6 +164,8 @@ class NoiseField:
         at or below the noise's Moran's I at ``lam = 0`` gives 0; one beyond what the series reaches gives
         :data:`MAX_SMOOTHING`.
         """
+        if self.graph.weights.nnz == 0:  # no neighbours to smooth over (a single cell): white noise
+            return 0.0
         probes = np.random.default_rng(0).standard_normal((self._powers[0].shape[0], n_probes))
         if self._rank is not None:
             probes = probes[self._rank]

@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 #: Default number of draws of the pooled tests.
 N_TEST_SAMPLES = 20
+#: Fewest cells with signal that Moran's I is tested on (with two it is -1 whatever the values).
+MIN_MORAN_CELLS = 3
 #: squidpy's key of the spatial graph (``squidpy.gr.spatial_neighbors``).
 CONNECTIVITY_KEY = "spatial_connectivities"
 #: Columns of a differential-expression table (:meth:`DrawsMixin.differential_expression`).
@@ -206,10 +208,21 @@ class DrawsMixin:
         >>> model.spatial_autocorr(adata_st, n_samples=20).head()  # doctest: +SKIP
         """
         _check_test_samples(n_samples)
+        check_option("two_tailed", two_tailed)
         spatial = SpatialInput.prepare(adata_st, layer if layer is not None else self.st_layer)
         graph_matrix = _connectivities(spatial.adata, connectivity_key)
         plan, genes = self._draw_plan(spatial, gene_list, random_state, batch_size, spatial_key)
         keep = ~plan.empty
+        if keep.sum() < MIN_MORAN_CELLS:
+            raise ValueError(
+                f"Moran's I needs at least {MIN_MORAN_CELLS} cells with signal on the measured genes; adata_st has "
+                f"{int(keep.sum())}."
+            )
+        if graph_matrix[keep][:, keep].sum() <= 0:
+            raise ValueError(
+                f"adata_st.obsp[{connectivity_key!r}] joins none of the {int(keep.sum())} cells with signal on the "
+                "measured genes; build squidpy's spatial graph on these cells (squidpy.gr.spatial_neighbors)."
+            )
         graph = _draws.MoranGraph.from_connectivities(graph_matrix[keep][:, keep])
         parts = []
         for columns in plan.gene_chunks(n_samples):
@@ -506,7 +519,18 @@ def _connectivities(adata: AnnData, key: str) -> sparse.csr_matrix:
             f"adata_st.obsp has no {key!r}; build squidpy's spatial graph first, e.g. "
             "squidpy.gr.spatial_neighbors(adata_st, coord_type='generic', n_neighs=6), or pass connectivity_key=."
         )
-    return sparse.csr_matrix(adata.obsp[key], dtype=np.float64)
+    W = sparse.csr_matrix(adata.obsp[key], dtype=np.float64)
+    if not np.isfinite(W.data).all():
+        raise ValueError(
+            f"adata_st.obsp[{key!r}] has {int((~np.isfinite(W.data)).sum())} non-finite weight(s); rebuild the graph "
+            "(squidpy.gr.spatial_neighbors) or replace them."
+        )
+    if (W.data < 0).any():
+        raise ValueError(
+            f"adata_st.obsp[{key!r}] has {int((W.data < 0).sum())} negative weight(s); Moran's I needs non-negative "
+            "weights: rebuild the graph (squidpy.gr.spatial_neighbors) or pass connectivity_key= of another one."
+        )
+    return W
 
 
 def _labels(adata: AnnData, groupby: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -514,6 +538,8 @@ def _labels(adata: AnnData, groupby: str) -> tuple[np.ndarray, np.ndarray, list[
 
     The groups are in category order for a categorical column, in numeric order for a numeric one, else sorted.
     """
+    if not isinstance(groupby, str):
+        raise TypeError(f"groupby must be the name of one column of adata_st.obs, got {groupby!r}.")
     if groupby not in adata.obs:
         raise KeyError(f"adata_st.obs has no column {groupby!r}; columns: {list(adata.obs.columns)}.")
     column = adata.obs[groupby]
@@ -565,6 +591,11 @@ def _group_comparisons(
     """
     labels, missing, present = _labels(adata, groupby)
     reference = "rest" if reference == "rest" else str(reference)
+    if reference == "rest" and "rest" in present:
+        raise ValueError(
+            f"obs[{groupby!r}] has a group named 'rest', which reference='rest' (each group against all others) "
+            "cannot tell from the rest; rename that group, or pass reference= one group."
+        )
     if reference != "rest" and reference not in present:
         raise ValueError(
             f"reference={reference!r} is not among the groups of obs[{groupby!r}]: {present[:20]}; pass one of them "
@@ -578,7 +609,10 @@ def _group_comparisons(
             raise TypeError(
                 f"groups must be 'all', None or a list of groups, got {groups!r}; pass [{groups!r}] for one group."
             )
-        groups = list(dict.fromkeys(str(g) for g in groups))
+        groups = [str(g) for g in groups]
+        repeated = sorted({g for g in groups if groups.count(g) > 1})
+        if repeated:
+            raise ValueError(f"groups lists {repeated} more than once; pass each group once.")
         unknown = [g for g in groups if g not in present]
         if unknown or not groups:
             raise ValueError(f"groups: {unknown or groups} not among the groups of obs[{groupby!r}]: {present[:20]}.")

@@ -16,7 +16,8 @@ import pandas as pd
 from anndata import AnnData
 
 from ..model import SpaLSTF
-from ..model._draws_mixin import TEST_PARAMETERS
+from ..model._defaults import check_option
+from ..model._draws_mixin import TEST_PARAMETERS, _as_groups
 from ..model._imputation import fill_parameters
 
 #: Default ``uns`` keys of the tests.
@@ -91,7 +92,7 @@ def spatial_autocorr(
     >>> sp.tl.spatial_autocorr(adata_st, model, n_samples=20)  # doctest: +SKIP
     >>> adata_st.uns["spalstf_moranI"]["results"].head()  # doctest: +SKIP
     """
-    _check_key(adata_st, key_added)
+    _check_key(adata_st, key_added, copy)
     table = model.spatial_autocorr(
         adata_st,
         n_samples=n_samples,
@@ -167,7 +168,7 @@ def differential_expression(
     >>> sp.tl.differential_expression(adata_st, model, "leiden", "3", n_samples=20)  # doctest: +SKIP
     >>> adata_st.uns["spalstf_de"]["results"].query("pvalue_adj < 0.05")  # doctest: +SKIP
     """
-    _check_key(adata_st, key_added)
+    _check_key(adata_st, key_added, copy)
     table = model.differential_expression(
         adata_st,
         groupby,
@@ -181,8 +182,8 @@ def differential_expression(
     params = {
         "test": "t-test (Welch variance)",
         "groupby": groupby,
-        "group1": [group1] if isinstance(group1, str) else list(map(str, group1)),
-        "group2": "rest" if group2 is None else ([group2] if isinstance(group2, str) else list(map(str, group2))),
+        "group1": _as_groups(group1),
+        "group2": "rest" if group2 is None else _as_groups(group2),
         "n_samples": n_samples,
         "random_state": random_state,
     }
@@ -247,7 +248,7 @@ def rank_genes_groups(
     >>> sp.tl.rank_genes_groups(adata_st, model, "leiden", n_samples=20)  # doctest: +SKIP
     >>> adata_st.uns["spalstf_rank_genes_groups"]["results"].query("pvalue_adj < 0.05")  # doctest: +SKIP
     """
-    _check_key(adata_st, key_added)
+    _check_key(adata_st, key_added, copy)
     table = model.rank_genes_groups(
         adata_st,
         groupby,
@@ -274,7 +275,14 @@ differential_expression.__doc__ = fill_parameters(differential_expression.__doc_
 rank_genes_groups.__doc__ = fill_parameters(rank_genes_groups.__doc__, WRAPPER_PARAMETERS)
 
 
-def _check_key(adata: AnnData, key_added: str) -> None:
+def _check_key(adata: AnnData, key_added: str, copy: bool) -> None:
+    """Refuse a ``key_added`` these functions did not write and a ``copy`` that cannot be made, before any work."""
+    check_option("copy", copy)
+    if copy and adata.isbacked:
+        raise ValueError(
+            "copy=True needs an in-memory adata_st, but it is backed; pass copy=False (the result goes to the "
+            "object's in-memory uns, not its file) or load it with `adata_st.to_memory()`."
+        )
     if not isinstance(key_added, str) or not key_added:
         raise TypeError(f"key_added must be a non-empty string, got {key_added!r}.")
     entry = adata.uns.get(key_added)

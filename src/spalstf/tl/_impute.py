@@ -15,7 +15,7 @@ from .._constants import IMPUTED_KEY, LOWER_SUFFIX, SPATIAL_KEY, STD_SUFFIX, UPP
 from .._spatialdata import import_spatialdata, is_spatialdata, resolve_table
 from .._threads import cpu_threads
 from ..model import SpaLSTF
-from ..model._defaults import IMPUTE_BATCH_SIZE, SAMPLING_STEPS, Sampler
+from ..model._defaults import IMPUTE_BATCH_SIZE, SAMPLING_STEPS, Sampler, check_option
 from ..model._workflow import ImputationResult, ImputeRequest, SpatialInput, fill_parameters, fit_and_impute
 
 if TYPE_CHECKING:
@@ -239,6 +239,7 @@ def spalstf_impute(
     >>> sdata.tables["table"].obsm["spalstf_imputed"].shape  # doctest: +SKIP
     (3039, 100)
     """
+    check_option("copy", copy)
     sdata = None
     if is_spatialdata(adata_st):  # the same call on the AnnData of its table
         sdata, adata_st = _table_of(adata_st, table_key, copy, require_spatial)
