@@ -687,24 +687,74 @@ def pooled_moran(morans: np.ndarray, graph: MoranGraph, two_tailed: bool = False
     return {"I": q, "statistic": statistic, "df": df, "pvalue": np.minimum(p, 1.0), "fraction_missing_information": lam}
 
 
+@dataclass(frozen=True)
+class GroupMoments:
+    """Cell counts, means and variances (``ddof=1``) of groups of cells: ``n`` (groups,), ``mean`` and ``var``.
+
+    The latter two are (groups, ...); the two-group tests (:func:`welch_moments`,
+    :func:`pooled_difference_moments`) need only these.
+    """
+
+    n: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> GroupMoments:
+        """The moments of one group: ``x`` is (cells, ...)."""
+        return cls(np.array([x.shape[0]]), x.mean(axis=0)[None], x.var(axis=0, ddof=1)[None])
+
+    @classmethod
+    def of_masks(cls, values: np.ndarray, masks: np.ndarray, rows: int = 16) -> GroupMoments:
+        """The moments of every group of cells in ``masks`` (groups, cells) over ``values`` (cells, ...; finite).
+
+        Sums of the values and of their squares are taken for ``rows`` groups at a time by one matrix product, around
+        the values' mean over all cells (so the variances do not lose digits), instead of copying each group's
+        values: the cost of many groups is a few passes over the values, not one copy per group.
+        """
+        shape = values.shape[1:]
+        X = values.reshape(values.shape[0], -1)
+        shift = X.mean(axis=0)
+        X = X - shift
+        squares = X * X
+        n = masks.sum(axis=1).astype(np.float64)
+        sums, total = np.empty((len(masks), X.shape[1])), np.empty((len(masks), X.shape[1]))
+        for start in range(0, len(masks), rows):
+            M = masks[start : start + rows].astype(np.float64)
+            sums[start : start + rows], total[start : start + rows] = M @ X, M @ squares
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = sums / n[:, None]
+            var = np.maximum(total - sums * mean, 0.0) / (n - 1)[:, None]
+        return cls(n, (mean + shift).reshape(len(masks), *shape), var.reshape(len(masks), *shape))
+
+
 def welch(x1: np.ndarray, x2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean difference, its variance and the complete-data degrees of freedom ``n1 + n2 - 2``, over axis 0."""
-    n1, n2 = x1.shape[0], x2.shape[0]
-    d = x1.mean(axis=0) - x2.mean(axis=0)
-    v = x1.var(axis=0, ddof=1) / n1 + x2.var(axis=0, ddof=1) / n2
-    return d, v, np.full(d.shape, n1 + n2 - 2.0)
+    return welch_moments(GroupMoments.of(x1), GroupMoments.of(x2))
+
+
+def welch_moments(a: GroupMoments, b: GroupMoments, i: int = 0, j: int = 0) -> tuple[np.ndarray, ...]:
+    """:func:`welch` from the moments of group ``i`` of ``a`` and group ``j`` of ``b``."""
+    d = a.mean[i] - b.mean[j]
+    v = a.var[i] / a.n[i] + b.var[j] / b.n[j]
+    return d, v, np.full(d.shape, a.n[i] + b.n[j] - 2.0)
 
 
 def pooled_difference(x1: np.ndarray, x2: np.ndarray) -> dict[str, np.ndarray]:
     """Two-group Welch-variance t-test pooled over draws: ``x1`` and ``x2`` are (cells, genes, draws) of each group."""
-    d, v, nu = welch(x1, x2)  # (genes, draws)
+    return pooled_difference_moments(GroupMoments.of(x1), GroupMoments.of(x2))
+
+
+def pooled_difference_moments(a: GroupMoments, b: GroupMoments, i: int = 0, j: int = 0) -> dict[str, np.ndarray]:
+    """:func:`pooled_difference` from the moments (genes, draws) of group ``i`` of ``a`` and group ``j`` of ``b``."""
+    d, v, nu = welch_moments(a, b, i, j)  # (genes, draws)
     q, T, df, lam = rubin(d.T, v.T, nu[:, 0])
     with np.errstate(divide="ignore", invalid="ignore"):
         statistic = q / np.sqrt(T)
     p = np.where(T > 0, 2 * stats.t.sf(np.abs(statistic), df), np.where(q == 0, 1.0, 0.0))
     return {
-        "mean1": x1.mean(axis=(0, 2)),
-        "mean2": x2.mean(axis=(0, 2)),
+        "mean1": a.mean[i].mean(axis=-1),
+        "mean2": b.mean[j].mean(axis=-1),
         "mean_difference": q,
         "statistic": statistic,
         "df": df,

@@ -646,11 +646,14 @@ def _pooled_comparisons(
             if mask.sum() < 2:
                 raise ValueError(f"{name} has {int(mask.sum())} cell(s) with signal; a test needs at least 2.")
         masks.append((in1, in2))
+    keep = ~plan.empty
+    rows = np.stack([mask[keep] for pair in masks for mask in pair])  # (2 x comparisons, cells with signal)
     parts: list[list[pd.DataFrame]] = [[] for _ in masks]
     for columns in plan.gene_chunks(n_samples):
-        draws = plan.draw(columns, n_samples)
-        for part, (in1, in2) in zip(parts, masks, strict=True):
-            part.append(pd.DataFrame(_draws.pooled_difference(draws[in1], draws[in2]), index=genes[columns]))
+        moments = _draws.GroupMoments.of_masks(plan.draw(columns, n_samples)[keep], rows)
+        for c, part in enumerate(parts):
+            pooled = _draws.pooled_difference_moments(moments, moments, 2 * c, 2 * c + 1)
+            part.append(pd.DataFrame(pooled, index=genes[columns]))
     tables = []
     for part in parts:
         table = pd.concat(part)
