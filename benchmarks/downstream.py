@@ -768,6 +768,8 @@ def summarise_tests(tests: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (method, test, K, seed), frame in tests.groupby(["method", "test", "K", "seed"], sort=False):
         row = {"method": method, "test": test, "K": K, "seed": seed, **test_metrics(frame)}
+        if test == "moran":  # how well the (pooled) I orders the genes as their measured I does
+            row["I_spearman_with_truth"] = float(stats.spearmanr(frame["estimate"], frame["truth_estimate"])[0])
         if test == "moran" and method != "single":
             row.update(widened_moran(frame))
         rows.append(row)
@@ -1027,6 +1029,23 @@ def print_report(name, info, test_summary, draw_summary, smooth, corr_summary, r
     rows.sort(key=lambda r: (r["test"], ["single", "tissue", "spalstf"].index(r["method"]), str(r["K"])))
     print(markdown_table(rows, list(rows[0])))
 
+    if "I_spearman_with_truth" in test_summary:
+        print(
+            "\n### Ranking spatially variable genes: Spearman of each method's (pooled) Moran's I with the measured I\n"
+        )
+        rows = []
+        for (method, K), frame in test_summary.dropna(subset=["I_spearman_with_truth"]).groupby(
+            ["method", "K"], sort=False
+        ):
+            frame = frame.set_index("seed")
+            rows.append(
+                {
+                    "method": method,
+                    "K": "-" if method == "single" else int(K),
+                    "Spearman": spread(frame["I_spearman_with_truth"], first),
+                }
+            )
+        print(markdown_table(rows, list(rows[0])))
     widened = test_summary.dropna(subset=["widened_tau"]) if "widened_tau" in test_summary else test_summary.iloc[:0]
     if len(widened):
         print(

@@ -200,6 +200,8 @@ class DrawsMixin:
         DataFrame indexed by gene: ``I`` (mean over draws), ``I_point`` (of the point estimate, for contrast),
         ``statistic`` (pooled z), ``df``, ``pvalue``, ``pvalue_adj`` (Benjamini-Hochberg over the genes tested) and
         ``fraction_missing_information`` (the share of the variance due to imputation), sorted by ``pvalue``.
+        The test says whether a gene is spatially autocorrelated; to order genes by how much, ``I_point`` did better
+        than ``I`` on the benchmark pairs, though it overstates every gene's I (``docs/benchmarks.md``).
 
         Examples
         --------
