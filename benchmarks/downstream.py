@@ -844,6 +844,23 @@ def spread(values: pd.Series, first) -> str:
     return f"{base:.3f} [{np.nanmin(v):.3f}, {np.nanmax(v):.3f}]"
 
 
+def seed_table(summary: pd.DataFrame, columns: dict[str, str], first) -> str:
+    """One row per method and K of ``summary``: each metric's first-seed value and [min, max] over seeds.
+
+    ``columns`` maps a header to its metric column; ``K`` is ``-`` for single imputation, and a ``calls`` column is
+    printed as whole numbers.
+    """
+    rows = []
+    for (method, K), frame in summary.groupby(["method", "K"], sort=False):
+        frame = frame.set_index("seed")
+        row = {"method": method, "K": "-" if method == "single" else int(K)}
+        for header, column in columns.items():
+            value = spread(frame[column], first)
+            row[header] = value.replace(".000", "") if header == "calls" else value
+        rows.append(row)
+    return markdown_table(rows, list(rows[0]))
+
+
 def tidy(frame: pd.DataFrame, kind: str, keys: list[str]) -> pd.DataFrame:
     long = frame.melt(id_vars=keys, var_name="metric", value_name="value")
     long.insert(0, "kind", kind)
@@ -1033,61 +1050,34 @@ def print_report(name, info, test_summary, draw_summary, smooth, corr_summary, r
         print(
             "\n### Ranking spatially variable genes: Spearman of each method's (pooled) Moran's I with the measured I\n"
         )
-        rows = []
-        for (method, K), frame in test_summary.dropna(subset=["I_spearman_with_truth"]).groupby(
-            ["method", "K"], sort=False
-        ):
-            frame = frame.set_index("seed")
-            rows.append(
-                {
-                    "method": method,
-                    "K": "-" if method == "single" else int(K),
-                    "Spearman": spread(frame["I_spearman_with_truth"], first),
-                }
-            )
-        print(markdown_table(rows, list(rows[0])))
+        spearman = test_summary.dropna(subset=["I_spearman_with_truth"])
+        print(seed_table(spearman, {"Spearman": "I_spearman_with_truth"}, first))
     widened = test_summary.dropna(subset=["widened_tau"]) if "widened_tau" in test_summary else test_summary.iloc[:0]
     if len(widened):
         print(
             "\n### Moran's I with its variance widened by the spread the pooled interval misses (oracle tau from the "
             "held-out measurements: what honesty about each gene's I would cost)\n"
         )
-        rows = []
-        for (method, K), frame in widened.groupby(["method", "K"], sort=False):
-            frame = frame.set_index("seed")
-            rows.append(
-                {
-                    "method": method,
-                    "K": int(K),
-                    "tau": spread(frame["widened_tau"], first),
-                    "95% CI covers truth": spread(frame["widened_ci95_covers_truth"], first),
-                    "calls": spread(frame["widened_calls"], first).replace(".000", ""),
-                    "FDR": spread(frame["widened_FDR"], first),
-                    "power": spread(frame["widened_power"], first),
-                }
-            )
-        print(markdown_table(rows, list(rows[0])))
+        columns = {
+            "tau": "widened_tau",
+            "95% CI covers truth": "widened_ci95_covers_truth",
+            "calls": "widened_calls",
+            "FDR": "widened_FDR",
+            "power": "widened_power",
+        }
+        print(seed_table(widened, columns, first))
 
     print("\n### Draws of the held-out genes: calibration (max |coverage - level| over 0.5..0.95) and CRPS\n")
-    rows = []
-    for (method, K), frame in draw_summary.groupby(["method", "K"], sort=False):
-        frame = frame.set_index("seed")
-        rows.append(
-            {
-                "method": method,
-                "K": int(K),
-                "cal. err (order stats vs level)": spread(frame["calibration_error_order"], first),
-                "cal. err (order stats vs (u-l)/(K+1))": spread(
-                    frame["calibration_error_order_vs_exchangeable"], first
-                ),
-                "cal. err (PIT)": spread(frame["calibration_error_pit"], first),
-                "PIT cov. 0.9": spread(frame["pit_coverage_0.9"], first),
-                "PIT cov. 0.5": spread(frame["pit_coverage_0.5"], first),
-                "CRPS": spread(frame["crps"], first),
-                "CRPS / constant": spread(frame["crps_ratio_to_constant"], first),
-            }
-        )
-    print(markdown_table(rows, list(rows[0])))
+    columns = {
+        "cal. err (order stats vs level)": "calibration_error_order",
+        "cal. err (order stats vs (u-l)/(K+1))": "calibration_error_order_vs_exchangeable",
+        "cal. err (PIT)": "calibration_error_pit",
+        "PIT cov. 0.9": "pit_coverage_0.9",
+        "PIT cov. 0.5": "pit_coverage_0.5",
+        "CRPS": "crps",
+        "CRPS / constant": "crps_ratio_to_constant",
+    }
+    print(seed_table(draw_summary, columns, first))
 
     print("\n### Over-smoothing and gene-gene structure\n")
     rows = []

@@ -220,12 +220,13 @@ class DrawsMixin:
                 f"Moran's I needs at least {MIN_MORAN_CELLS} cells with signal on the measured genes; adata_st has "
                 f"{int(keep.sum())}."
             )
-        if graph_matrix[keep][:, keep].sum() <= 0:
+        graph_matrix = graph_matrix[keep][:, keep]
+        if graph_matrix.sum() <= 0:
             raise ValueError(
                 f"adata_st.obsp[{connectivity_key!r}] joins none of the {int(keep.sum())} cells with signal on the "
                 "measured genes; build squidpy's spatial graph on these cells (squidpy.gr.spatial_neighbors)."
             )
-        graph = _draws.MoranGraph.from_connectivities(graph_matrix[keep][:, keep])
+        graph = _draws.MoranGraph.from_connectivities(graph_matrix)
         parts = []
         for columns in plan.gene_chunks(n_samples):
             draws = plan.draw(columns, n_samples)[keep]
