@@ -441,6 +441,13 @@ def run_fold(
     noise = model.interval_calibration_.details["draws"]  # the draws' noise settings, fitted on the kept genes
     noise_record = {key: float(value) for key, value in noise.items() if np.isscalar(value) and key != "n_neighbors"}
     noise_record["cluster_shares"] = [float(level["share"]) for level in noise["clusters"]]
+    levels = noise["smoothness_levels"]  # the errors' Moran's I by expression level, where it predicts on the panel
+    noise_record["smoothness_bins"] = float(len(levels["shift"]))
+    noise_record["smoothness_shift_lowest"], noise_record["smoothness_shift_highest"] = (
+        levels["shift"][0],
+        levels["shift"][-1],
+    )
+    noise_record["smoothness_cv_error_bins"], noise_record["smoothness_cv_error_median"] = levels["cv_error"]
     imputation, seconds, peak = measured_call(model.impute, panel, interval=0.9, progress_bar=False)
     resource("impute(interval=0.9)", seconds, peak)
     target_sum = float(model.target_sum)

@@ -571,3 +571,60 @@ def test_the_errors_correlations_between_genes_spread_beyond_chance_and_draws_ca
     with pytest.raises(ValueError, match="needs correlation_fields"):
         settings = {k: v for k, v in plan.__dict__.items() if k != "_correlation_cache"}
         _draws.DrawPlan(**{**settings, "correlation_fields": np.empty(0, np.uint64)})
+
+
+def test_genes_get_noise_as_smooth_as_the_panel_errors_at_their_expression_level(known):
+    """On count platforms the errors of lowly expressed genes are mostly the measurement's white noise, those of
+    highly expressed genes the imputation's smooth misses: the calibration records the errors' Moran's I by expression
+    level, and each gene's own noise is smoothed to its level's value (the common law for a calibration without it)."""
+    from scipy import sparse
+
+    rng = np.random.default_rng(0)
+    levels = rng.uniform(0, 4, 200)
+    morans = 0.1 + 0.1 * levels + rng.normal(0, 0.02, 200)  # smoother errors at higher levels
+    record = _draws.smoothness_by_level(levels, morans)
+    assert len(record["shift"]) == _draws.MAX_SMOOTHNESS_LEVELS and len(record["edges"]) == len(record["shift"]) - 1
+    assert np.all(np.diff(record["shift"]) > 0.05) and record["shift"][0] < 0 < record["shift"][-1]
+    shifts = _draws.level_shifts({"smoothness_levels": record}, np.array([-5.0, 2.0, 9.0, np.nan]))
+    assert shifts[0] == record["shift"][0] and shifts[2] == record["shift"][-1]  # beyond the panel: the end bins
+    assert shifts[3] == 0.0  # a gene without a level keeps the common law
+    few = _draws.smoothness_by_level(levels[: _draws.MIN_GENES_PER_LEVEL], morans[: _draws.MIN_GENES_PER_LEVEL])
+    assert few["edges"] == [] and few["shift"] == [0.0]
+    # a level that does not predict the Moran's I on held-out panel genes is not used (decided on the panel alone)
+    unrelated = _draws.smoothness_by_level(levels, 0.3 + rng.normal(0, 0.05, 200), np.arange(200) // 2)
+    assert unrelated["shift"] == [0.0] and unrelated["cv_error"][0] >= unrelated["cv_error"][1]
+    assert record["cv_error"][0] < record["cv_error"][1]
+    np.testing.assert_array_equal(_draws.level_shifts({}, levels[:3]), 0.0)  # a calibration of an earlier version
+    # the own field moves by the shift over its share of the noise, within [0, MAX_MORAN_TARGET]
+    np.testing.assert_allclose(_draws.own_targets(0.3, np.array([0.0, 0.1, -0.5]), 0.5, 0.2), [0.3, 0.55, 0.0])
+
+    # a plan whose second gene's own noise is smoothed: its Moran's I is high, the first gene's stays white
+    side = 30
+    x, y = np.meshgrid(np.arange(side), np.arange(side))
+    coords = np.column_stack([x.ravel(), y.ravel()]).astype(float)
+    field, lam = _draws.fit_field(coords, 0.6, [], [])
+    white_op = sparse.identity(side * side, format="csr")
+    plan = _white_noise_plan(
+        side * side, 2, operator=white_op, gene_smoothing=np.array([-1, 0]), level_operators=[field.operator(lam)]
+    )
+    z = plan.noise(slice(0, 2), 20)
+    morans_of_noise = np.median([field.graph.moran(z[:, :, k]) for k in range(20)], axis=0)
+    assert abs(morans_of_noise[0]) < 0.05 and morans_of_noise[1] == pytest.approx(0.6, abs=0.08)
+    np.testing.assert_array_equal(plan.noise(slice(1, 2), 20)[:, 0], z[:, 1])  # per gene, as without levels
+    with pytest.raises(ValueError, match="gene_smoothing"):
+        _white_noise_plan(4, 2, gene_smoothing=np.array([0, 1]), level_operators=[white_op])
+
+    # the model's calibration records the curve, and its plan smooths each gene to its level's Moran's I
+    from spalstf.model._spatial_input import SpatialInput
+
+    model, adata_st, _ = known
+    if getattr(model, "interval_calibration_", None) is None:
+        model.calibrate_intervals(adata_st)
+    record = model.interval_calibration_.details["draws"]["smoothness_levels"]
+    assert len(record["shift"]) >= 2 and len(record["edges"]) == len(record["shift"]) - 1
+    plan, genes = model._draw_plan(SpatialInput.prepare(adata_st, None), None, 0, 1000, "spatial")
+    assert plan.gene_smoothing is not None and len(plan.level_operators) <= _draws.MAX_SMOOTHNESS_LEVELS
+    one, _ = model._draw_plan(SpatialInput.prepare(adata_st, None), [genes[-1]], 0, 1000, "spatial")
+    own = plan.level_operators[plan.gene_smoothing[-1]] if plan.gene_smoothing[-1] >= 0 else plan.operator
+    mine = one.level_operators[one.gene_smoothing[0]] if one.gene_smoothing is not None else one.operator
+    assert (own != mine).nnz == 0  # a gene's smoothing does not depend on the other genes asked for

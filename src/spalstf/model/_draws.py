@@ -5,8 +5,9 @@ the platform's space, ``s_j`` the gene's scale, ``Q_ij`` the quantile function o
 stratum (the same scores the intervals use), and ``z`` a Gaussian field with unit variance in every cell, so that each
 draw has exactly the calibrated marginal distribution. ``z`` is white noise smoothed over a spatial neighbour graph
 (:class:`NoiseField`), mixed with one field shared by all genes and, per draw, random combinations of a few more
-fields: the panel's inner-fold errors fix how smooth (their median Moran's I) and how shared (the mean and the spread
-of their correlations between genes) the noise is. The AnnData-facing side
+fields: the panel's inner-fold errors fix how smooth (their median Moran's I, moved per gene by how the errors'
+smoothness varies with the expression level) and how shared (the mean and the spread of their correlations between
+genes) the noise is. The AnnData-facing side
 is :class:`~spalstf.model._draws_mixin.DrawsMixin`; ``docs/method.md`` ("Multiple imputation") says why and what it
 assumes.
 """
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse, special, stats
 
-from ._calibration import SCORE_PROBS, ScoreTable, fold_errors
+from ._calibration import SCORE_PROBS, ScoreTable, fold_errors, measurement_key
 from ._noise import cell_keys, gene_keys, keyed_normal
 
 #: Neighbours of each cell in the graph that shapes the noise (and on which the panel errors' Moran's I is measured).
@@ -51,6 +52,11 @@ N_PROBES = 32
 N_CHANCE_FIELDS = 48
 #: Seed of those fields' random numbers (apart from the smoothing fit's probes, seeded from 0).
 CHANCE_SEED = 100
+#: Most bins of the genes' expression level over which the panel errors' smoothness is compared
+#: (:func:`smoothness_by_level`).
+MAX_SMOOTHNESS_LEVELS = 4
+#: Fewest panel genes (predictions of inner folds) per such bin.
+MIN_GENES_PER_LEVEL = 8
 
 
 # ------------------------------------------------------------------------------------------------ graphs and Moran
@@ -229,20 +235,36 @@ def fit_field(
     the fit independent of the cells' order.
     """
     field = NoiseField(knn_graph(coordinates, n_neighbors, names), names)
-    fixed = cluster_noise(len(coordinates), labels, shares, N_PROBES, seed=0) if len(labels) else None
-    smoothing = field.fit_smoothing(target_moran, n_probes=N_PROBES, fixed=fixed, fixed_share=float(sum(shares)))
-    return field, smoothing
+    return field, fit_smoothings(field, [target_moran], labels, shares)[0]
+
+
+def fit_smoothings(
+    field: NoiseField, targets: Sequence[float], labels: Sequence[np.ndarray], shares: Sequence[float]
+) -> list[float]:
+    """The smoothings of ``field`` for the median Moran's I values ``targets`` (cluster parts: :func:`fit_field`)."""
+    n_cells = field.graph.weights.shape[0]
+    fixed = cluster_noise(n_cells, labels, shares, N_PROBES, seed=0) if len(labels) else None
+    return [
+        field.fit_smoothing(float(t), n_probes=N_PROBES, fixed=fixed, fixed_share=float(sum(shares))) for t in targets
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- calibration of noise
-def error_structure(folds: list[Any], coordinates: np.ndarray) -> dict[str, float]:
+def error_structure(
+    folds: list[Any],
+    coordinates: np.ndarray,
+    levels: Sequence[np.ndarray] | None = None,
+    genes: np.ndarray | None = None,
+) -> dict[str, Any]:
     """How spatially smooth and how shared the panel's inner-fold errors are (the noise field's two settings).
 
     ``folds`` hold each inner fold's standardised errors ``scores`` (calibration cells x the fold's genes);
     ``coordinates`` the calibration cells' positions. Returns the median Moran's I of the errors of every predicted
     panel gene on the kNN graph of those cells, the mean correlation between the errors of genes predicted together,
     and, so that the Moran's I can be carried to cells spaced otherwise (:func:`moran_target`), the errors'
-    :func:`correlogram` and its :func:`edge_correlation` on the graph of those cells.
+    :func:`correlogram` and its :func:`edge_correlation` on the graph of those cells. With ``levels`` (each fold's
+    genes' :func:`expression_levels`) and ``genes`` (the name of every fold's every gene, concatenated), also how the
+    errors' Moran's I moves with the level (:func:`smoothness_by_level`).
     """
     graph = MoranGraph.from_connectivities(knn_graph(coordinates))
     morans, correlations, weights = [], [], []
@@ -255,13 +277,100 @@ def error_structure(folds: list[Any], coordinates: np.ndarray) -> dict[str, floa
     moran = np.concatenate(morans)
     correlation = float(np.average(correlations, weights=weights)) if correlations else 0.0
     curve = correlogram(folds, coordinates)
-    return {
+    out = {
         "error_moran": float(np.nanmedian(moran)) if np.isfinite(moran).any() else 0.0,
         "error_correlation": float(correlation),
         "n_neighbors": N_NOISE_NEIGHBORS,
         "correlogram": curve,
         "edge_correlation": edge_correlation(curve, coordinates, N_NOISE_NEIGHBORS),
     }
+    if levels is not None:
+        out["smoothness_levels"] = smoothness_by_level(np.concatenate(list(levels)), moran, genes)
+    return out
+
+
+def expression_levels(point: np.ndarray, library: np.ndarray, target_sum: float) -> np.ndarray:
+    """Each gene's expression level: the mean over cells of ``log1p`` of its predicted raw measurement.
+
+    ``point`` (cells x genes) is the platform-space point estimate and ``library`` the cells' totals over the panel
+    (:func:`~spalstf.model._calibration.measurement_key`): unlike the platform value, this does not depend on which
+    genes make up the library, so the inner folds' genes (predicted from part of the panel) and the imputed genes
+    (from all of it) are on one scale. Cells without signal are left out.
+    """
+    keys = measurement_key(point, library, target_sum)
+    keys[np.asarray(library).ravel() <= 0] = np.nan
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(keys, axis=0) if len(keys) else np.full(np.shape(point)[1], np.nan)
+
+
+def smoothness_by_level(levels: np.ndarray, morans: np.ndarray, genes: np.ndarray | None = None) -> dict[str, Any]:
+    """How the panel errors' Moran's I moves with the genes' :func:`expression_levels`, where that predicts it.
+
+    An error is the imputation's missed biology, spatially smooth, plus the measurement's own noise, white and larger
+    against the signal the fewer molecules a gene has: on count platforms the errors of lowly expressed genes are the
+    roughest. The panel genes (one value per inner-fold prediction) are split at quantiles of their level into at most
+    :data:`MAX_SMOOTHNESS_LEVELS` bins of at least :data:`MIN_GENES_PER_LEVEL` genes; each bin's ``shift`` is its
+    median Moran's I less the median of all genes (the noise's common target), and ``edges`` are the levels between
+    bins.
+
+    Whether the bins are used is decided on the panel genes alone, by cross-validation over ``genes`` (each value's
+    gene, so that the repeats of one gene stay together; default: every value its own gene): in 5 folds of the genes,
+    each held-out gene's Moran's I is predicted by its bin (fitted on the other genes) and by the other genes' median;
+    the bins are kept only if their mean absolute error is lower. Otherwise, as with too few genes for two bins, one
+    bin and no shift. ``cv_error`` records both errors (bins, median), NaN when not computed.
+    """
+    ok = np.isfinite(levels) & np.isfinite(morans)
+    levels, morans = np.asarray(levels, np.float64)[ok], np.asarray(morans, np.float64)[ok]
+    genes = np.arange(len(ok))[ok] if genes is None else np.asarray(genes)[ok]
+    flat = {"edges": [], "shift": [0.0], "cv_error": [float("nan"), float("nan")]}
+
+    def fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
+        n_bins = min(MAX_SMOOTHNESS_LEVELS, len(x) // MIN_GENES_PER_LEVEL)
+        if n_bins < 2:
+            return None
+        edges = np.quantile(x, np.arange(1, n_bins) / n_bins)
+        bins = np.searchsorted(edges, x, side="right")
+        median = float(np.median(y))
+        shift = np.array([np.median(y[bins == b]) - median if (bins == b).any() else 0.0 for b in range(n_bins)])
+        return edges, shift, median
+
+    full = fit(levels, morans)
+    if full is None:
+        return flat
+    names = np.unique(genes)
+    fold_of = dict(zip(names, np.arange(len(names)) % 5, strict=True))
+    held = np.array([fold_of[g] for g in genes])
+    errors_bins, errors_flat = [], []
+    for f in range(min(5, len(names))):
+        train, test = held != f, held == f
+        part = fit(levels[train], morans[train])
+        if part is None or not test.any():
+            return flat
+        edges, shift, median = part
+        predicted = median + shift[np.searchsorted(edges, levels[test], side="right")]
+        errors_bins.append(np.abs(morans[test] - predicted))
+        errors_flat.append(np.abs(morans[test] - median))
+    cv = [float(np.mean(np.concatenate(errors_bins))), float(np.mean(np.concatenate(errors_flat)))]
+    if not cv[0] < cv[1]:
+        return {**flat, "cv_error": cv}
+    edges, shift, _ = full
+    return {"edges": edges.tolist(), "shift": shift.tolist(), "cv_error": cv}
+
+
+def level_shifts(statistics: dict[str, Any], levels: np.ndarray) -> np.ndarray:
+    """Per gene, how far its errors' Moran's I sits from the panel's median at its expression level.
+
+    The :func:`smoothness_by_level` bin that each of ``levels`` falls in (the end bins beyond the panel genes' range);
+    0 for every gene when the calibration has no such record (an earlier version) or a gene's level is undefined.
+    """
+    record = statistics.get("smoothness_levels")
+    levels = np.asarray(levels, np.float64)
+    if not record or len(record["shift"]) < 2:
+        return np.zeros(len(levels))
+    shifts = np.asarray(record["shift"], np.float64)[
+        np.searchsorted(record["edges"], np.nan_to_num(levels), side="right")
+    ]
+    return np.where(np.isfinite(levels), shifts, 0.0)
 
 
 def edge_lengths(coordinates: np.ndarray, n_neighbors: int = N_NOISE_NEIGHBORS) -> np.ndarray:
@@ -400,15 +509,23 @@ def noise_statistics(folds: list[Any], calibration: Any, coordinates: np.ndarray
 
     ``folds`` are the calibration's :class:`~spalstf.model._calibration.InnerFold` objects, ``calibration`` the fitted
     :class:`~spalstf.model._calibration.IntervalCalibration` (its point map gives the errors); ``coordinates`` and
-    ``conditions`` describe its sampled cells. A fold leaves out cells without signal on its panel genes: their
-    errors count as 0.
+    ``conditions`` describe its sampled cells. The errors are measured as the noise is made: as the normal scores
+    of the conformal scores in their strata (:func:`normal_scores`), the ``z`` that :meth:`DrawPlan.draw` maps
+    through the score quantiles; a heavy-tailed score distribution makes the scores themselves less smooth and less
+    correlated than their normal scores, and noise fitted to the former would come out too rough. A fold leaves out
+    cells without signal on its panel genes: their errors count as 0.
     """
-    errors = []
+    errors, levels = [], []
     for fold in folds:
+        point, scores = fold_errors(fold, calibration.shift, calibration.slope)
         full = np.zeros((len(conditions), len(fold.genes)))
-        full[fold.cells] = np.nan_to_num(fold_errors(fold, calibration.shift, calibration.slope)[1])
+        full[fold.cells] = np.nan_to_num(
+            normal_scores(scores, calibration.strata(point, fold.library), calibration.table)
+        )
         errors.append(full)
-    statistics = error_structure(errors, coordinates)
+        levels.append(expression_levels(point, fold.library, calibration.target_sum))
+    genes = np.concatenate([np.asarray(fold.genes, dtype=str) for fold in folds]) if folds else np.empty(0, str)
+    statistics = error_structure(errors, coordinates, levels, genes)
     statistics["clusters"] = error_clusters(errors, conditions)
     statistics.update(correlation_spread(errors, chance_fields(statistics, coordinates, conditions), folds))
     return statistics
@@ -492,6 +609,18 @@ def spread_beyond_reach(spread: float, shared: float, n_fields: int = N_CORRELAT
     return bool(np.isfinite(spread) and spread * np.sqrt(n_fields) > max(1.0 - shared, 1e-12))
 
 
+def own_targets(target: float, shifts: np.ndarray, shared: float, correlation_share: float) -> np.ndarray:
+    """Per gene, the Moran's I of its own noise field that puts its whole noise ``shifts`` away from ``target``.
+
+    A gene's noise is its own field, of variance ``(1 - shared) (1 - correlation_share)``, plus the common and the
+    correlation fields, of the common law (Moran's I ``target``); the Moran's I of a sum of independent fields is about
+    their variance-weighted mean, so the own field moves by ``shifts`` over its share (within ``[0,``
+    :data:`MAX_MORAN_TARGET` ``]``).
+    """
+    own = max((1.0 - shared) * (1.0 - correlation_share), 1e-12)
+    return np.clip(target + np.asarray(shifts, np.float64) / own, 0.0, MAX_MORAN_TARGET)
+
+
 def correlation_keys(n_fields: int, random_state: int) -> tuple[np.ndarray, np.ndarray]:
     """Noise keys of the ``n_fields`` correlation fields and of their loadings (the loadings' keys carry the seed)."""
     names = range(n_fields)
@@ -507,6 +636,30 @@ def nearest_center(conditions: np.ndarray, centers: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------------------ draws
+def normal_scores(scores: np.ndarray, strata: np.ndarray, table: ScoreTable) -> np.ndarray:
+    """The standard normal quantile of each signed score's probability in its stratum (``z`` of the draws).
+
+    :func:`score_quantiles`' inverse composed with ``Phi``: ``score_quantiles(table, strata, Phi(normal_scores(r)))``
+    is ``r``.
+
+    Probabilities are kept within half a step of :data:`~spalstf.model._calibration.SCORE_PROBS` from 0 and 1 (the
+    table's resolution; about 3.5 standard deviations). NaN scores stay NaN.
+    """
+    scores = np.asarray(scores, np.float64)
+    strata = np.broadcast_to(strata, scores.shape)
+    u = np.full(scores.shape, np.nan)
+    for s in np.unique(strata):
+        here = (strata == s) & np.isfinite(scores)
+        r = scores[here]
+        upper = r >= table.upper[s, 0]
+        u_here = np.empty(len(r))
+        u_here[upper] = np.interp(r[upper], table.upper[s], SCORE_PROBS)
+        u_here[~upper] = 1.0 - np.interp(-r[~upper], table.lower[s], SCORE_PROBS)
+        u[here] = u_here
+    margin = 0.5 * (SCORE_PROBS[1] - SCORE_PROBS[0])
+    return special.ndtri(np.clip(u, margin, 1.0 - margin))
+
+
 def score_quantiles(table: ScoreTable, strata: np.ndarray, u: np.ndarray) -> np.ndarray:
     """The signed conformal score at probability ``u`` in each entry's stratum (``strata`` broadcast against ``u``)."""
     strata = np.broadcast_to(strata, u.shape)
@@ -554,6 +707,10 @@ class DrawPlan:
         with random loadings, different in every draw: how far the noise's correlations between genes spread.
     correlation_fields, correlation_loadings
         Noise keys of those fields and of their loadings (the loadings' keys carry the seed).
+    gene_smoothing, level_operators
+        Per gene (``gene_smoothing``, (genes,)), which of ``level_operators`` smooths the gene's own noise, so that
+        its errors' smoothness at the gene's expression level is met (:func:`smoothness_by_level`); -1 (and the
+        default ``None``, for every gene) is ``operator``. The shared and correlation fields always use ``operator``.
     """
 
     point: np.ndarray
@@ -571,6 +728,8 @@ class DrawPlan:
     correlation_share: float = 0.0
     correlation_fields: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
     correlation_loadings: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
+    gene_smoothing: np.ndarray | None = None
+    level_operators: list[sparse.csr_matrix] = field(default_factory=list)
     _correlation_cache: tuple[int, np.ndarray] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -578,6 +737,11 @@ class DrawPlan:
             raise ValueError("A DrawPlan with a correlation_share needs correlation_fields and correlation_loadings.")
         if len(self.correlation_fields) != len(self.correlation_loadings):
             raise ValueError("correlation_fields and correlation_loadings must have one key per field each.")
+        if self.gene_smoothing is not None and (
+            len(self.gene_smoothing) != len(self.genes)
+            or np.max(self.gene_smoothing, initial=-1) >= len(self.level_operators)
+        ):
+            raise ValueError("gene_smoothing needs one entry per gene, each -1 or a position in level_operators.")
 
     @property
     def n_cells(self) -> int:
@@ -588,11 +752,22 @@ class DrawPlan:
         step = max(1, DRAW_CHUNK_ENTRIES // max(self.n_cells * n_samples, 1))
         return [slice(a, min(a + step, self.point.shape[1])) for a in range(0, self.point.shape[1], step)]
 
-    def _field(self, genes: np.ndarray, n_samples: int) -> np.ndarray:
-        """Unit-variance noise of the gene keys ``genes``: cluster parts plus the smoothed part, (cells, genes, K)."""
+    def _field(self, genes: np.ndarray, n_samples: int, smoothing: np.ndarray | None = None) -> np.ndarray:
+        """Unit-variance noise of the gene keys ``genes``: cluster parts plus the smoothed part, (cells, genes, K).
+
+        ``smoothing`` gives each gene's entry of :attr:`gene_smoothing` (default: ``operator`` for every gene).
+        """
         n, g = self.n_cells, len(genes)
-        white = keyed_normal(self.cells, genes, 0, n_samples).reshape(n, g * n_samples)
-        z = smoothed_weight(sum(share for _, share in self.clusters)) * (self.operator @ white).reshape(n, g, n_samples)
+        white = keyed_normal(self.cells, genes, 0, n_samples)
+        weight = smoothed_weight(sum(share for _, share in self.clusters))
+        if smoothing is None:
+            smoothing = np.full(g, -1)
+        z = np.empty((n, g, n_samples))
+        for level in np.unique(smoothing):
+            columns = np.flatnonzero(smoothing == level)
+            operator = self.operator if level < 0 else self.level_operators[level]
+            smoothed = operator @ white[:, columns].reshape(n, len(columns) * n_samples)
+            z[:, columns] = weight * smoothed.reshape(n, len(columns), n_samples)
         for keys, share in self.clusters:
             z += np.sqrt(share) * keyed_normal(keys, genes, 0, n_samples)
         return z
@@ -618,11 +793,12 @@ class DrawPlan:
     def noise(self, columns: slice, n_samples: int) -> np.ndarray:
         """The standard normal noise ``z`` of the genes ``columns``, (cells, genes, n_samples).
 
-        The gene's own field, mixed with the randomly loaded correlation fields (``correlation_share``), then with
-        the field common to all genes (``shared``): unit variance in every entry, the same spatial law for every gene.
+        The gene's own field (smoothed as :attr:`gene_smoothing` says), mixed with the randomly loaded correlation
+        fields (``correlation_share``), then with the field common to all genes (``shared``): unit variance in every
+        entry.
         """
         genes = self.genes[columns]
-        z = self._field(genes, n_samples)
+        z = self._field(genes, n_samples, None if self.gene_smoothing is None else self.gene_smoothing[columns])
         if self.correlation_share > 0:
             v = self.correlation_share
             z = np.sqrt(1.0 - v) * z + np.sqrt(v) * self._correlated(genes, n_samples)

@@ -419,12 +419,15 @@ class DrawsMixin:
         empty = np.zeros(spatial.n_obs, dtype=bool)
         levels = noise.get("clusters", [])
         labels = [np.empty(spatial.n_obs, dtype=np.int64) for _ in levels]
+        expression = np.zeros(len(columns))  # sums of the genes' expression levels over cells with signal
         self.module.eval()
         for start, stop, values, no_signal, library in self._st_condition_chunks(spatial, batch_size):
             estimate = self.module.posterior_mean(torch.from_numpy(values).to(self.device)).cpu().numpy()
             p, scale = calibration.point(estimate[:, columns], target_mean, target_std)
             point[start:stop], strata[start:stop] = p, calibration.strata(p, library)
             empty[start:stop] = no_signal
+            if not no_signal.all():
+                expression += (~no_signal).sum() * _draws.expression_levels(p, library, calibration.target_sum)
             for level, out in zip(levels, labels, strict=True):
                 out[start:stop] = _draws.nearest_center(values.astype(np.float64), level["centers"])
         # cells of one expression cluster share part of the noise (keys per cluster)
@@ -440,6 +443,15 @@ class DrawsMixin:
         )
         shared = float(np.clip(noise["error_correlation"], 0.0, _draws.MAX_SHARED_NOISE))
         spread, n_fields = float(noise["error_correlation_spread"]), _draws.N_CORRELATION_FIELDS
+        correlation_share = _draws.share_for_spread(spread, shared, n_fields)
+        # each gene's own noise as smooth as the panel errors at its expression level
+        with np.errstate(invalid="ignore", divide="ignore"):
+            expression /= (~empty).sum()
+        shifts = _draws.level_shifts(noise, expression)
+        own = _draws.own_targets(target, shifts, shared, correlation_share)
+        distinct = np.unique(own[shifts != 0])
+        level_operators = [field.operator(lam) for lam in _draws.fit_smoothings(field, distinct, labels, shares)]
+        gene_smoothing = np.where(shifts != 0, np.searchsorted(distinct, own), -1) if len(distinct) else None
         if _draws.spread_beyond_reach(spread, shared, n_fields):
             logger.warning(
                 "The panel errors' correlations between genes spread by %.3f beyond chance, more than draws with %d "
@@ -463,14 +475,17 @@ class DrawsMixin:
             factor=gene_keys(["\x00shared noise"]),
             clusters=clusters,
             moran_target=target,
-            correlation_share=_draws.share_for_spread(spread, shared, n_fields),
+            correlation_share=correlation_share,
             correlation_fields=correlation_fields,
             correlation_loadings=correlation_loadings,
+            gene_smoothing=gene_smoothing,
+            level_operators=level_operators,
         )
         logger.info(
             "Draws: noise smoothing %.3g (target Moran's I %.3f; the panel errors' %.3f on the calibration's sample), "
             "shared between genes %.3f, correlations between genes spread by %.3f beyond chance (share %.3f of %d "
-            "fields with random loadings), shared within expression clusters %s.",
+            "fields with random loadings), shared within expression clusters %s; the genes' own noise smoothed to "
+            "Moran's I %s by expression level.",
             smoothing,
             target,
             noise["error_moran"],
@@ -479,6 +494,10 @@ class DrawsMixin:
             plan.correlation_share,
             n_fields,
             ", ".join(f"{level['share']:.3f} (k={level['k']})" for level in levels) or "none",
+            ", ".join(f"{t:.3f} ({int((gene_smoothing == i).sum())} genes)" for i, t in enumerate(distinct))
+            + (f", {target:.3f} (the rest)" if gene_smoothing is not None and (gene_smoothing < 0).any() else "")
+            if len(distinct)
+            else f"{target:.3f} (all genes)",
         )
         return plan, genes
 
