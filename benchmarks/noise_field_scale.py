@@ -1,8 +1,9 @@
 """Time and memory of the draws' noise field with many cells (synthetic 2-D coordinates, one thread).
 
 Builds the 6-nearest-neighbour graph, the smoothing series (:class:`spalstf.model._draws.NoiseField`), fits the
-smoothing to a target Moran's I of 0.8 and forms the operator, at each size, in one process; prints the seconds of
-each step, the operator's entries and the process's peak resident memory after each size.
+smoothing to a target Moran's I of 0.8 and forms the operator, at each size, in one process; then fits and forms one
+more (target 0.6: what each expression level of the draws costs, the probes being kept from the first fit); prints the
+seconds of each step, the operator's entries and the process's peak resident memory after each size.
 
 Usage::
 
@@ -44,6 +45,9 @@ def main() -> None:
         start = time.perf_counter()
         operator = field.operator(smoothing)
         times["operator s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        field.operator(field.fit_smoothing(0.6))
+        times["one more level s"] = time.perf_counter() - start
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
         rows.append(
             {

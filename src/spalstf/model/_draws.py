@@ -143,6 +143,7 @@ class NoiseField:
         for _ in range(SMOOTHING_TERMS):
             powers.append((powers[-1] @ Wr).tocsr())
         self._powers = powers
+        self._probes: dict[int, list[np.ndarray]] = {}  # the probes of fit_smoothing through the powers, per count
         T = len(powers)
         self._cross = np.empty((T, T, Wr.shape[0]))  # row sums of P_s * P_t: the rows' squared norms for any lam
         for s in range(T):
@@ -159,6 +160,18 @@ class NoiseField:
         norms = np.sqrt(np.einsum("s,t,stn->n", c, c, self._cross))
         return (sparse.diags(1.0 / norms) @ M).tocsr()
 
+    def _smoothed_probes(self, n_probes: int) -> list[np.ndarray]:
+        """The fixed probes (seeded from 0, in the order of the cells' names) through every power of the series.
+
+        Kept for the next fit on this field (the fit of one more target then costs its bisection only).
+        """
+        if n_probes not in self._probes:
+            probes = np.random.default_rng(0).standard_normal((self._powers[0].shape[0], n_probes))
+            if self._rank is not None:
+                probes = probes[self._rank]
+            self._probes[n_probes] = [P @ probes for P in self._powers]
+        return self._probes[n_probes]
+
     def fit_smoothing(
         self, target_moran: float, n_probes: int = N_PROBES, fixed: np.ndarray | None = None, fixed_share: float = 0.0
     ) -> float:
@@ -172,10 +185,7 @@ class NoiseField:
         """
         if self.graph.weights.nnz == 0:  # no neighbours to smooth over (a single cell): white noise
             return 0.0
-        probes = np.random.default_rng(0).standard_normal((self._powers[0].shape[0], n_probes))
-        if self._rank is not None:
-            probes = probes[self._rank]
-        smoothed = [P @ probes for P in self._powers]
+        smoothed = self._smoothed_probes(n_probes)
         rest = smoothed_weight(fixed_share)
 
         def moran_at(lam: float) -> float:
@@ -760,14 +770,15 @@ class DrawPlan:
         n, g = self.n_cells, len(genes)
         white = keyed_normal(self.cells, genes, 0, n_samples)
         weight = smoothed_weight(sum(share for _, share in self.clusters))
-        if smoothing is None:
-            smoothing = np.full(g, -1)
-        z = np.empty((n, g, n_samples))
-        for level in np.unique(smoothing):
-            columns = np.flatnonzero(smoothing == level)
-            operator = self.operator if level < 0 else self.level_operators[level]
-            smoothed = operator @ white[:, columns].reshape(n, len(columns) * n_samples)
-            z[:, columns] = weight * smoothed.reshape(n, len(columns), n_samples)
+        if smoothing is None or (np.asarray(smoothing) < 0).all():  # one smoothing for all: one product, no copies
+            z = weight * (self.operator @ white.reshape(n, g * n_samples)).reshape(n, g, n_samples)
+        else:
+            z = np.empty((n, g, n_samples))
+            for level in np.unique(smoothing):
+                columns = np.flatnonzero(smoothing == level)
+                operator = self.operator if level < 0 else self.level_operators[level]
+                smoothed = operator @ white[:, columns].reshape(n, len(columns) * n_samples)
+                z[:, columns] = weight * smoothed.reshape(n, len(columns), n_samples)
         for keys, share in self.clusters:
             z += np.sqrt(share) * keyed_normal(keys, genes, 0, n_samples)
         return z
