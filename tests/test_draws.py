@@ -598,6 +598,21 @@ def test_genes_get_noise_as_smooth_as_the_panel_errors_at_their_expression_level
     # the own field moves by the shift over its share of the noise, within [0, MAX_MORAN_TARGET]
     np.testing.assert_allclose(_draws.own_targets(0.3, np.array([0.0, 0.1, -0.5]), 0.5, 0.2), [0.3, 0.55, 0.0])
 
+    # the errors are measured on their normal scores: the inverse of the draws' score quantiles, centred on ties
+    from scipy import special
+
+    from spalstf.model._calibration import ScoreTable
+
+    scores = np.concatenate([rng.standard_t(3, 4000), np.where(rng.random(4000) < 0.4, 0.0, rng.exponential(1, 4000))])
+    strata = np.repeat([0, 1], 4000)
+    table = ScoreTable.fit(scores, strata, 2)
+    z = _draws.normal_scores(scores, strata, table)
+    back = _draws.score_quantiles(table, strata, special.ndtr(z))
+    np.testing.assert_allclose(back[np.abs(z) < 3], scores[np.abs(z) < 3], atol=1e-9)
+    assert abs(z[:4000].mean()) < 0.05 and z[:4000].std() == pytest.approx(1.0, abs=0.05)
+    assert abs(z[4000:].mean()) < 0.1  # 40% exact zeros get the middle of their probabilities, not one end
+    assert np.isnan(_draws.normal_scores(np.array([np.nan]), np.zeros(1, int), table)[0])
+
     # a plan whose second gene's own noise is smoothed: its Moran's I is high, the first gene's stays white
     side = 30
     x, y = np.meshgrid(np.arange(side), np.arange(side))

@@ -307,10 +307,20 @@ def expression_levels(point: np.ndarray, library: np.ndarray, target_sum: float)
     genes make up the library, so the inner folds' genes (predicted from part of the panel) and the imputed genes
     (from all of it) are on one scale. Cells without signal are left out.
     """
+    sums, counts = expression_level_sums(point, library, target_sum)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts
+
+
+def expression_level_sums(point: np.ndarray, library: np.ndarray, target_sum: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per gene, the sum of :func:`expression_levels`' values over the cells with signal and their number.
+
+    Sums of chunks of cells add up to the whole's (their ratio is the level).
+    """
     keys = measurement_key(point, library, target_sum)
     keys[np.asarray(library).ravel() <= 0] = np.nan
-    with np.errstate(invalid="ignore"):
-        return np.nanmean(keys, axis=0) if len(keys) else np.full(np.shape(point)[1], np.nan)
+    finite = np.isfinite(keys)
+    return np.where(finite, keys, 0.0).sum(axis=0), finite.sum(axis=0)
 
 
 def smoothness_by_level(levels: np.ndarray, morans: np.ndarray, genes: np.ndarray | None = None) -> dict[str, Any]:
@@ -338,8 +348,11 @@ def smoothness_by_level(levels: np.ndarray, morans: np.ndarray, genes: np.ndarra
         n_bins = min(MAX_SMOOTHNESS_LEVELS, len(x) // MIN_GENES_PER_LEVEL)
         if n_bins < 2:
             return None
-        edges = np.quantile(x, np.arange(1, n_bins) / n_bins)
+        edges = np.unique(np.quantile(x, np.arange(1, n_bins) / n_bins))  # tied levels: fewer, non-empty bins
         bins = np.searchsorted(edges, x, side="right")
+        n_bins = len(edges) + 1
+        if n_bins < 2:
+            return None
         median = float(np.median(y))
         shift = np.array([np.median(y[bins == b]) - median if (bins == b).any() else 0.0 for b in range(n_bins)])
         return edges, shift, median
@@ -663,11 +676,22 @@ def normal_scores(scores: np.ndarray, strata: np.ndarray, table: ScoreTable) -> 
         r = scores[here]
         upper = r >= table.upper[s, 0]
         u_here = np.empty(len(r))
-        u_here[upper] = np.interp(r[upper], table.upper[s], SCORE_PROBS)
-        u_here[~upper] = 1.0 - np.interp(-r[~upper], table.lower[s], SCORE_PROBS)
+        u_here[upper] = _probability(r[upper], table.upper[s])
+        u_here[~upper] = 1.0 - _probability(-r[~upper], table.lower[s])
         u[here] = u_here
     margin = 0.5 * (SCORE_PROBS[1] - SCORE_PROBS[0])
     return special.ndtri(np.clip(u, margin, 1.0 - margin))
+
+
+def _probability(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """The probability of each value among ``quantiles`` (non-decreasing, at :data:`SCORE_PROBS`), interpolated.
+
+    A value that a stretch of equal quantiles takes (tied scores, as many exact zeros) gets the middle of the stretch,
+    so that tied scores get the mean of their probabilities and their normal scores stay centred.
+    """
+    right = np.interp(values, quantiles, SCORE_PROBS)
+    left = -np.interp(-values, -quantiles[::-1], -SCORE_PROBS[::-1])
+    return 0.5 * (left + right)
 
 
 def score_quantiles(table: ScoreTable, strata: np.ndarray, u: np.ndarray) -> np.ndarray:

@@ -419,15 +419,15 @@ class DrawsMixin:
         empty = np.zeros(spatial.n_obs, dtype=bool)
         levels = noise.get("clusters", [])
         labels = [np.empty(spatial.n_obs, dtype=np.int64) for _ in levels]
-        expression = np.zeros(len(columns))  # sums of the genes' expression levels over cells with signal
+        expression, expressed = np.zeros(len(columns)), np.zeros(len(columns))  # the levels' sums and counts
         self.module.eval()
         for start, stop, values, no_signal, library in self._st_condition_chunks(spatial, batch_size):
             estimate = self.module.posterior_mean(torch.from_numpy(values).to(self.device)).cpu().numpy()
             p, scale = calibration.point(estimate[:, columns], target_mean, target_std)
             point[start:stop], strata[start:stop] = p, calibration.strata(p, library)
             empty[start:stop] = no_signal
-            if not no_signal.all():
-                expression += (~no_signal).sum() * _draws.expression_levels(p, library, calibration.target_sum)
+            sums, counts = _draws.expression_level_sums(p, library, calibration.target_sum)
+            expression, expressed = expression + sums, expressed + counts
             for level, out in zip(levels, labels, strict=True):
                 out[start:stop] = _draws.nearest_center(values.astype(np.float64), level["centers"])
         # cells of one expression cluster share part of the noise (keys per cluster)
@@ -446,8 +446,7 @@ class DrawsMixin:
         correlation_share = _draws.share_for_spread(spread, shared, n_fields)
         # each gene's own noise as smooth as the panel errors at its expression level
         with np.errstate(invalid="ignore", divide="ignore"):
-            expression /= (~empty).sum()
-        shifts = _draws.level_shifts(noise, expression)
+            shifts = _draws.level_shifts(noise, expression / expressed)
         own = _draws.own_targets(target, shifts, shared, correlation_share)
         distinct = np.unique(own[shifts != 0])
         level_operators = [field.operator(lam) for lam in _draws.fit_smoothings(field, distinct, labels, shares)]
