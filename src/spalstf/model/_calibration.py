@@ -233,7 +233,11 @@ class IntervalCalibration:
 
     def strata(self, point: np.ndarray, library: np.ndarray) -> np.ndarray:
         """Stratum of each entry: where ``log1p(L * expm1(p) / target_sum)`` falls among the fitted edges."""
-        return np.searchsorted(self.edges, measurement_key(point, library, self.target_sum))
+        return self.strata_of_keys(measurement_key(point, library, self.target_sum))
+
+    def strata_of_keys(self, keys: np.ndarray) -> np.ndarray:
+        """:meth:`strata` from the entries' :func:`measurement_key` values (when the caller needs them too)."""
+        return np.searchsorted(self.edges, keys)
 
     def bounds(
         self, point: np.ndarray, scale: np.ndarray, library: np.ndarray, level: float, *, per_cell: bool = True

@@ -299,26 +299,25 @@ def error_structure(
     return out
 
 
-def expression_levels(point: np.ndarray, library: np.ndarray, target_sum: float) -> np.ndarray:
+def expression_levels(keys: np.ndarray, library: np.ndarray) -> np.ndarray:
     """Each gene's expression level: the mean over cells of ``log1p`` of its predicted raw measurement.
 
-    ``point`` (cells x genes) is the platform-space point estimate and ``library`` the cells' totals over the panel
-    (:func:`~spalstf.model._calibration.measurement_key`): unlike the platform value, this does not depend on which
-    genes make up the library, so the inner folds' genes (predicted from part of the panel) and the imputed genes
-    (from all of it) are on one scale. Cells without signal are left out.
+    ``keys`` (cells x genes) are the entries' :func:`~spalstf.model._calibration.measurement_key` (from the
+    platform-space point estimate and ``library``, the cells' totals over the panel): unlike the platform value, they
+    do not depend on which genes make up the library, so the inner folds' genes (predicted from part of the panel) and
+    the imputed genes (from all of it) are on one scale. Cells without signal are left out.
     """
-    sums, counts = expression_level_sums(point, library, target_sum)
+    sums, counts = expression_level_sums(keys, library)
     with np.errstate(invalid="ignore", divide="ignore"):
         return sums / counts
 
 
-def expression_level_sums(point: np.ndarray, library: np.ndarray, target_sum: float) -> tuple[np.ndarray, np.ndarray]:
+def expression_level_sums(keys: np.ndarray, library: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per gene, the sum of :func:`expression_levels`' values over the cells with signal and their number.
 
     Sums of chunks of cells add up to the whole's (their ratio is the level).
     """
-    keys = measurement_key(point, library, target_sum)
-    keys[np.asarray(library).ravel() <= 0] = np.nan
+    keys = np.where(np.asarray(library).reshape(-1, 1) > 0, keys, np.nan)
     finite = np.isfinite(keys)
     return np.where(finite, keys, 0.0).sum(axis=0), finite.sum(axis=0)
 
@@ -541,12 +540,11 @@ def noise_statistics(folds: list[Any], calibration: Any, coordinates: np.ndarray
     errors, levels = [], []
     for fold in folds:
         point, scores = fold_errors(fold, calibration.shift, calibration.slope)
+        keys = measurement_key(point, fold.library, calibration.target_sum)
         full = np.zeros((len(conditions), len(fold.genes)))
-        full[fold.cells] = np.nan_to_num(
-            normal_scores(scores, calibration.strata(point, fold.library), calibration.table)
-        )
+        full[fold.cells] = np.nan_to_num(normal_scores(scores, calibration.strata_of_keys(keys), calibration.table))
         errors.append(full)
-        levels.append(expression_levels(point, fold.library, calibration.target_sum))
+        levels.append(expression_levels(keys, fold.library))
     genes = np.concatenate([np.asarray(fold.genes, dtype=str) for fold in folds]) if folds else np.empty(0, str)
     statistics = error_structure(errors, coordinates, levels, genes)
     statistics["clusters"] = error_clusters(errors, conditions)

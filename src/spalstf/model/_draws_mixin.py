@@ -25,6 +25,7 @@ from .._constants import SPATIAL_KEY
 from .._streaming import check_out_path
 from .._threads import with_cpu_threads
 from . import _draws
+from ._calibration import measurement_key
 from ._defaults import IMPUTE_BATCH_SIZE, check_option
 from ._imputation import fill_parameters
 from ._noise import cell_keys, gene_keys
@@ -424,9 +425,10 @@ class DrawsMixin:
         for start, stop, values, no_signal, library in self._st_condition_chunks(spatial, batch_size):
             estimate = self.module.posterior_mean(torch.from_numpy(values).to(self.device)).cpu().numpy()
             p, scale = calibration.point(estimate[:, columns], target_mean, target_std)
-            point[start:stop], strata[start:stop] = p, calibration.strata(p, library)
+            keys = measurement_key(p, library, calibration.target_sum)  # strata and expression levels
+            point[start:stop], strata[start:stop] = p, calibration.strata_of_keys(keys)
             empty[start:stop] = no_signal
-            sums, counts = _draws.expression_level_sums(p, library, calibration.target_sum)
+            sums, counts = _draws.expression_level_sums(keys, library)
             expression, expressed = expression + sums, expressed + counts
             for level, out in zip(levels, labels, strict=True):
                 out[start:stop] = _draws.nearest_center(values.astype(np.float64), level["centers"])
