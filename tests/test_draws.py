@@ -628,6 +628,8 @@ def test_genes_get_noise_as_smooth_as_the_panel_errors_at_their_expression_level
     np.testing.assert_array_equal(plan.noise(slice(1, 2), 20)[:, 0], z[:, 1])  # per gene, as without levels
     with pytest.raises(ValueError, match="gene_smoothing"):
         _white_noise_plan(4, 2, gene_smoothing=np.array([0, 1]), level_operators=[white_op])
+    with pytest.raises(ValueError, match="gene_smoothing"):
+        _white_noise_plan(4, 2, gene_smoothing=np.array([-2, 0]), level_operators=[white_op])
 
     # the model's calibration records the curve, and its plan smooths each gene to its level's Moran's I
     from spalstf.model._spatial_input import SpatialInput

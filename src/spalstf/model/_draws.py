@@ -772,6 +772,7 @@ class DrawPlan:
         if self.gene_smoothing is not None and (
             len(self.gene_smoothing) != len(self.genes)
             or np.max(self.gene_smoothing, initial=-1) >= len(self.level_operators)
+            or np.min(self.gene_smoothing, initial=-1) < -1
         ):
             raise ValueError("gene_smoothing needs one entry per gene, each -1 or a position in level_operators.")
 

@@ -63,8 +63,8 @@ def spatial_autocorr(
         Spatial data with the model's measured genes, coordinates in ``obsm["spatial"]`` and squidpy's graph in
         ``obsp[connectivity_key]`` (``squidpy.gr.spatial_neighbors``).
     model
-        A trained :class:`~spalstf.model.SpaLSTF` (for instance the one :func:`spalstf_impute` trained, or
-        ``SpaLSTF.load``).
+        A trained :class:`~spalstf.model.SpaLSTF`: one you trained and passed to :func:`spalstf_impute` as
+        ``model`` (which keeps no model of its own), or one from ``SpaLSTF.load``.
     n_samples
         {test_samples}
     gene_list
