@@ -349,9 +349,7 @@ def smoothness_by_level(levels: np.ndarray, morans: np.ndarray, genes: np.ndarra
             return None
         edges = np.unique(np.quantile(x, np.arange(1, n_bins) / n_bins))  # tied levels: fewer, non-empty bins
         bins = np.searchsorted(edges, x, side="right")
-        n_bins = len(edges) + 1
-        if n_bins < 2:
-            return None
+        n_bins = len(edges) + 1  # at least 2: one edge is left however the levels tie
         median = float(np.median(y))
         shift = np.array([np.median(y[bins == b]) - median if (bins == b).any() else 0.0 for b in range(n_bins)])
         return edges, shift, median
