@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from spalstf.model import SpaLSTF, autocast
+from spalstf.model import SpaLSTF, _module, autocast
 
 EPOCHS = 5
 
@@ -22,20 +22,13 @@ def _train(make_pair, tiny_model, tiny_train, seed, precision):
     return model, mean.values, draws.values
 
 
-def _cpu_runs_bf16_lstm() -> bool:
-    """Whether this CPU's oneDNN has a bfloat16 LSTM (some CPUs without bf16 instructions have none)."""
-    try:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            torch.nn.LSTM(4, 4, bidirectional=True, batch_first=True)(torch.zeros(2, 3, 4))
-    except RuntimeError:
-        return False
-    return True
+NO_BF16_LSTM = "this CPU's oneDNN has no bfloat16 LSTM primitive: bf16-mixed cannot run here"
 
 
 @pytest.fixture(scope="module")
 def runs(make_pair, tiny_model, tiny_train):
-    if not _cpu_runs_bf16_lstm():
-        pytest.skip("this CPU's oneDNN has no bfloat16 LSTM primitive: bf16-mixed cannot run here")
+    if not _module._cpu_runs_bf16_lstm():
+        pytest.skip(NO_BF16_LSTM)
     return {
         key: _train(make_pair, tiny_model, tiny_train, seed, precision)
         for key, seed, precision in (("fp32", 0, "32"), ("bf16", 0, "bf16-mixed"), ("fp32_seed1", 1, "32"))
@@ -109,8 +102,42 @@ def test_autocast_helper():
         assert (x @ x).dtype == torch.float32
     with autocast("cpu", "32-true"):
         assert (x @ x).dtype == torch.float32
-    with autocast(torch.device("cpu"), "bf16-mixed"):
-        assert (x @ x).dtype == torch.bfloat16
+    if _module._cpu_runs_bf16_lstm():
+        with autocast(torch.device("cpu"), "bf16-mixed"):
+            assert (x @ x).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="precision"):
         with autocast("cpu", "8-mixed"):
             pass
+
+
+def test_bf16_on_a_cpu_without_bf16_lstm_names_the_fix(make_pair, tiny_model, tiny_train, monkeypatch):
+    """Where oneDNN has no bfloat16 LSTM, bf16-mixed fails before training with the fix, not deep inside torch."""
+    monkeypatch.setattr(_module, "_cpu_runs_bf16_lstm", lambda: False)
+    adata_st, adata_sc = make_pair()
+    SpaLSTF.setup_anndata(adata_sc)
+    model = SpaLSTF(adata_sc, adata_st, **tiny_model)
+    for accelerator in ("cpu", "auto") if not torch.cuda.is_available() else ("cpu",):
+        with pytest.raises(RuntimeError, match=r"no bfloat16 LSTM.*precision='32'"):
+            model.train(**{**tiny_train, "max_epochs": 1, "accelerator": accelerator}, precision="bf16-mixed")
+    assert not model.is_trained_
+    with pytest.raises(RuntimeError, match="precision='32'"):
+        with autocast("cpu", "bf16-mixed"):
+            pass
+    with autocast("cpu", "32"):  # full precision is unaffected
+        pass
+    _module.check_autocast_supported("cuda", "bf16-mixed")  # other devices are left to torch and Lightning
+    model.train(**{**tiny_train, "max_epochs": 1, "accelerator": "cpu"}, precision="32")
+    assert model.is_trained_
+
+
+def test_bf16_probe_matches_this_cpu():
+    """The probe answers what a bf16 BiLSTM forward and backward really do here."""
+    lstm = torch.nn.LSTM(3, 3, bidirectional=True, batch_first=True)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, _ = lstm(torch.ones(2, 4, 3))
+        out.float().sum().backward()
+        works = True
+    except RuntimeError:
+        works = False
+    assert _module._cpu_runs_bf16_lstm() is works

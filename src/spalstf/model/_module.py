@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
@@ -25,6 +26,36 @@ _AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {
 }
 
 
+@functools.cache
+def _cpu_runs_bf16_lstm() -> bool:
+    """Whether this CPU's oneDNN has a bfloat16 LSTM, forward and backward (CPUs without bf16 instructions may not)."""
+    lstm = torch.nn.LSTM(2, 2, bidirectional=True, batch_first=True)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, _ = lstm(torch.zeros(1, 2, 2))
+        out.float().sum().backward()
+    except RuntimeError:
+        return False
+    return True
+
+
+def check_autocast_supported(device: torch.device | str, precision: str | int) -> None:
+    """Raise a :class:`RuntimeError` naming the fix if ``precision`` cannot run the networks on ``device``.
+
+    The condition encoder is a BiLSTM, and torch runs a bfloat16 LSTM on the CPU through oneDNN, which has no such
+    primitive on some CPUs (those without bfloat16 instructions): there ``"bf16-mixed"`` would fail deep inside
+    torch ("could not create a primitive descriptor for the LSTM forward propagation primitive"). Checked once per
+    process with a tiny LSTM; other devices and precisions are left to torch and Lightning.
+    """
+    is_cpu = torch.device(device).type == "cpu"
+    if is_cpu and _AUTOCAST_DTYPES.get(str(precision)) is torch.bfloat16 and not _cpu_runs_bf16_lstm():
+        raise RuntimeError(
+            f"precision={str(precision)!r} cannot run on this CPU: its oneDNN has no bfloat16 LSTM (the condition "
+            "encoder is a BiLSTM; CPUs without bfloat16 instructions lack it). Use precision='32' on this CPU, "
+            "or a GPU."
+        )
+
+
 @contextlib.contextmanager
 def autocast(device: torch.device | str, precision: str | int = "32") -> Iterator[None]:
     """Mixed-precision context for running a :class:`SpaLSTFModule` outside Lightning (e.g. sampling).
@@ -32,6 +63,8 @@ def autocast(device: torch.device | str, precision: str | int = "32") -> Iterato
     ``precision`` takes Lightning's names: ``"bf16-mixed"`` and ``"16-mixed"`` run the networks' matrix products in
     bfloat16 / float16 under :func:`torch.autocast`; ``"32"`` / ``"32-true"`` are a no-op. The module keeps its
     precision-sensitive parts in float32 by itself (see :func:`full_precision`), so its outputs are float32 either way.
+    ``"bf16-mixed"`` on a CPU whose oneDNN has no bfloat16 LSTM raises a :class:`RuntimeError` that says so
+    (:func:`check_autocast_supported`).
 
     Parameters
     ----------
@@ -50,6 +83,7 @@ def autocast(device: torch.device | str, precision: str | int = "32") -> Iterato
     if precision not in _AUTOCAST_DTYPES:
         raise ValueError(f"precision must be one of {list(_AUTOCAST_DTYPES)}, got {precision!r}.")
     dtype = _AUTOCAST_DTYPES[precision]
+    check_autocast_supported(device, precision)
     if dtype is None:
         yield
         return

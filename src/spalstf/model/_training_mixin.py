@@ -7,12 +7,14 @@ import time
 
 import numpy as np
 import torch
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 from scvi import settings as scvi_settings
 
 from .._logging import quiet_libraries
 from .._threads import with_cpu_threads
 from ._defaults import GRADIENT_CLIP_VAL, check_option
+from ._module import check_autocast_supported
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,13 @@ def _ddp_without_buffer_broadcast(strategy):
         if issubclass(entry["strategy"], DDPStrategy):
             return entry["strategy"](**{**entry["init_params"], "broadcast_buffers": False})
     return strategy
+
+
+def _runs_on_cpu(accelerator) -> bool:
+    """Whether Lightning's ``accelerator`` (a name or an instance) trains on the CPU; ``"auto"`` does without a GPU."""
+    if isinstance(accelerator, CPUAccelerator) or accelerator == "cpu":
+        return True
+    return accelerator == "auto" and not torch.cuda.is_available() and not torch.backends.mps.is_available()
 
 
 class TrainingMixin:
@@ -105,7 +114,8 @@ class TrainingMixin:
             ``precision``
                 ``"bf16-mixed"`` or ``"16-mixed"`` (GPU) for mixed precision; the neighbour search, the ridge part,
                 the diffusion schedule, the perturbation and the loss statistics stay float32 (see
-                ``docs/distributed.md``).
+                ``docs/distributed.md``). ``"bf16-mixed"`` on a CPU whose oneDNN has no bfloat16 LSTM (CPUs
+                without bfloat16 instructions) raises a :class:`RuntimeError` before training: use ``"32"`` there.
 
         Notes
         -----
@@ -138,6 +148,8 @@ class TrainingMixin:
         ):
             if value is not None:
                 check_option(name, value)
+        if "precision" in trainer_kwargs and _runs_on_cpu(accelerator):
+            check_autocast_supported("cpu", trainer_kwargs["precision"])
         batch_size = self.settings["batch_size"] if batch_size is None else batch_size
         if max_epochs is None and max_steps is None:
             max_epochs, max_steps = self.settings["max_epochs"], self.settings["max_steps"]
