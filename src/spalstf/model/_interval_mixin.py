@@ -100,8 +100,6 @@ class IntervalMixin:
         >>> model.calibrate_intervals(adata_st)  # doctest: +SKIP
         >>> model.get_gene_reliability().sort_values().tail()  # doctest: +SKIP
         """
-        from sklearn.model_selection import RepeatedKFold
-
         if n_folds is not None:
             check_option("n_calibration_folds", n_folds, "n_folds")
         check_option("n_calibration_repeats", n_repeats, "n_repeats")
@@ -135,23 +133,7 @@ class IntervalMixin:
         condition = torch.from_numpy(self._st_conditions(S))
         agreement = cal.agreement_features(self.module, condition.to(self.device))
 
-        # the inner folds: closed-form blends on the other measured genes, fitted on the raw counts of the reference
-        reference = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)[
-            :, self.adata.var_names.get_indexer(measured)
-        ]
-        settings = cal.ClosedFormSettings(
-            alignment=self.alignment,
-            target_sum=target_sum,
-            cell_scaling=self.cell_scaling,
-            normalize_st=bool(self.module.st_normalized),
-            n_neighbors=self.settings["n_neighbors"],
-            ridge_alphas=self.settings["ridge_alphas"],
-        )
-        splitter = RepeatedKFold(n_splits=n_folds, n_repeats=n_repeats, random_state=random_state)
-        folds = [
-            cal.inner_fold(reference, R, S, keep, hold, measured, settings, self.device)
-            for keep, hold in splitter.split(np.arange(len(measured)))
-        ]
+        folds = self._calibration_folds(S, R, n_folds=n_folds, n_repeats=n_repeats, random_state=random_state)
         calibration = cal.fit_interval_calibration(
             folds,
             gene_map=gene_map,
@@ -172,6 +154,35 @@ class IntervalMixin:
         calibration.details["n_spatial_cells"] = int(spatial.n_obs)
         self.interval_calibration_ = calibration
         return calibration
+
+    def _calibration_folds(
+        self, S: np.ndarray, R: np.ndarray, *, n_folds: int, n_repeats: int, random_state: int
+    ) -> list[cal.InnerFold]:
+        """The inner folds of the calibration: closed-form blends on the other measured genes predict each fold's.
+
+        ``S`` holds the sampled spatial cells' raw values of the measured genes (:meth:`_calibration_cells`), ``R``
+        the reference sample's (:meth:`_reference_sample`). The blends are fitted on the raw counts of the reference;
+        ``n_repeats`` random splits into ``n_folds`` folds, seeded by ``random_state``.
+        """
+        from sklearn.model_selection import RepeatedKFold
+
+        measured = list(self.gene_plan.measured)
+        reference = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)[
+            :, self.adata.var_names.get_indexer(measured)
+        ]
+        settings = cal.ClosedFormSettings(
+            alignment=self.alignment,
+            target_sum=self.target_sum,
+            cell_scaling=self.cell_scaling,
+            normalize_st=bool(self.module.st_normalized),
+            n_neighbors=self.settings["n_neighbors"],
+            ridge_alphas=self.settings["ridge_alphas"],
+        )
+        splitter = RepeatedKFold(n_splits=n_folds, n_repeats=n_repeats, random_state=random_state)
+        return [
+            cal.inner_fold(reference, R, S, keep, hold, measured, settings, self.device)
+            for keep, hold in splitter.split(np.arange(len(measured)))
+        ]
 
     def get_gene_reliability(self) -> pd.Series:
         """Expected Spearman correlation of each imputed gene with what the platform would measure.
