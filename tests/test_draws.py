@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import squidpy as sq
-from scipy import stats
+from scipy import sparse, stats
 
 import spalstf as sp
 from spalstf.model import SpaLSTF, _draws
@@ -309,7 +309,7 @@ def test_rank_genes_groups_tests_every_group_from_one_set_of_draws(known, record
         model.rank_genes_groups(adata, "quadrant", "q1", n_samples=2)
     # a group without 2 cells with signal: left out with a warning when every group is tested, an error when named
     adata.obs["solo"] = np.where(np.arange(adata.n_obs) == 0, "alone", np.where(quadrant < 2, "bottom", "top"))
-    with pytest.raises(ValueError, match="alone has 1 cell"):
+    with pytest.raises(ValueError, match=r"alone has 1 labelled cell\(s\), 1 of them with signal"):
         model.rank_genes_groups(adata, "solo", ["alone"], n_samples=2)
     logger = logging.getLogger("spalstf")
     logger.addHandler(recording_handler)
@@ -397,6 +397,57 @@ def test_flags_graphs_and_group_labels_that_would_be_misread_are_refused(known, 
     # one cell has draws of its own (white noise: no neighbours to share them with)
     one = model.posterior_predictive_sample(adata_st[:1].copy(), **kw)
     assert one.shape == (1, 3, 2) and np.isfinite(one).all()
+
+
+def test_misplaced_arguments_self_loops_short_groups_and_masks_are_named(known, tmp_path, monkeypatch):
+    """Mistakes that failed deep inside, gave a wrong statistic or blamed the wrong thing now say what to do."""
+    model, adata_st, _ = known
+    genes = model.imputed_genes[:3]
+    kw = {"n_samples": 2, "gene_list": genes}
+    # the wrappers' arguments swapped or missing
+    for args in ((model, adata_st), (adata_st, None), (adata_st, adata_st)):
+        with pytest.raises(TypeError, match=r"sp.tl.<test>\(adata_st, model"):
+            sp.tl.differential_expression(*args, "half", "left", **kw)
+    # a graph that links cells to themselves: Moran's I would count a cell as its own neighbour
+    looped = adata_st.copy()
+    looped.obsp["spatial_connectivities"] = looped.obsp["spatial_connectivities"] + sparse.identity(looped.n_obs)
+    with pytest.raises(ValueError, match=r"to themselves.*set_diag=False"):
+        model.spatial_autocorr(looped, **kw)
+    # a write that fails half-way leaves no partial file
+    out = tmp_path / "draws.h5"
+
+    def fail(*_args, **_kwargs):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(_draws.DrawPlan, "draw", fail)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        model.posterior_predictive_sample(adata_st, out=out, **kw)
+    assert not out.exists() and not (tmp_path / "draws.h5.partial").exists()
+    monkeypatch.undo()
+    with pytest.raises(TypeError, match="`out` must be a path"):
+        model.posterior_predictive_sample(adata_st, out=5, **kw)
+    # a reference group too small, and a rest too small, are named as such
+    solo = adata_st.copy()
+    solo.obs["solo"] = np.where(np.arange(solo.n_obs) == 0, "alone", np.where(solo.obs["half"] == "left", "a", "b"))
+    with pytest.raises(ValueError, match="reference='alone' has 1 cell"):
+        model.rank_genes_groups(solo, "solo", reference="alone", **kw)
+    # group2=None with no other labelled cell: the message counts labelled cells and cells with signal
+    lone = adata_st.copy()
+    lone.obs["lone"] = pd.Categorical(np.where(lone.obs["half"] == "left", "left", None))
+    with pytest.raises(ValueError, match=r"every other labelled cell\) has 0 labelled cell\(s\), 0 of them"):
+        model.differential_expression(lone, "lone", "left", **kw)
+    # a boolean mask is not a group label
+    with pytest.raises(TypeError, match="not a boolean mask"):
+        model.differential_expression(adata_st, "half", adata_st.obs["half"] == "left", **kw)
+    # a measured gene is not imputed: say so rather than suggest a look-alike
+    with pytest.raises(KeyError, match="measured, not imputed"):
+        model.posterior_predictive_sample(adata_st, 2, gene_list=[model.measured_genes[0]])
+    # a cell without coordinates: the error says how to go on
+    lost = adata_st.copy()
+    lost.obsm["spatial"] = np.array(lost.obsm["spatial"], dtype=float)
+    lost.obsm["spatial"][0] = np.nan
+    with pytest.raises(ValueError, match="drop those cells"):
+        model.posterior_predictive_sample(lost, **kw)
 
 
 def test_a_calibration_without_coordinates_asks_for_one_with_them(known):

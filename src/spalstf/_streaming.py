@@ -75,6 +75,8 @@ def check_out_path(
     from .model._defaults import check_option  # at call time: the model package imports this module
 
     check_option("overwrite", overwrite)
+    if not isinstance(out, str | os.PathLike):
+        raise TypeError(f"`out` must be a path (str or os.PathLike), got {type(out).__name__}: {out!r}.")
     path = Path(out)
     if path.suffix != suffix:
         raise ValueError(f"`out` must be a path ending in {suffix!r}, got {str(out)!r}; e.g. out='imputed{suffix}'.")

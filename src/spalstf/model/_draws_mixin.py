@@ -67,7 +67,8 @@ Column of ``adata_st.obs`` with the groups. Define them from measured data (clus
     "group1": """\
 Group (or list of groups) of the first set of cells.""",
     "group2": """\
-Group (or list) of the second set; ``None``: every other cell.""",
+Group (or list) of the second set; ``None``: every other cell with a label (cells whose label is NaN are in neither
+group).""",
 }
 
 
@@ -125,7 +126,8 @@ class DrawsMixin:
         out
             Path of an HDF5 file (``.h5``) to write the draws into, gene chunk by gene chunk, for outputs that do
             not fit in memory: dataset ``"draws"`` (cells, genes, ``n_samples``; float32) with ``obs_names`` and
-            ``var_names`` datasets beside it. Written as ``<out>.partial`` and renamed when complete.
+            ``var_names`` datasets beside it. Written as ``<out>.partial`` (replaced if it exists) and renamed when
+            complete; on an error or an interrupt the partial file is removed.
         overwrite
             Replace an existing ``out`` file.
 
@@ -294,7 +296,8 @@ class DrawsMixin:
         spatial = SpatialInput.prepare(adata_st, layer if layer is not None else self.st_layer)
         in1, in2 = _groups(spatial.adata, groupby, group1, group2)
         plan, genes = self._draw_plan(spatial, gene_list, random_state, batch_size, spatial_key)
-        (table,) = _pooled_comparisons(plan, genes, [(in1, in2)], [("group1", "group2")], n_samples)
+        names = ("group1", "group2" if group2 is not None else "group2 (every other labelled cell)")
+        (table,) = _pooled_comparisons(plan, genes, [(in1, in2)], [names], n_samples)
         return table
 
     @with_cpu_threads
@@ -353,16 +356,7 @@ class DrawsMixin:
         comparisons, every = _group_comparisons(spatial.adata, groupby, groups, reference)
         plan, genes = self._draw_plan(spatial, gene_list, random_state, batch_size, spatial_key)
         if every:  # a group of (nearly) only cells without signal cannot be tested: leave it out, and say so
-            small = [name for name, masks in comparisons if min((mask & ~plan.empty).sum() for mask in masks) < 2]
-            if small:
-                logger.warning(
-                    "Groups %s of obs[%r] (or their reference) have fewer than 2 cells with signal and are not tested.",
-                    small,
-                    groupby,
-                )
-                comparisons = [c for c in comparisons if c[0] not in small]
-            if not comparisons:
-                raise ValueError(f"No group of obs[{groupby!r}] has 2 cells with signal to test.")
+            comparisons = _testable_comparisons(comparisons, plan.empty, groupby, reference)
         tables = _pooled_comparisons(
             plan,
             genes,
@@ -517,6 +511,13 @@ class DrawsMixin:
         if len(set(gene_list)) < len(gene_list):
             raise ValueError("gene_list has duplicated genes.")
         missing = [g for g in gene_list if g not in imputed]
+        measured = [g for g in missing if g in set(self.measured_genes)]
+        if measured:
+            raise KeyError(
+                f"{len(measured)} gene(s) of gene_list are measured, not imputed: {measured[:10]}; their values are "
+                "in adata_st already, and the draws are of imputed genes (model.imputed_genes). Test measured genes "
+                "with squidpy or scanpy on adata_st."
+            )
         if missing:
             hint = difflib.get_close_matches(str(missing[0]), [str(g) for g in imputed], n=3)
             raise KeyError(
@@ -552,6 +553,13 @@ def _connectivities(adata: AnnData, key: str) -> sparse.csr_matrix:
         raise ValueError(
             f"adata_st.obsp[{key!r}] has {int((W.data < 0).sum())} negative weight(s); Moran's I needs non-negative "
             "weights: rebuild the graph (squidpy.gr.spatial_neighbors) or pass connectivity_key= of another one."
+        )
+    loops = int(np.count_nonzero(W.diagonal()))
+    if loops:
+        raise ValueError(
+            f"adata_st.obsp[{key!r}] links {loops} cell(s) to themselves; Moran's I and its variance are defined "
+            "for a graph without self-loops (a cell is not its own neighbour): rebuild it with "
+            "squidpy.gr.spatial_neighbors(..., set_diag=False) (the default) or remove the diagonal."
         )
     return W
 
@@ -591,10 +599,17 @@ def _groups(adata: AnnData, groupby: str, group1: Any, group2: Any | None) -> tu
     labels, missing, present = _labels(adata, groupby)
 
     def members(group, name):
+        if np.asarray(group).dtype == bool and np.ndim(group) == 1 and len(group) > 1:
+            raise TypeError(
+                f"{name} takes group labels of obs[{groupby!r}], not a boolean mask of cells; put the mask in a "
+                f"column, e.g. adata_st.obs['selected'] = mask, then groupby='selected', {name}='True'."
+            )
         groups = _as_groups(group)
-        unknown = [g for g in groups if g not in present]
+        unknown = list(dict.fromkeys(g for g in groups if g not in present))
         if unknown or not groups:
-            raise ValueError(f"{name}: {unknown or groups} not among the groups of obs[{groupby!r}]: {present[:20]}.")
+            raise ValueError(
+                f"{name}: {unknown[:10] or groups} not among the groups of obs[{groupby!r}]: {present[:20]}."
+            )
         return np.isin(labels, groups) & ~missing
 
     in1 = members(group1, "group1")
@@ -650,6 +665,40 @@ def _group_comparisons(
     return comparisons, every
 
 
+def _testable_comparisons(
+    comparisons: list[tuple[str, tuple[np.ndarray, np.ndarray]]], empty: np.ndarray, groupby: str, reference: str
+) -> list[tuple[str, tuple[np.ndarray, np.ndarray]]]:
+    """The comparisons whose group and reference both have 2 cells with signal.
+
+    The others are left out with a warning that says which side is short; a reference group too small for any test
+    raises.
+    """
+
+    def with_signal(mask: np.ndarray) -> int:
+        return int((mask & ~empty).sum())
+
+    if reference != "rest" and with_signal(comparisons[0][1][1]) < 2:
+        raise ValueError(
+            f"reference={reference!r} has {with_signal(comparisons[0][1][1])} cell(s) with signal in obs[{groupby!r}]; "
+            "a test needs at least 2: pass another reference or 'rest'."
+        )
+    small = [name for name, (in1, _) in comparisons if with_signal(in1) < 2]
+    small_rest = [name for name, (in1, in2) in comparisons if with_signal(in1) >= 2 and with_signal(in2) < 2]
+    if small:
+        logger.warning("Groups %s of obs[%r] have fewer than 2 cells with signal and are not tested.", small, groupby)
+    if small_rest:
+        logger.warning(
+            "Groups %s of obs[%r] are not tested: the rest (every other labelled cell) has fewer than 2 cells with "
+            "signal.",
+            small_rest,
+            groupby,
+        )
+    kept = [c for c in comparisons if c[0] not in small and c[0] not in small_rest]
+    if not kept:
+        raise ValueError(f"No group of obs[{groupby!r}] and its reference both have 2 cells with signal to test.")
+    return kept
+
+
 def _pooled_comparisons(
     plan: _draws.DrawPlan,
     genes: pd.Index,
@@ -663,11 +712,14 @@ def _pooled_comparisons(
     Each table has :data:`DE_COLUMNS`, Benjamini-Hochberg within the comparison, sorted by ``pvalue``.
     """
     masks = []
-    for (in1, in2), labels in zip(comparisons, names, strict=True):
-        in1, in2 = in1 & ~plan.empty, in2 & ~plan.empty
-        for mask, name in zip((in1, in2), labels, strict=True):
-            if mask.sum() < 2:
-                raise ValueError(f"{name} has {int(mask.sum())} cell(s) with signal; a test needs at least 2.")
+    for pair, labels in zip(comparisons, names, strict=True):
+        in1, in2 = (mask & ~plan.empty for mask in pair)
+        for mask, with_signal, name in zip(pair, (in1, in2), labels, strict=True):
+            if with_signal.sum() < 2:
+                raise ValueError(
+                    f"{name} has {int(mask.sum())} labelled cell(s), {int(with_signal.sum())} of them with signal; a "
+                    "test needs at least 2 cells with signal in each set (cells whose label is NaN are in no set)."
+                )
         masks.append((in1, in2))
     keep = ~plan.empty
     rows = np.stack([mask[keep] for pair in masks for mask in pair])  # (2 x comparisons, cells with signal)
@@ -690,17 +742,21 @@ def _write_draws(path: Path, plan: _draws.DrawPlan, obs_names: pd.Index, genes: 
     import h5py
 
     partial = path.with_name(path.name + ".partial")
-    with h5py.File(partial, "w") as f:
-        data = f.create_dataset(
-            DRAWS_DATASET,
-            shape=(plan.n_cells, len(genes), n_samples),
-            dtype="float32",
-            chunks=(min(plan.n_cells, 4096), 1, n_samples),
-        )
-        f.create_dataset("obs_names", data=np.asarray(obs_names, dtype=object), dtype=h5py.string_dtype())
-        f.create_dataset("var_names", data=np.asarray(genes, dtype=object), dtype=h5py.string_dtype())
-        data.attrs["axes"] = "cells, genes, draws"
-        for columns in plan.gene_chunks(n_samples):
-            data[:, columns] = plan.draw(columns, n_samples).astype(np.float32)
+    try:
+        with h5py.File(partial, "w") as f:
+            data = f.create_dataset(
+                DRAWS_DATASET,
+                shape=(plan.n_cells, len(genes), n_samples),
+                dtype="float32",
+                chunks=(min(plan.n_cells, 4096), 1, n_samples),
+            )
+            f.create_dataset("obs_names", data=np.asarray(obs_names, dtype=object), dtype=h5py.string_dtype())
+            f.create_dataset("var_names", data=np.asarray(genes, dtype=object), dtype=h5py.string_dtype())
+            data.attrs["axes"] = "cells, genes, draws"
+            for columns in plan.gene_chunks(n_samples):
+                data[:, columns] = plan.draw(columns, n_samples).astype(np.float32)
+    except BaseException:  # an error or an interrupt: leave no half-written file behind
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, path)
     return h5py.File(path, "r")[DRAWS_DATASET]
