@@ -117,13 +117,14 @@ def test_bf16_on_a_cpu_without_bf16_lstm_names_the_fix(make_pair, tiny_model, ti
     SpaLSTF.setup_anndata(adata_sc)
     model = SpaLSTF(adata_sc, adata_st, **tiny_model)
     for accelerator in ("cpu", "auto") if not torch.cuda.is_available() else ("cpu",):
-        with pytest.raises(RuntimeError, match=r"no bfloat16 LSTM.*precision='32'"):
-            model.train(**{**tiny_train, "max_epochs": 1, "accelerator": accelerator}, precision="bf16-mixed")
+        for precision in ("bf16-mixed", "bf16", "bf16-true"):  # Lightning's names of bfloat16 training
+            with pytest.raises(RuntimeError, match=r"no bfloat16 LSTM.*precision='32'"):
+                model.train(**{**tiny_train, "max_epochs": 1, "accelerator": accelerator}, precision=precision)
     assert not model.is_trained_
     with pytest.raises(RuntimeError, match="precision='32'"):
         with autocast("cpu", "bf16-mixed"):
             pass
-    with autocast("cpu", "32"):  # full precision is unaffected
+    with autocast("cpu", "32"), autocast("gpu", "32"):  # full precision is unaffected, whatever the device's name
         pass
     _module.check_autocast_supported("cuda", "bf16-mixed")  # other devices are left to torch and Lightning
     model.train(**{**tiny_train, "max_epochs": 1, "accelerator": "cpu"}, precision="32")
@@ -141,3 +142,16 @@ def test_bf16_probe_matches_this_cpu():
     except RuntimeError:
         works = False
     assert _module._cpu_runs_bf16_lstm() is works
+    # the answer does not depend on the caller's grad mode, and the probe does not move the caller's random stream
+    _module._cpu_runs_bf16_lstm.cache_clear()
+    with torch.no_grad():
+        assert _module._cpu_runs_bf16_lstm() is works
+    _module._cpu_runs_bf16_lstm.cache_clear()
+    with torch.inference_mode():
+        assert _module._cpu_runs_bf16_lstm() is works
+    _module._cpu_runs_bf16_lstm.cache_clear()
+    torch.manual_seed(0)
+    _module._cpu_runs_bf16_lstm()
+    after_probe = torch.rand(3)
+    torch.manual_seed(0)
+    torch.testing.assert_close(after_probe, torch.rand(3), rtol=0, atol=0)

@@ -511,7 +511,8 @@ class DrawsMixin:
         if len(set(gene_list)) < len(gene_list):
             raise ValueError("gene_list has duplicated genes.")
         missing = [g for g in gene_list if g not in imputed]
-        measured = [g for g in missing if g in set(self.measured_genes)]
+        measured_names = {*self.gene_plan.measured, *self.gene_plan.measured_st}  # the reference's and adata_st's
+        measured = [g for g in missing if g in measured_names]
         if measured:
             raise KeyError(
                 f"{len(measured)} gene(s) of gene_list are measured, not imputed: {measured[:10]}; their values are "
@@ -558,8 +559,9 @@ def _connectivities(adata: AnnData, key: str) -> sparse.csr_matrix:
     if loops:
         raise ValueError(
             f"adata_st.obsp[{key!r}] links {loops} cell(s) to themselves; Moran's I and its variance are defined "
-            "for a graph without self-loops (a cell is not its own neighbour): rebuild it with "
-            "squidpy.gr.spatial_neighbors(..., set_diag=False) (the default) or remove the diagonal."
+            "for a graph without self-loops (a cell is not its own neighbour). squidpy.gr.spatial_neighbors puts them "
+            "there with set_diag=True or transform='cosine'; rebuild it without them, or zero the diagonal: "
+            f"W = adata_st.obsp[{key!r}].tolil(); W.setdiag(0); adata_st.obsp[{key!r}] = W.tocsr()."
         )
     return W
 

@@ -26,16 +26,25 @@ _AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {
 }
 
 
+#: Lightning's names of the precisions that run the networks in bfloat16 (``"bf16"`` is its alias of bf16-mixed).
+_BF16_PRECISIONS = frozenset({"bf16", "bf16-mixed", "bf16-true"})
+
+
 @functools.cache
 def _cpu_runs_bf16_lstm() -> bool:
-    """Whether this CPU's oneDNN has a bfloat16 LSTM, forward and backward (CPUs without bf16 instructions may not)."""
-    lstm = torch.nn.LSTM(2, 2, bidirectional=True, batch_first=True)
-    try:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out, _ = lstm(torch.zeros(1, 2, 2))
-        out.float().sum().backward()
-    except RuntimeError:
-        return False
+    """Whether this CPU's oneDNN has a bfloat16 LSTM, forward and backward (CPUs without bf16 instructions may not).
+
+    Run with gradients on whatever the caller's grad mode (``no_grad`` would make the backward fail and the answer
+    wrong for the whole process) and on a forked random generator (the probe's weights do not move the caller's seed).
+    """
+    with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
+        lstm = torch.nn.LSTM(2, 2, bidirectional=True, batch_first=True)
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out, _ = lstm(torch.zeros(1, 2, 2))
+            out.float().sum().backward()
+        except RuntimeError:
+            return False
     return True
 
 
@@ -43,12 +52,14 @@ def check_autocast_supported(device: torch.device | str, precision: str | int) -
     """Raise a :class:`RuntimeError` naming the fix if ``precision`` cannot run the networks on ``device``.
 
     The condition encoder is a BiLSTM, and torch runs a bfloat16 LSTM on the CPU through oneDNN, which has no such
-    primitive on some CPUs (those without bfloat16 instructions): there ``"bf16-mixed"`` would fail deep inside
-    torch ("could not create a primitive descriptor for the LSTM forward propagation primitive"). Checked once per
-    process with a tiny LSTM; other devices and precisions are left to torch and Lightning.
+    primitive on some CPUs (those without bfloat16 instructions): there the bfloat16 precisions (``"bf16-mixed"``,
+    ``"bf16-true"``, ``"bf16"``) would fail deep inside torch ("could not create a primitive descriptor for the LSTM
+    forward propagation primitive"). Checked once per process with a tiny LSTM; other devices and precisions are
+    left to torch and Lightning.
     """
-    is_cpu = torch.device(device).type == "cpu"
-    if is_cpu and _AUTOCAST_DTYPES.get(str(precision)) is torch.bfloat16 and not _cpu_runs_bf16_lstm():
+    if str(precision) not in _BF16_PRECISIONS or torch.device(device).type != "cpu":
+        return
+    if not _cpu_runs_bf16_lstm():
         raise RuntimeError(
             f"precision={str(precision)!r} cannot run on this CPU: its oneDNN has no bfloat16 LSTM (the condition "
             "encoder is a BiLSTM; CPUs without bfloat16 instructions lack it). Use precision='32' on this CPU, "

@@ -146,7 +146,7 @@ def spatial_coordinates(adata: AnnData, spatial_key: str, *, required: bool = Tr
         bad = int((~np.isfinite(coordinates)).any(axis=1).sum())
         raise ValueError(
             f"adata_st.obsm[{spatial_key!r}] has {bad} cell(s) with NaN or infinite coordinates; every cell needs a "
-            "position for the spatial graph: drop those cells (e.g. adata_st[np.isfinite(coords).all(1)]) or give "
-            "them their coordinates."
+            f"position for the spatial graph: drop those cells, "
+            f"adata_st[np.isfinite(adata_st.obsm[{spatial_key!r}]).all(axis=1)], or give them their coordinates."
         )
     return coordinates

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 
 import numpy as np
 import torch
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 from scvi import settings as scvi_settings
+from scvi.model._utils import parse_device_args
 
 from .._logging import quiet_libraries
 from .._threads import with_cpu_threads
@@ -40,11 +42,24 @@ def _ddp_without_buffer_broadcast(strategy):
     return strategy
 
 
-def _runs_on_cpu(accelerator) -> bool:
-    """Whether Lightning's ``accelerator`` (a name or an instance) trains on the CPU; ``"auto"`` does without a GPU."""
+def _runs_on_cpu(accelerator, devices) -> bool:
+    """Whether Lightning's ``accelerator`` (a name or an instance) trains on the CPU.
+
+    ``"auto"`` is resolved as scvi-tools' runner resolves it (:func:`scvi.model._utils.parse_device_args`: a GPU
+    when there is one, the CPU rather than Apple's MPS). An ``"auto"`` that cannot be resolved is left to the runner,
+    which raises its own error.
+    """
     if isinstance(accelerator, CPUAccelerator) or accelerator == "cpu":
         return True
-    return accelerator == "auto" and not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    if accelerator != "auto":
+        return False
+    try:
+        with warnings.catch_warnings():  # the runner repeats them
+            warnings.simplefilter("ignore")
+            resolved, _, _ = parse_device_args(accelerator, devices, return_device="torch")
+    except (ImportError, RuntimeError, ValueError):
+        return False
+    return resolved == "cpu"
 
 
 class TrainingMixin:
@@ -148,7 +163,7 @@ class TrainingMixin:
         ):
             if value is not None:
                 check_option(name, value)
-        if "precision" in trainer_kwargs and _runs_on_cpu(accelerator):
+        if "precision" in trainer_kwargs and _runs_on_cpu(accelerator, devices):
             check_autocast_supported("cpu", trainer_kwargs["precision"])
         batch_size = self.settings["batch_size"] if batch_size is None else batch_size
         if max_epochs is None and max_steps is None:

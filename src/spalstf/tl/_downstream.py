@@ -92,7 +92,7 @@ def spatial_autocorr(
     >>> sp.tl.spatial_autocorr(adata_st, model, n_samples=20)  # doctest: +SKIP
     >>> adata_st.uns["spalstf_moranI"]["results"].head()  # doctest: +SKIP
     """
-    _check_inputs(adata_st, model, key_added, copy)
+    _check_inputs("spatial_autocorr", adata_st, model, key_added, copy)
     table = model.spatial_autocorr(
         adata_st,
         n_samples=n_samples,
@@ -168,7 +168,7 @@ def differential_expression(
     >>> sp.tl.differential_expression(adata_st, model, "leiden", "3", n_samples=20)  # doctest: +SKIP
     >>> adata_st.uns["spalstf_de"]["results"].query("pvalue_adj < 0.05")  # doctest: +SKIP
     """
-    _check_inputs(adata_st, model, key_added, copy)
+    _check_inputs("differential_expression", adata_st, model, key_added, copy)
     table = model.differential_expression(
         adata_st,
         groupby,
@@ -248,7 +248,7 @@ def rank_genes_groups(
     >>> sp.tl.rank_genes_groups(adata_st, model, "leiden", n_samples=20)  # doctest: +SKIP
     >>> adata_st.uns["spalstf_rank_genes_groups"]["results"].query("pvalue_adj < 0.05")  # doctest: +SKIP
     """
-    _check_inputs(adata_st, model, key_added, copy)
+    _check_inputs("rank_genes_groups", adata_st, model, key_added, copy)
     table = model.rank_genes_groups(
         adata_st,
         groupby,
@@ -275,11 +275,11 @@ differential_expression.__doc__ = fill_parameters(differential_expression.__doc_
 rank_genes_groups.__doc__ = fill_parameters(rank_genes_groups.__doc__, WRAPPER_PARAMETERS)
 
 
-def _check_inputs(adata: AnnData, model: SpaLSTF, key_added: str, copy: bool) -> None:
+def _check_inputs(function: str, adata: AnnData, model: SpaLSTF, key_added: str, copy: bool) -> None:
     """Refuse, before any work, arguments in the wrong place, a foreign ``key_added`` and an impossible ``copy``."""
     if not isinstance(adata, AnnData) or not isinstance(model, SpaLSTF):
         raise TypeError(
-            f"Call as sp.tl.<test>(adata_st, model, ...): adata_st must be an AnnData and model a trained "
+            f"Call as sp.tl.{function}(adata_st, model, ...): adata_st must be an AnnData and model a trained "
             f"spalstf.model.SpaLSTF, got {type(adata).__name__} and {type(model).__name__}."
         )
     check_option("copy", copy)
