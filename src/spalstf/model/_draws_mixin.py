@@ -67,8 +67,8 @@ Column of ``adata_st.obs`` with the groups. Define them from measured data (clus
     "group1": """\
 Group (or list of groups) of the first set of cells.""",
     "group2": """\
-Group (or list) of the second set; ``None``: every other cell with a label (cells whose label is NaN are in neither
-group).""",
+Group (or list) of the second set; ``None``: every other cell with a label (cells whose label is NaN are in
+    neither group).""",
 }
 
 
