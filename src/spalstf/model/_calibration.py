@@ -409,7 +409,12 @@ def fit_interval_calibration(
 
 @torch.no_grad()
 def agreement_features(
-    blend: ClosedFormBlend, condition: torch.Tensor, *, gene_chunk: int = 256, cell_chunk: int = 1024
+    blend: ClosedFormBlend,
+    condition: torch.Tensor,
+    *,
+    neighbors: torch.Tensor | None = None,
+    gene_chunk: int = 256,
+    cell_chunk: int = 1024,
 ) -> np.ndarray:
     """Per unknown gene of ``blend``: the truth-free reliability statistics over the cells of ``condition``.
 
@@ -427,12 +432,15 @@ def agreement_features(
 
     Only the closed-form parts are used (with the neighbour part standardised as
     :meth:`~spalstf.model._closed_form.ClosedFormBlend.neighbour_standardisation` gives it, also when ``blend`` does
-    not blend it), so a model and the closed-form blends of its inner folds compute them alike. Computed in chunks of
+    not blend it), so a model and the closed-form blends of its inner folds compute them alike. ``neighbors`` are the
+    cells' nearest reference cells (:meth:`~spalstf.model._closed_form.ClosedFormBlend.find_neighbors`) when the
+    caller has searched them already. Computed in chunks of
     genes and cells (memory bounded by the chunk sizes), the parts' sum in float64: only the ranks matter. Leaves
     ``blend`` in eval mode.
     """
     blend.eval()
-    neighbors, _ = blend.find_neighbors(condition)
+    if neighbors is None:
+        neighbors, _ = blend.find_neighbors(condition)
     k_local = max(1, blend.n_neighbors // 4)
     table = blend.targets
     nb_shift, nb_scale = (x.cpu().numpy() for x in blend.neighbour_standardisation())
@@ -546,16 +554,17 @@ def inner_fold(
         normalize=settings.normalize_st,
     )
     condition = torch.from_numpy(condition).to(device)
+    neighbors = blend.find_neighbors(condition)  # one search for the estimate and the agreement statistics
     platform_mean, platform_scale = GeneMap.from_values(R[:, keep], kept_values, settings.target_sum).apply(
         stats["target_mean"], stats["target_std"]
     )
     return InnerFold(
         genes=[genes[i] for i in hold],
-        estimate=blend.posterior_mean(condition).cpu().numpy().astype(np.float64),
+        estimate=blend.posterior_mean(condition, neighbors).cpu().numpy().astype(np.float64),
         platform_mean=platform_mean,
         platform_scale=platform_scale,
         measured=platform_values(S[cells][:, hold], library[cells], settings.target_sum),
         library=library[cells],
-        agreement=agreement_features(blend, condition),
+        agreement=agreement_features(blend, condition, neighbors=neighbors[0]),
         cells=cells,
     )

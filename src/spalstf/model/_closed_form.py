@@ -226,9 +226,15 @@ class ClosedFormBlend(nn.Module):
         return self.calibration_shift + self.calibration_scale * self._blend(condition, neighbors, y)
 
     @torch.no_grad()
-    def posterior_mean(self, condition: torch.Tensor) -> torch.Tensor:
-        """The point estimate of the unknown genes (standardised units) for cells with ``condition``."""
-        neighbors, distances = self.find_neighbors(condition)
+    def posterior_mean(
+        self, condition: torch.Tensor, neighbors: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """The point estimate of the unknown genes (standardised units) for cells with ``condition``.
+
+        ``neighbors`` is :meth:`find_neighbors` of ``condition`` when the caller has it already (searched here
+        otherwise).
+        """
+        neighbors, distances = self.find_neighbors(condition) if neighbors is None else neighbors
         return self.estimate(condition, neighbors, self._embedding(condition, neighbors, distances, self.blend))
 
     @torch.no_grad()
