@@ -144,6 +144,18 @@ def print_report(name, info, test_summary, draw_summary, smooth, corr_summary, r
     rows.sort(key=lambda r: (r["test"], ["single", "tissue", "spalstf"].index(r["method"]), str(r["K"])))
     print(markdown_table(rows, list(rows[0])))
 
+    kinds = sorted(c.removeprefix("ci95_covers_truth_") for c in test_summary if c.startswith("ci95_covers_truth_"))
+    if kinds:
+        print(
+            "\n### Differential expression by kind of comparison: 95% CI coverage of the measured difference and "
+            "error^2 / imputation var (half: the tissue's two halves; leiden: a cluster against the rest)\n"
+        )
+        columns = {}
+        for kind in kinds:
+            columns[f"{kind}: coverage"] = f"ci95_covers_truth_{kind}"
+            columns[f"{kind}: error^2 / var"] = f"error2_over_imputation_var_{kind}"
+        print(seed_table(test_summary[test_summary["test"] == "de"], columns, first))
+
     if "I_spearman_with_truth" in test_summary:
         print(
             "\n### Ranking spatially variable genes: Spearman of each method's (pooled) Moran's I with the measured I\n"

@@ -179,6 +179,11 @@ def summarise_tests(tests: pd.DataFrame) -> pd.DataFrame:
             row["I_spearman_with_truth"] = float(stats.spearmanr(frame["estimate"], frame["truth_estimate"])[0])
         if test == "moran" and method != "single":
             row.update(widened_moran(frame))
+        if test == "de":  # the intervals by kind of comparison: large regions (the halves) or expression clusters
+            for kind, part in frame.groupby(frame["comparison"].str.split(":").str[0], sort=True):
+                metrics = test_metrics(part)
+                row[f"ci95_covers_truth_{kind}"] = metrics["ci95_covers_truth"]
+                row[f"error2_over_imputation_var_{kind}"] = metrics["error2_over_imputation_var"]
         rows.append(row)
     return pd.DataFrame(rows)
 
