@@ -457,7 +457,7 @@ def test_misplaced_arguments_self_loops_short_groups_and_masks_are_named(known, 
 
 def test_a_calibration_without_coordinates_asks_for_one_with_them(known):
     model, adata_st, _ = known
-    calibration = model.interval_calibration_
+    calibration = model.interval_calibration_ or model.calibrate_intervals(adata_st)
     try:
         no_coords = adata_st.copy()
         del no_coords.obsm["spatial"]
@@ -467,17 +467,20 @@ def test_a_calibration_without_coordinates_asks_for_one_with_them(known):
             model.posterior_predictive_sample(adata_st, n_samples=2)
     finally:
         model.interval_calibration_ = calibration
-    # a calibration recorded by an earlier version (no spread of the correlations between genes) must be remade
+    # a calibration recorded by an earlier version (no spread of the correlations between genes, no regional shares)
+    # must be remade
     import copy
 
-    earlier = copy.deepcopy(calibration)
-    del earlier.details["draws"]["error_correlation_spread"]
-    model.interval_calibration_ = earlier
-    try:
-        with pytest.raises(ValueError, match="earlier version"):
-            model.posterior_predictive_sample(adata_st, n_samples=2)
-    finally:
-        model.interval_calibration_ = calibration
+    assert calibration.details["draws"]["regional"]["n_regions"] == 6
+    for key in ("error_correlation_spread", "regional"):
+        earlier = copy.deepcopy(calibration)
+        del earlier.details["draws"][key]
+        model.interval_calibration_ = earlier
+        try:
+            with pytest.raises(ValueError, match="earlier version"):
+                model.posterior_predictive_sample(adata_st, n_samples=2)
+        finally:
+            model.interval_calibration_ = calibration
 
 
 def _white_noise_plan(n_cells: int, n_genes: int, **settings) -> _draws.DrawPlan:
@@ -701,3 +704,54 @@ def test_genes_get_noise_as_smooth_as_the_panel_errors_at_their_expression_level
     own = plan.level_operators[plan.gene_smoothing[-1]] if plan.gene_smoothing[-1] >= 0 else plan.operator
     mine = one.level_operators[one.gene_smoothing[0]] if one.gene_smoothing is not None else one.operator
     assert (own != mine).nnz == 0  # a gene's smoothing does not depend on the other genes asked for
+
+
+def test_errors_that_vary_between_regions_are_measured_and_drawn_per_gene_and_draw():
+    """Some genes' errors differ between regions of the tissue (a half predicted too high), far beyond what noise
+    smoothed over neighbours carries: regional_shares finds how much, gene by gene (0 for errors as the law's), and
+    each (gene, draw) of the draws takes one of those shares, so a difference between halves varies over draws as
+    the panel's errors do. The basis does not depend on the cells' order."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    coordinates = rng.uniform(0, 100, size=(n, 2))
+    names = np.array([f"cell{i}" for i in range(n)])
+    basis = _draws.regional_basis(coordinates, names)
+    assert basis.shape == (n, _draws.N_REGIONS)
+    np.testing.assert_allclose((basis**2).sum(axis=1), 1.0)
+    order = rng.permutation(n)
+    np.testing.assert_allclose(_draws.regional_basis(coordinates[order], names[order]), basis[order], atol=1e-12)
+    assert _draws.regional_basis(np.zeros((10, 2))) is None  # one position: no regions
+
+    fields = rng.standard_normal((n, 48))  # the law without a regional part: white noise here
+    half = np.where(coordinates[:, 0] > 50, 1.0, -1.0)
+    regional = np.column_stack([np.sqrt(0.4) * half + np.sqrt(0.6) * rng.standard_normal(n) for _ in range(10)])
+    errors = np.column_stack([regional, rng.standard_normal((n, 30))])  # a quarter of the genes vary between halves
+    record = _draws.regional_shares([errors[:, ::2], errors[:, 1::2]], fields, basis)  # two inner folds
+    shares = np.asarray(record["shares"])
+    assert record["n_regions"] == _draws.N_REGIONS and record["law_r2"] < 0.01
+    assert (shares > 0.25).sum() == 10 and (shares < 0.02).sum() == 30  # the halves' genes, and the others at ~0
+    assert _draws.regional_shares([errors], fields, None)["shares"] == []
+
+    from spalstf.model._noise import cell_keys
+
+    keys = cell_keys(["\x00regional share", *(f"\x00region {r}" for r in range(basis.shape[1]))], 0)
+    plan = _white_noise_plan(n, 20, regional_basis=basis, regional_shares=shares, regional_keys=keys)
+    z = plan.noise(slice(None), 200)
+    assert z.var(axis=(0, 2)).mean() == pytest.approx(1.0, abs=0.05)  # every entry keeps unit variance
+    right = coordinates[:, 0] > 50
+    gap = z[right].mean(axis=0) - z[~right].mean(axis=0)  # (genes, draws): the halves' difference of each draw
+    d = basis[right].mean(axis=0) - basis[~right].mean(axis=0)  # a unit regional field's gap has variance d @ d
+    expected = shares.mean() * (d @ d) + (1 - shares.mean()) * 4 / n
+    assert (gap**2).mean() == pytest.approx(expected, rel=0.2)  # ~25 times white noise's 4 / n
+    # a share per (gene, draw), not one for all: 3 in 4 draws of every gene have about no regional part (white noise
+    # alone keeps |gap| < 0.05 in 83% of them), where the mean share in every draw leaves such gaps in about 1 in 5
+    small = np.mean(np.abs(gap) < 0.05, axis=1)
+    assert small.min() > 0.5 and small.max() < 0.85
+    fixed = _white_noise_plan(
+        n, 20, regional_basis=basis, regional_shares=np.full(40, shares.mean()), regional_keys=keys
+    )
+    fixed_gap = fixed.noise(slice(None), 200)
+    assert np.mean(np.abs(fixed_gap[right].mean(axis=0) - fixed_gap[~right].mean(axis=0)) < 0.05) < 0.3
+    np.testing.assert_array_equal(plan.noise(slice(0, 5), 200), z[:, :5])  # gene chunks agree
+    with pytest.raises(ValueError, match="regional_keys"):
+        _white_noise_plan(n, 2, regional_basis=basis, regional_shares=shares, regional_keys=keys[:2])

@@ -7,7 +7,8 @@ draw has exactly the calibrated marginal distribution. ``z`` is white noise smoo
 (:class:`NoiseField`), mixed with one field shared by all genes and, per draw, random combinations of a few more
 fields: the panel's inner-fold errors fix how smooth (their median Moran's I, moved per gene by how the errors'
 smoothness varies with the expression level) and how shared (the mean and the spread of their correlations between
-genes) the noise is. The AnnData-facing side
+genes) the noise is, and how much more each gene's errors vary between regions of the tissue than that noise does
+(a share drawn per gene and draw from the panel genes' own). The AnnData-facing side
 is :class:`~spalstf.model._draws_mixin.DrawsMixin`; ``docs/method.md`` ("Multiple imputation") says why and what it
 assumes.
 """
@@ -44,6 +45,11 @@ DRAW_CHUNK_ENTRIES = 4_000_000
 ERROR_CLUSTER_LEVELS = (6, 24)
 #: Fewest calibration cells per cluster for a clustering level to be used.
 MIN_CELLS_PER_CLUSTER = 20
+#: Regions of the tissue (k-means centres of the cells' coordinates) over which the regional part of the noise varies
+#: smoothly (:func:`regional_basis`); as many as the coarse expression clusters.
+N_REGIONS = 6
+#: Largest share of a gene's noise variance that the regional part may take.
+MAX_REGIONAL_SHARE = 0.9
 #: Fields per draw whose random gene loadings spread the noise's correlations between genes (:meth:`DrawPlan.draw`).
 N_CORRELATION_FIELDS = 8
 #: Probe fields of :meth:`NoiseField.fit_smoothing`.
@@ -521,11 +527,76 @@ def error_clusters(
     return out
 
 
+def regional_basis(
+    coordinates: np.ndarray, names: Sequence[str] | None = None, n_regions: int = N_REGIONS
+) -> np.ndarray | None:
+    """Smooth functions of position over the tissue's regions: cells x regions, every row of unit norm.
+
+    A Gaussian bump at each k-means centre of the coordinates, as wide as the median distance from a centre to the
+    nearest other one. ``basis @ w`` with standard normal ``w`` is a field with unit variance in every cell that varies
+    over the scale of the regions (a tissue's halves, its layers), coarser than any smoothing over neighbours. With
+    ``names`` (the cells' names) the centres are found with the cells in the order of their names, so the basis does
+    not depend on the cells' order. ``None`` with fewer than two distinct positions.
+    """
+    from sklearn.cluster import KMeans
+
+    coordinates = np.asarray(coordinates, dtype=np.float64)
+    k = min(n_regions, len(np.unique(coordinates, axis=0)))
+    if k < 2:
+        return None
+    order = np.arange(len(coordinates)) if names is None else np.argsort(np.asarray(names, dtype=str), kind="stable")
+    centres = KMeans(n_clusters=k, n_init=3, random_state=0).fit(coordinates[order]).cluster_centers_
+    distances = np.sqrt(((centres[:, None] - centres[None]) ** 2).sum(axis=-1))
+    np.fill_diagonal(distances, np.inf)
+    width = float(np.median(distances.min(axis=1)))
+    if not np.isfinite(width) or width <= 0:
+        return None
+    squared = ((coordinates[:, None] - centres[None]) ** 2).sum(axis=-1) / (2.0 * width * width)
+    bumps = np.exp(-(squared - squared.min(axis=1, keepdims=True)))  # each row scaled by its largest bump: no underflow
+    return bumps / np.sqrt((bumps**2).sum(axis=1, keepdims=True))
+
+
+def regional_r2(values: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Share of each column's variance that a least-squares fit on ``basis`` (with an intercept) explains."""
+    design = np.column_stack([np.ones(len(basis)), basis])
+    coefficients, *_ = np.linalg.lstsq(design, values, rcond=None)
+    centred = values - values.mean(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 1.0 - ((values - design @ coefficients) ** 2).sum(axis=0) / (centred**2).sum(axis=0)
+
+
+def regional_shares(errors: Sequence[np.ndarray], fields: np.ndarray, basis: np.ndarray | None) -> dict[str, Any]:
+    """How much more of each panel gene's errors varies between regions than the noise law's fields do.
+
+    ``errors`` (each inner fold's, calibration cells x the fold's genes) and ``fields`` (cells x fields of the draws'
+    law without a regional part, :func:`chance_fields`) on the calibration cells; ``basis`` their
+    :func:`regional_basis`. A gene's share is
+    ``(R2_g - R2_law) / (1 - R2_law)``, clipped to [0, :data:`MAX_REGIONAL_SHARE`]: ``R2_g`` the part of its errors'
+    variance the regions explain, ``R2_law`` the fields' mean. Genes differ widely here (on osmFISH most panel genes
+    need none and a quarter much), and nothing known without the measurement says which, so the draws take a share at
+    random from these, per gene and draw (:meth:`DrawPlan.noise`). Returns the sorted ``shares`` with ``n_regions``,
+    ``law_r2`` and the errors' median ``error_r2``; no shares without a basis.
+    """
+    if basis is None:
+        return {"n_regions": 0, "shares": [], "law_r2": float("nan"), "error_r2": float("nan")}
+    law = float(np.nanmean(regional_r2(fields, basis)))
+    explained = np.concatenate([regional_r2(E, basis) for E in errors]) if len(errors) else np.zeros(0)
+    explained = explained[np.isfinite(explained)]
+    shares = np.clip((explained - law) / (1.0 - law), 0.0, MAX_REGIONAL_SHARE) if law < 1 else np.zeros(0)
+    return {
+        "n_regions": int(basis.shape[1]),
+        "shares": np.sort(shares).tolist(),
+        "law_r2": law,
+        "error_r2": float(np.median(explained)) if len(explained) else float("nan"),
+    }
+
+
 def noise_statistics(folds: list[Any], calibration: Any, coordinates: np.ndarray, conditions: np.ndarray) -> dict:
     """The draws' noise settings from a calibration's inner folds.
 
-    :func:`error_structure` and :func:`error_clusters`, and the ``error_correlation_spread``
-    (:func:`correlation_spread`) against fields of the draws' law on the calibration cells (:func:`fit_field`).
+    :func:`error_structure` and :func:`error_clusters`, the ``error_correlation_spread`` (:func:`correlation_spread`)
+    against fields of the draws' law on the calibration cells (:func:`chance_fields`), and against the same fields the
+    genes' excess variation between regions (:func:`regional_shares`, under ``"regional"``).
 
     ``folds`` are the calibration's :class:`~spalstf.model._calibration.InnerFold` objects, ``calibration`` the fitted
     :class:`~spalstf.model._calibration.IntervalCalibration` (its point map gives the errors); ``coordinates`` and
@@ -546,7 +617,9 @@ def noise_statistics(folds: list[Any], calibration: Any, coordinates: np.ndarray
     genes = np.concatenate([np.asarray(fold.genes, dtype=str) for fold in folds]) if folds else np.empty(0, str)
     statistics = error_structure(errors, coordinates, levels, genes)
     statistics["clusters"] = error_clusters(errors, conditions)
-    statistics.update(correlation_spread(errors, chance_fields(statistics, coordinates, conditions), folds))
+    fields = chance_fields(statistics, coordinates, conditions)
+    statistics.update(correlation_spread(errors, fields, folds))
+    statistics["regional"] = regional_shares(errors, fields, regional_basis(coordinates, n_regions=N_REGIONS))
     return statistics
 
 
@@ -741,6 +814,10 @@ class DrawPlan:
         Per gene (``gene_smoothing``, (genes,)), which of ``level_operators`` smooths the gene's own noise, so that
         its errors' smoothness at the gene's expression level is met (:func:`smoothness_by_level`); -1 (and the
         default ``None``, for every gene) is ``operator``. The shared and correlation fields always use ``operator``.
+    regional_basis, regional_shares, regional_keys
+        The cells' :func:`regional_basis` (cells x regions; ``None``: no regional part), the panel genes' excess
+        regional shares (:func:`regional_shares`) from which each (gene, draw) takes one at random, and the noise
+        keys of that choice and of the regions' weights (1 + regions keys, carrying the seed).
     """
 
     point: np.ndarray
@@ -760,6 +837,9 @@ class DrawPlan:
     correlation_loadings: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
     gene_smoothing: np.ndarray | None = None
     level_operators: list[sparse.csr_matrix] = field(default_factory=list)
+    regional_basis: np.ndarray | None = None
+    regional_shares: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    regional_keys: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
     _correlation_cache: tuple[int, np.ndarray] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -773,6 +853,8 @@ class DrawPlan:
             or np.min(self.gene_smoothing, initial=-1) < -1
         ):
             raise ValueError("gene_smoothing needs one entry per gene, each -1 or a position in level_operators.")
+        if self.regional_basis is not None and len(self.regional_keys) != 1 + self.regional_basis.shape[1]:
+            raise ValueError("regional_keys needs one key for the shares and one per column of regional_basis.")
 
     @property
     def n_cells(self) -> int:
@@ -826,8 +908,8 @@ class DrawPlan:
         """The standard normal noise ``z`` of the genes ``columns``, (cells, genes, n_samples).
 
         The gene's own field (smoothed as :attr:`gene_smoothing` says), mixed with the randomly loaded correlation
-        fields (``correlation_share``), then with the field common to all genes (``shared``): unit variance in every
-        entry.
+        fields (``correlation_share``), then with the field common to all genes (``shared``), then with a regional part
+        (:meth:`_with_regional`): unit variance in every entry.
         """
         genes = self.genes[columns]
         z = self._field(genes, n_samples, None if self.gene_smoothing is None else self.gene_smoothing[columns])
@@ -836,7 +918,23 @@ class DrawPlan:
             z = np.sqrt(1.0 - v) * z + np.sqrt(v) * self._correlated(genes, n_samples)
         if self.shared > 0:
             z = np.sqrt(self.shared) * self._field(self.factor, n_samples) + np.sqrt(1.0 - self.shared) * z
+        if self.regional_basis is not None and np.any(np.asarray(self.regional_shares) > 0):
+            z = self._with_regional(z, genes, n_samples)
         return z
+
+    def _with_regional(self, z: np.ndarray, genes: np.ndarray, n_samples: int) -> np.ndarray:
+        """``z`` with a regional part of a share taken at random per (gene, draw) from :attr:`regional_shares`.
+
+        The part is ``regional_basis @ w`` with standard normal weights per (region, gene, draw): unit variance in every
+        cell, so the entry keeps unit variance. A gene whose errors vary much between regions in one draw and little in
+        another is what the panel shows and cannot be told apart beforehand; the pooled tests see that spread.
+        """
+        shares = np.sort(np.asarray(self.regional_shares, dtype=np.float64))
+        u = special.ndtr(keyed_normal(self.regional_keys[:1], genes, 0, n_samples)[0])  # (genes, K), uniform
+        share = shares[np.minimum((u * len(shares)).astype(np.int64), len(shares) - 1)]
+        weights = keyed_normal(self.regional_keys[1:], genes, 0, n_samples)  # (regions, genes, K)
+        regional = np.einsum("nr,rgk->ngk", self.regional_basis, weights)
+        return np.sqrt(1.0 - share)[None] * z + np.sqrt(share)[None] * regional
 
     def draw(self, columns: slice, n_samples: int) -> np.ndarray:
         """Draws of the genes ``columns``: (cells, genes, n_samples), float64 (:meth:`noise` through the scores)."""

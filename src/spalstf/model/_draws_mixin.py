@@ -99,7 +99,8 @@ class DrawsMixin:
         the central interval of many draws is the calibrated interval of :meth:`impute` with ``interval=``. Draws of
         neighbouring cells and of different genes are correlated as the panel genes' errors are (their Moran's I, their
         mean correlation between genes and how far it spreads from pair to pair, with a pattern drawn afresh in every
-        draw; ``docs/method.md``, "Multiple imputation"), so that a draw is not smoother than a measurement, as the
+        draw, and how much they differ between regions of the tissue, gene by gene; ``docs/method.md``, "Multiple
+        imputation"), so that a draw is not smoother than a measurement, as the
         point estimate is. The model must have an interval calibration with coordinates
         (:meth:`calibrate_intervals`); a model without one is calibrated on the measured genes of ``adata_st`` first
         (never on imputed genes).
@@ -401,7 +402,7 @@ class DrawsMixin:
             logger.info("Calibrating the draws on the %d measured genes of adata_st.", len(self.measured_genes))
             calibration = self.calibrate_intervals(spatial, spatial_key=spatial_key)
         noise = calibration.details.get("draws")
-        if noise is None or "correlogram" not in noise or "error_correlation_spread" not in noise:
+        if noise is None or any(key not in noise for key in ("correlogram", "error_correlation_spread", "regional")):
             raise ValueError(
                 "The model's interval calibration has no record of the panel errors' spatial structure (it was "
                 "calibrated without coordinates, or by an earlier version); call "
@@ -456,6 +457,13 @@ class DrawsMixin:
                 (1.0 - shared) / np.sqrt(n_fields),
             )
         correlation_fields, correlation_loadings = _draws.correlation_keys(n_fields, random_state)
+        regional_shares = np.asarray(noise["regional"]["shares"], dtype=np.float64)
+        regional_basis, regional_keys = None, np.empty(0, np.uint64)
+        if len(regional_shares):  # the regions of these cells; the panel's shares say how much each gene varies there
+            regional_basis = _draws.regional_basis(coordinates, spatial.obs_names, int(noise["regional"]["n_regions"]))
+        if regional_basis is not None:
+            names = ["\x00regional share", *(f"\x00region {r}" for r in range(regional_basis.shape[1]))]
+            regional_keys = cell_keys(names, random_state)
         genes = pd.Index(self.imputed_genes)[columns]
         plan = _draws.DrawPlan(
             point=point,
@@ -475,12 +483,16 @@ class DrawsMixin:
             correlation_loadings=correlation_loadings,
             gene_smoothing=gene_smoothing,
             level_operators=level_operators,
+            regional_basis=regional_basis,
+            regional_shares=regional_shares,
+            regional_keys=regional_keys,
         )
         logger.info(
             "Draws: noise smoothing %.3g (target Moran's I %.3f; the panel errors' %.3f on the calibration's sample), "
             "shared between genes %.3f, correlations between genes spread by %.3f beyond chance (share %.3f of %d "
             "fields with random loadings), shared within expression clusters %s; the genes' own noise smoothed to "
-            "Moran's I %s by expression level.",
+            "Moran's I %s by expression level; a regional part over %d regions, its share per gene and draw taken from "
+            "the panel genes' (median %.3f, mean %.3f).",
             smoothing,
             target,
             noise["error_moran"],
@@ -493,6 +505,9 @@ class DrawsMixin:
             + (f", {target:.3f} (the rest)" if gene_smoothing is not None and (gene_smoothing < 0).any() else "")
             if len(distinct)
             else f"{target:.3f} (all genes)",
+            0 if plan.regional_basis is None else plan.regional_basis.shape[1],
+            float(np.median(regional_shares)) if len(regional_shares) else 0.0,
+            float(np.mean(regional_shares)) if len(regional_shares) else 0.0,
         )
         return plan, genes
 
