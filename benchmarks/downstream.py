@@ -390,6 +390,7 @@ def noise_record(noise: dict[str, Any]) -> dict[str, Any]:
     regional = noise["regional"]  # how much more the panel genes' errors vary between regions than the law's fields
     shares = np.asarray(regional["shares"], dtype=np.float64)
     record["regional_law_r2"], record["regional_error_r2"] = regional["law_r2"], regional["error_r2"]
+    record["regional_regions"], record["regional_width"] = float(regional["n_regions"]), regional["width"]
     record["regional_share_median"] = float(np.median(shares)) if len(shares) else 0.0
     record["regional_share_mean"] = float(shares.mean()) if len(shares) else 0.0
     return record
@@ -761,7 +762,6 @@ def run_pair(name: str, args: argparse.Namespace) -> None:
         "split_random_state": args.random_state,
         "cells": int(adata_st.n_obs),
         "cells_subsampled": args.cells is not None,
-        "draw_regions": _draws_regions(),
         "folds_run": len(selected),
         "samples": args.samples,
         "seeds": args.seeds,
@@ -785,12 +785,6 @@ def run_pair(name: str, args: argparse.Namespace) -> None:
         "machine": machine_info(args.threads),
     }
     finish(name, frames, info, args)
-
-
-def _draws_regions() -> int:
-    from spalstf.model import _draws
-
-    return int(_draws.N_REGIONS)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -820,12 +814,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", default="10,20,50", help="comma-separated numbers of draws K")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds of the draws")
     parser.add_argument("--closed-form", action="store_true", help="ridge + neighbour blend, no training (quick)")
-    parser.add_argument(
-        "--regions",
-        type=int,
-        default=None,
-        help="regions of the draws' regional part (a sensitivity check of spalstf.model._draws.N_REGIONS; default 6)",
-    )
     parser.add_argument("--skip-tissue", action="store_true", help="leave TISSUE out")
     parser.add_argument("--threads", type=int, default=1, help="torch, BLAS and scanpy threads (default 1)")
     args = parser.parse_args(argv)
@@ -840,12 +828,6 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore")
     logging.getLogger().setLevel(logging.ERROR)
     limit_threads(args.threads)
-    if args.regions is not None:
-        from spalstf.model import _draws
-
-        if args.regions < 2:
-            raise SystemExit("--regions must be at least 2")
-        _draws.N_REGIONS = args.regions
     import scanpy
 
     scanpy.settings.n_jobs = args.threads

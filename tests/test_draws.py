@@ -715,26 +715,41 @@ def test_errors_that_vary_between_regions_are_measured_and_drawn_per_gene_and_dr
     n = 3000
     coordinates = rng.uniform(0, 100, size=(n, 2))
     names = np.array([f"cell{i}" for i in range(n)])
-    basis = _draws.regional_basis(coordinates, names)
-    assert basis.shape == (n, _draws.N_REGIONS)
+    centres, width = _draws.region_centres(coordinates, names)
+    assert centres.shape == (_draws.N_REGIONS, 2) and 20 < width < 60  # 6 regions of a 100 x 100 square
+    basis = _draws.regional_basis(coordinates, centres, width)
     np.testing.assert_allclose((basis**2).sum(axis=1), 1.0)
     order = rng.permutation(n)
-    np.testing.assert_allclose(_draws.regional_basis(coordinates[order], names[order]), basis[order], atol=1e-12)
-    assert _draws.regional_basis(np.zeros((10, 2))) is None  # one position: no regions
+    np.testing.assert_allclose(_draws.region_centres(coordinates[order], names[order])[0], centres, atol=1e-12)
+    assert _draws.region_centres(np.zeros((10, 2))) is None  # one position: no regions
+    # a corner tile's own regions are narrow; at the section's width its regional field is about constant over it
+    tile = (coordinates < 20).all(axis=1)
+    tile_centres, tile_width = _draws.region_centres(coordinates[tile], names[tile])
+    assert tile_width < width / 3
+    wide = _draws.regional_basis(coordinates[tile], tile_centres, width) @ rng.standard_normal((6, 200))
+    narrow = _draws.regional_basis(coordinates[tile], tile_centres, tile_width) @ rng.standard_normal((6, 200))
+    assert wide.var(axis=0).mean() < 0.1 < 0.3 < narrow.var(axis=0).mean()
 
     fields = rng.standard_normal((n, 48))  # the law without a regional part: white noise here
     half = np.where(coordinates[:, 0] > 50, 1.0, -1.0)
     regional = np.column_stack([np.sqrt(0.4) * half + np.sqrt(0.6) * rng.standard_normal(n) for _ in range(10)])
     errors = np.column_stack([regional, rng.standard_normal((n, 30))])  # a quarter of the genes vary between halves
-    record = _draws.regional_shares([errors[:, ::2], errors[:, 1::2]], fields, basis)  # two inner folds
+    folds = [errors[:, ::2], errors[:, 1::2]]  # two inner folds, the first without signal in 100 cells
+    signal = np.arange(n) >= 100
+    record = _draws.regional_shares(folds, [np.flatnonzero(signal), None], fields, coordinates)
     shares = np.asarray(record["shares"])
     assert record["n_regions"] == _draws.N_REGIONS and record["law_r2"] < 0.01
+    assert record["width"] == _draws.region_centres(coordinates)[1]  # the calibration's regions, recorded
     assert (shares > 0.25).sum() == 10 and (shares < 0.02).sum() == 30  # the halves' genes, and the others at ~0
-    assert _draws.regional_shares([errors], fields, None)["shares"] == []
+    # rows without signal (errors 0) are left out: zeroing them changes nothing
+    folds[0][~signal] = 0.0
+    assert (
+        _draws.regional_shares(folds, [np.flatnonzero(signal), None], fields, coordinates)["shares"]
+        == (record["shares"])
+    )
+    assert _draws.regional_shares(folds, [None, None], fields, np.zeros((n, 2)))["shares"] == []
 
-    from spalstf.model._noise import cell_keys
-
-    keys = cell_keys(["\x00regional share", *(f"\x00region {r}" for r in range(basis.shape[1]))], 0)
+    keys = _draws.regional_keys(basis.shape[1], 0)
     plan = _white_noise_plan(n, 20, regional_basis=basis, regional_shares=shares, regional_keys=keys)
     z = plan.noise(slice(None), 200)
     assert z.var(axis=(0, 2)).mean() == pytest.approx(1.0, abs=0.05)  # every entry keeps unit variance
@@ -755,3 +770,35 @@ def test_errors_that_vary_between_regions_are_measured_and_drawn_per_gene_and_dr
     np.testing.assert_array_equal(plan.noise(slice(0, 5), 200), z[:, :5])  # gene chunks agree
     with pytest.raises(ValueError, match="regional_keys"):
         _white_noise_plan(n, 2, regional_basis=basis, regional_shares=shares, regional_keys=keys[:2])
+    with pytest.raises(ValueError, match="one row per cell"):
+        _white_noise_plan(n, 2, regional_basis=basis[:10], regional_shares=shares, regional_keys=keys)
+
+
+def test_a_tile_drawn_alone_varies_between_regions_at_the_sections_scale_not_its_own(known):
+    """The regional part's regions are those of the drawn cells but never narrower than the calibration's: a corner of
+    the section drawn alone gets a regional field about constant over it (as it is within the section), not one that
+    varies across the tile as much as across the whole section. Without any share above 0 no regions are made."""
+    import copy
+
+    from spalstf.model._spatial_input import SpatialInput
+
+    model, adata_st, _ = known
+    calibration = model.interval_calibration_ or model.calibrate_intervals(adata_st)
+    assert calibration.details["draws"]["regional"]["n_regions"] == _draws.N_REGIONS
+    saved = model.interval_calibration_
+    model.interval_calibration_ = copy.deepcopy(calibration)
+    regional = model.interval_calibration_.details["draws"]["regional"]
+    weights = np.random.default_rng(0).standard_normal((_draws.N_REGIONS, 500))
+    try:
+        regional["shares"] = [0.0] * 5 + [0.5] * 5
+        corner = adata_st[(adata_st.obsm["spatial"] < SIDE / 3).all(axis=1)].copy()
+        variances = {}
+        for label, adata in (("section", adata_st), ("corner", corner)):
+            plan, _ = model._draw_plan(SpatialInput.prepare(adata, None), None, 0, 1000, "spatial")
+            variances[label] = (plan.regional_basis @ weights).var(axis=0).mean()
+        assert variances["corner"] < 0.1 and variances["section"] > 0.2, variances
+        regional["shares"] = [0.0] * 10
+        plan, _ = model._draw_plan(SpatialInput.prepare(adata_st, None), None, 0, 1000, "spatial")
+        assert plan.regional_basis is None
+    finally:
+        model.interval_calibration_ = saved

@@ -527,33 +527,48 @@ def error_clusters(
     return out
 
 
-def regional_basis(
+def region_centres(
     coordinates: np.ndarray, names: Sequence[str] | None = None, n_regions: int = N_REGIONS
-) -> np.ndarray | None:
-    """Smooth functions of position over the tissue's regions: cells x regions, every row of unit norm.
+) -> tuple[np.ndarray, float] | None:
+    """The tissue's regions: k-means centres of the coordinates, and the median distance between neighbouring centres.
 
-    A Gaussian bump at each k-means centre of the coordinates, as wide as the median distance from a centre to the
-    nearest other one. ``basis @ w`` with standard normal ``w`` is a field with unit variance in every cell that varies
-    over the scale of the regions (a tissue's halves, its layers), coarser than any smoothing over neighbours. With
-    ``names`` (the cells' names) the centres are found with the cells in the order of their names, so the basis does
-    not depend on the cells' order. ``None`` with fewer than two distinct positions.
+    With ``names`` (the cells' names) the centres are found with the cells in the order of their names, so they do not
+    depend on the cells' order; k-means runs on one thread, as its result may differ in the last bits otherwise.
+    ``None`` with fewer than two distinct positions.
     """
     from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
 
     coordinates = np.asarray(coordinates, dtype=np.float64)
     k = min(n_regions, len(np.unique(coordinates, axis=0)))
     if k < 2:
         return None
     order = np.arange(len(coordinates)) if names is None else np.argsort(np.asarray(names, dtype=str), kind="stable")
-    centres = KMeans(n_clusters=k, n_init=3, random_state=0).fit(coordinates[order]).cluster_centers_
+    with threadpool_limits(1):
+        centres = KMeans(n_clusters=k, n_init=3, random_state=0).fit(coordinates[order]).cluster_centers_
     distances = np.sqrt(((centres[:, None] - centres[None]) ** 2).sum(axis=-1))
     np.fill_diagonal(distances, np.inf)
     width = float(np.median(distances.min(axis=1)))
-    if not np.isfinite(width) or width <= 0:
-        return None
+    return (centres, width) if np.isfinite(width) and width > 0 else None
+
+
+def regional_basis(coordinates: np.ndarray, centres: np.ndarray, width: float) -> np.ndarray:
+    """Smooth functions of position over the tissue's regions: cells x regions, every row of unit norm.
+
+    A Gaussian bump of standard deviation ``width`` at each of ``centres`` (:func:`region_centres`). ``basis @ w``
+    with standard normal ``w`` is a field with unit variance in every cell that varies over the scale of the regions
+    (a tissue's halves, its layers), coarser than any smoothing over neighbours; cells much closer together than
+    ``width`` get nearly the same value.
+    """
+    coordinates = np.asarray(coordinates, dtype=np.float64)
     squared = ((coordinates[:, None] - centres[None]) ** 2).sum(axis=-1) / (2.0 * width * width)
     bumps = np.exp(-(squared - squared.min(axis=1, keepdims=True)))  # each row scaled by its largest bump: no underflow
     return bumps / np.sqrt((bumps**2).sum(axis=1, keepdims=True))
+
+
+def regional_keys(n_regions: int, random_state: int) -> np.ndarray:
+    """Noise keys of the regional part: one for the share each (gene, draw) takes, one per region's weights."""
+    return cell_keys(["\x00regional share", *(f"\x00region {r}" for r in range(n_regions))], random_state)
 
 
 def regional_r2(values: np.ndarray, basis: np.ndarray) -> np.ndarray:
@@ -565,29 +580,43 @@ def regional_r2(values: np.ndarray, basis: np.ndarray) -> np.ndarray:
         return 1.0 - ((values - design @ coefficients) ** 2).sum(axis=0) / (centred**2).sum(axis=0)
 
 
-def regional_shares(errors: Sequence[np.ndarray], fields: np.ndarray, basis: np.ndarray | None) -> dict[str, Any]:
+def regional_shares(
+    errors: Sequence[np.ndarray], cells: Sequence[np.ndarray], fields: np.ndarray, coordinates: np.ndarray
+) -> dict[str, Any]:
     """How much more of each panel gene's errors varies between regions than the noise law's fields do.
 
-    ``errors`` (each inner fold's, calibration cells x the fold's genes) and ``fields`` (cells x fields of the draws'
-    law without a regional part, :func:`chance_fields`) on the calibration cells; ``basis`` their
-    :func:`regional_basis`. A gene's share is
-    ``(R2_g - R2_law) / (1 - R2_law)``, clipped to [0, :data:`MAX_REGIONAL_SHARE`]: ``R2_g`` the part of its errors'
-    variance the regions explain, ``R2_law`` the fields' mean. Genes differ widely here (on osmFISH most panel genes
-    need none and a quarter much), and nothing known without the measurement says which, so the draws take a share at
+    ``errors`` (each inner fold's, calibration cells x the fold's genes) with ``cells`` (each fold's cells with signal,
+    the rows its errors are measured on), and ``fields`` (cells x fields of the draws' law without a regional part,
+    :func:`chance_fields`) on the calibration cells at ``coordinates``, whose regions (:func:`region_centres`) give the
+    :func:`regional_basis`. A gene's share is ``(R2_g - R2_law) / (1 - R2_law)``, clipped to
+    [0, :data:`MAX_REGIONAL_SHARE`]: ``R2_g`` the part of its errors' variance the regions explain on its fold's
+    cells, ``R2_law`` the fields' mean on the same cells. Genes differ widely here (on osmFISH most panel genes need
+    none and a quarter much), and nothing known without the measurement says which, so the draws take a share at
     random from these, per gene and draw (:meth:`DrawPlan.noise`). Returns the sorted ``shares`` with ``n_regions``,
-    ``law_r2`` and the errors' median ``error_r2``; no shares without a basis.
+    the regions' ``width`` (the draws' regions are never narrower), the folds' mean ``law_r2`` and the errors' median
+    ``error_r2``; no shares without regions.
     """
-    if basis is None:
-        return {"n_regions": 0, "shares": [], "law_r2": float("nan"), "error_r2": float("nan")}
-    law = float(np.nanmean(regional_r2(fields, basis)))
-    explained = np.concatenate([regional_r2(E, basis) for E in errors]) if len(errors) else np.zeros(0)
-    explained = explained[np.isfinite(explained)]
-    shares = np.clip((explained - law) / (1.0 - law), 0.0, MAX_REGIONAL_SHARE) if law < 1 else np.zeros(0)
+    regions = region_centres(coordinates, n_regions=N_REGIONS)
+    if regions is None:
+        return {"n_regions": 0, "width": float("nan"), "shares": [], "law_r2": float("nan"), "error_r2": float("nan")}
+    basis = regional_basis(coordinates, *regions)
+    explained, shares, laws = [], [], []
+    for fold_errors_, fold_cells in zip(errors, cells, strict=True):
+        rows = slice(None) if fold_cells is None else fold_cells
+        law = float(np.nanmean(regional_r2(fields[rows], basis[rows])))
+        r2 = regional_r2(fold_errors_[rows], basis[rows])
+        r2 = r2[np.isfinite(r2)]
+        explained.append(r2)
+        laws.append(law)
+        if law < 1:
+            shares.append(np.clip((r2 - law) / (1.0 - law), 0.0, MAX_REGIONAL_SHARE))
+    explained_all = np.concatenate(explained) if explained else np.zeros(0)
     return {
         "n_regions": int(basis.shape[1]),
-        "shares": np.sort(shares).tolist(),
-        "law_r2": law,
-        "error_r2": float(np.median(explained)) if len(explained) else float("nan"),
+        "width": regions[1],
+        "shares": np.sort(np.concatenate(shares)).tolist() if shares else [],
+        "law_r2": float(np.mean(laws)) if laws else float("nan"),
+        "error_r2": float(np.median(explained_all)) if len(explained_all) else float("nan"),
     }
 
 
@@ -619,7 +648,7 @@ def noise_statistics(folds: list[Any], calibration: Any, coordinates: np.ndarray
     statistics["clusters"] = error_clusters(errors, conditions)
     fields = chance_fields(statistics, coordinates, conditions)
     statistics.update(correlation_spread(errors, fields, folds))
-    statistics["regional"] = regional_shares(errors, fields, regional_basis(coordinates, n_regions=N_REGIONS))
+    statistics["regional"] = regional_shares(errors, [fold.cells for fold in folds], fields, coordinates)
     return statistics
 
 
@@ -853,8 +882,11 @@ class DrawPlan:
             or np.min(self.gene_smoothing, initial=-1) < -1
         ):
             raise ValueError("gene_smoothing needs one entry per gene, each -1 or a position in level_operators.")
+        self.regional_shares = np.sort(np.asarray(self.regional_shares, dtype=np.float64))
         if self.regional_basis is not None and len(self.regional_keys) != 1 + self.regional_basis.shape[1]:
             raise ValueError("regional_keys needs one key for the shares and one per column of regional_basis.")
+        if self.regional_basis is not None and self.regional_basis.shape[0] != self.n_cells:
+            raise ValueError("regional_basis needs one row per cell of point.")
 
     @property
     def n_cells(self) -> int:
@@ -918,7 +950,7 @@ class DrawPlan:
             z = np.sqrt(1.0 - v) * z + np.sqrt(v) * self._correlated(genes, n_samples)
         if self.shared > 0:
             z = np.sqrt(self.shared) * self._field(self.factor, n_samples) + np.sqrt(1.0 - self.shared) * z
-        if self.regional_basis is not None and np.any(np.asarray(self.regional_shares) > 0):
+        if self.regional_basis is not None and len(self.regional_shares) and self.regional_shares[-1] > 0:
             z = self._with_regional(z, genes, n_samples)
         return z
 
@@ -929,7 +961,7 @@ class DrawPlan:
         cell, so the entry keeps unit variance. A gene whose errors vary much between regions in one draw and little in
         another is what the panel shows and cannot be told apart beforehand; the pooled tests see that spread.
         """
-        shares = np.sort(np.asarray(self.regional_shares, dtype=np.float64))
+        shares = self.regional_shares
         u = special.ndtr(keyed_normal(self.regional_keys[:1], genes, 0, n_samples)[0])  # (genes, K), uniform
         share = shares[np.minimum((u * len(shares)).astype(np.int64), len(shares) - 1)]
         weights = keyed_normal(self.regional_keys[1:], genes, 0, n_samples)  # (regions, genes, K)

@@ -457,13 +457,21 @@ class DrawsMixin:
                 (1.0 - shared) / np.sqrt(n_fields),
             )
         correlation_fields, correlation_loadings = _draws.correlation_keys(n_fields, random_state)
-        regional_shares = np.asarray(noise["regional"]["shares"], dtype=np.float64)
+        # the regions of these cells (those with signal), never narrower than the calibration's, so that a tile of a
+        # section drawn alone does not get regions of the section's scale; the panel's shares say how much each gene
+        # varies between them
+        regional = noise["regional"]
+        regional_shares = np.sort(np.asarray(regional["shares"], dtype=np.float64))
         regional_basis, regional_keys = None, np.empty(0, np.uint64)
-        if len(regional_shares):  # the regions of these cells; the panel's shares say how much each gene varies there
-            regional_basis = _draws.regional_basis(coordinates, spatial.obs_names, int(noise["regional"]["n_regions"]))
-        if regional_basis is not None:
-            names = ["\x00regional share", *(f"\x00region {r}" for r in range(regional_basis.shape[1]))]
-            regional_keys = cell_keys(names, random_state)
+        regions = (
+            _draws.region_centres(coordinates[~empty], spatial.obs_names[~empty], int(regional["n_regions"]))
+            if len(regional_shares) and regional_shares[-1] > 0
+            else None
+        )
+        if regions is not None:
+            centres, width = regions
+            regional_basis = _draws.regional_basis(coordinates, centres, max(width, float(regional["width"])))
+            regional_keys = _draws.regional_keys(len(centres), random_state)
         genes = pd.Index(self.imputed_genes)[columns]
         plan = _draws.DrawPlan(
             point=point,
