@@ -768,6 +768,7 @@ def test_errors_that_vary_between_regions_are_measured_and_drawn_per_gene_and_dr
     fixed_gap = fixed.noise(slice(None), 200)
     assert np.mean(np.abs(fixed_gap[right].mean(axis=0) - fixed_gap[~right].mean(axis=0)) < 0.05) < 0.3
     np.testing.assert_array_equal(plan.noise(slice(0, 5), 200), z[:, :5])  # gene chunks agree
+    np.testing.assert_array_equal(plan.noise(slice(None), 50), z[..., :50])  # the first draws of more draws
     with pytest.raises(ValueError, match="regional_keys"):
         _white_noise_plan(n, 2, regional_basis=basis, regional_shares=shares, regional_keys=keys[:2])
     with pytest.raises(ValueError, match="one row per cell"):
@@ -797,6 +798,13 @@ def test_a_tile_drawn_alone_varies_between_regions_at_the_sections_scale_not_its
             plan, _ = model._draw_plan(SpatialInput.prepare(adata, None), None, 0, 1000, "spatial")
             variances[label] = (plan.regional_basis @ weights).var(axis=0).mean()
         assert variances["corner"] < 0.1 and variances["section"] > 0.2, variances
+        # with a regional part, draws still do not depend on the batches or the cells' order
+        draws = model.posterior_predictive_sample(adata_st, n_samples=3, random_state=2)
+        batched = model.posterior_predictive_sample(adata_st, n_samples=3, random_state=2, batch_size=97)
+        order = np.random.default_rng(1).permutation(adata_st.n_obs)
+        shuffled = model.posterior_predictive_sample(adata_st[order].copy(), n_samples=3, random_state=2)
+        np.testing.assert_allclose(batched, draws, rtol=1e-5, atol=1e-5)  # float32 rounding of the point estimate
+        np.testing.assert_allclose(shuffled, draws[order], rtol=1e-5, atol=1e-5)
         regional["shares"] = [0.0] * 10
         plan, _ = model._draw_plan(SpatialInput.prepare(adata_st, None), None, 0, 1000, "spatial")
         assert plan.regional_basis is None

@@ -558,12 +558,18 @@ def regional_basis(coordinates: np.ndarray, centres: np.ndarray, width: float) -
     A Gaussian bump of standard deviation ``width`` at each of ``centres`` (:func:`region_centres`). ``basis @ w``
     with standard normal ``w`` is a field with unit variance in every cell that varies over the scale of the regions
     (a tissue's halves, its layers), coarser than any smoothing over neighbours; cells much closer together than
-    ``width`` get nearly the same value.
+    ``width`` get nearly the same value. The bumps overlap, so most of such a field is about constant over a section
+    (about two thirds of its variance on a square section with 6 regions) and the rest varies between the regions.
     """
     coordinates = np.asarray(coordinates, dtype=np.float64)
     squared = ((coordinates[:, None] - centres[None]) ** 2).sum(axis=-1) / (2.0 * width * width)
     bumps = np.exp(-(squared - squared.min(axis=1, keepdims=True)))  # each row scaled by its largest bump: no underflow
     return bumps / np.sqrt((bumps**2).sum(axis=1, keepdims=True))
+
+
+def has_regional_part(shares: np.ndarray) -> bool:
+    """Whether any of the regional ``shares`` is above 0 (else the draws get no regional part)."""
+    return len(shares) > 0 and float(np.max(shares)) > 0
 
 
 def regional_keys(n_regions: int, random_state: int) -> np.ndarray:
@@ -581,7 +587,7 @@ def regional_r2(values: np.ndarray, basis: np.ndarray) -> np.ndarray:
 
 
 def regional_shares(
-    errors: Sequence[np.ndarray], cells: Sequence[np.ndarray], fields: np.ndarray, coordinates: np.ndarray
+    errors: Sequence[np.ndarray], cells: Sequence[np.ndarray | None], fields: np.ndarray, coordinates: np.ndarray
 ) -> dict[str, Any]:
     """How much more of each panel gene's errors varies between regions than the noise law's fields do.
 
@@ -601,14 +607,14 @@ def regional_shares(
         return {"n_regions": 0, "width": float("nan"), "shares": [], "law_r2": float("nan"), "error_r2": float("nan")}
     basis = regional_basis(coordinates, *regions)
     explained, shares, laws = [], [], []
-    for fold_errors_, fold_cells in zip(errors, cells, strict=True):
+    for scores, fold_cells in zip(errors, cells, strict=True):
         rows = slice(None) if fold_cells is None else fold_cells
         law = float(np.nanmean(regional_r2(fields[rows], basis[rows])))
-        r2 = regional_r2(fold_errors_[rows], basis[rows])
+        r2 = regional_r2(scores[rows], basis[rows])
         r2 = r2[np.isfinite(r2)]
         explained.append(r2)
         laws.append(law)
-        if law < 1:
+        if np.isfinite(law) and law < 1:
             shares.append(np.clip((r2 - law) / (1.0 - law), 0.0, MAX_REGIONAL_SHARE))
     explained_all = np.concatenate(explained) if explained else np.zeros(0)
     return {
@@ -950,7 +956,7 @@ class DrawPlan:
             z = np.sqrt(1.0 - v) * z + np.sqrt(v) * self._correlated(genes, n_samples)
         if self.shared > 0:
             z = np.sqrt(self.shared) * self._field(self.factor, n_samples) + np.sqrt(1.0 - self.shared) * z
-        if self.regional_basis is not None and len(self.regional_shares) and self.regional_shares[-1] > 0:
+        if self.regional_basis is not None and has_regional_part(self.regional_shares):
             z = self._with_regional(z, genes, n_samples)
         return z
 

@@ -119,7 +119,7 @@ class DrawsMixin:
             Seed of the noise; each (cell, gene, draw) value is keyed by the cell's and the gene's names, so draws do
             not depend on ``batch_size``, the cells' order, ``gene_list`` or ``n_samples`` (the first ``k`` draws of
             ``n_samples=K`` are those of ``n_samples=k``). They do depend on which cells are drawn together, through
-            the spatial graph.
+            the spatial graph and the tissue's regions (never narrower than the calibration's).
         layer
             Layer of ``adata_st`` with the values; default: the layer the model was built with.
         spatial_key
@@ -461,11 +461,11 @@ class DrawsMixin:
         # section drawn alone does not get regions of the section's scale; the panel's shares say how much each gene
         # varies between them
         regional = noise["regional"]
-        regional_shares = np.sort(np.asarray(regional["shares"], dtype=np.float64))
+        regional_shares = np.asarray(regional["shares"], dtype=np.float64)
         regional_basis, regional_keys = None, np.empty(0, np.uint64)
         regions = (
             _draws.region_centres(coordinates[~empty], spatial.obs_names[~empty], int(regional["n_regions"]))
-            if len(regional_shares) and regional_shares[-1] > 0
+            if _draws.has_regional_part(regional_shares)
             else None
         )
         if regions is not None:
