@@ -559,7 +559,8 @@ def regional_basis(coordinates: np.ndarray, centres: np.ndarray, width: float) -
     with standard normal ``w`` is a field with unit variance in every cell that varies over the scale of the regions
     (a tissue's halves, its layers), coarser than any smoothing over neighbours; cells much closer together than
     ``width`` get nearly the same value. The bumps overlap, so most of such a field is about constant over a section
-    (about two thirds of its variance on a square section with 6 regions) and the rest varies between the regions.
+    (two thirds to three quarters of its variance on the benchmark pairs with 6 regions) and the rest varies between
+    the regions.
     """
     coordinates = np.asarray(coordinates, dtype=np.float64)
     squared = ((coordinates[:, None] - centres[None]) ** 2).sum(axis=-1) / (2.0 * width * width)

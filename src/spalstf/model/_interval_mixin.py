@@ -87,9 +87,9 @@ class IntervalMixin:
         spatial_key
             Key of the cells' coordinates in ``adata_st.obsm``. With coordinates, the calibration also measures how
             spatially smooth (median Moran's I on a 6-nearest-neighbour graph), how shared between genes (mean
-            correlation) and how shared within expression clusters the panel genes' errors are, which
-            :meth:`~spalstf.model.SpaLSTF.posterior_predictive_sample` needs; without them only the intervals and
-            the reliability are calibrated.
+            correlation), how shared within expression clusters and how much they vary between regions of the tissue
+            the panel genes' errors are, which :meth:`~spalstf.model.SpaLSTF.posterior_predictive_sample` needs;
+            without them only the intervals and the reliability are calibrated.
 
         Returns
         -------
