@@ -490,6 +490,18 @@ def moran_target(statistics: dict[str, Any], coordinates: np.ndarray) -> float:
     return float(np.clip(target + here - there, 0.0, MAX_MORAN_TARGET))
 
 
+def fit_kmeans(values: np.ndarray, k: int) -> Any:
+    """scikit-learn's k-means of the rows of ``values`` into ``k`` clusters (3 starts, seed 0), on one thread.
+
+    With more threads its centres may differ in the last bits from run to run, and so would everything fitted on them.
+    """
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return KMeans(n_clusters=k, n_init=3, random_state=0).fit(values)
+
+
 def error_clusters(
     errors: list[np.ndarray], conditions: np.ndarray, levels: Sequence[int] = ERROR_CLUSTER_LEVELS
 ) -> list[dict[str, Any]]:
@@ -502,14 +514,12 @@ def error_clusters(
     ``(k - 1) / n``); the median over genes is the level's cumulative share. Each returned level holds its ``centers``
     (to place new cells) and the ``share`` it adds beyond the coarser levels.
     """
-    from sklearn.cluster import KMeans
-
     n = len(conditions)
     out, explained = [], 0.0
     for k in levels:
         if n < k * MIN_CELLS_PER_CLUSTER:
             continue
-        km = KMeans(n_clusters=k, n_init=3, random_state=0).fit(conditions)
+        km = fit_kmeans(conditions, k)
         labels, counts = km.labels_, np.bincount(km.labels_, minlength=k)
         shares = []
         for E in errors:
@@ -533,19 +543,15 @@ def region_centres(
     """The tissue's regions: k-means centres of the coordinates, and the median distance between neighbouring centres.
 
     With ``names`` (the cells' names) the centres are found with the cells in the order of their names, so they do not
-    depend on the cells' order; k-means runs on one thread, as its result may differ in the last bits otherwise.
+    depend on the cells' order (:func:`fit_kmeans`).
     ``None`` with fewer than two distinct positions.
     """
-    from sklearn.cluster import KMeans
-    from threadpoolctl import threadpool_limits
-
     coordinates = np.asarray(coordinates, dtype=np.float64)
     k = min(n_regions, len(np.unique(coordinates, axis=0)))
     if k < 2:
         return None
     order = np.arange(len(coordinates)) if names is None else np.argsort(np.asarray(names, dtype=str), kind="stable")
-    with threadpool_limits(1):
-        centres = KMeans(n_clusters=k, n_init=3, random_state=0).fit(coordinates[order]).cluster_centers_
+    centres = fit_kmeans(coordinates[order], k).cluster_centers_
     distances = np.sqrt(((centres[:, None] - centres[None]) ** 2).sum(axis=-1))
     np.fill_diagonal(distances, np.inf)
     width = float(np.median(distances.min(axis=1)))
