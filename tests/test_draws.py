@@ -709,8 +709,8 @@ def test_genes_get_noise_as_smooth_as_the_panel_errors_at_their_expression_level
 def test_errors_that_vary_between_regions_are_measured_and_drawn_per_gene_and_draw():
     """Some genes' errors differ between regions of the tissue (a half predicted too high), far beyond what noise
     smoothed over neighbours carries: regional_shares finds how much, gene by gene (0 for errors as the law's), and
-    each (gene, draw) of the draws takes one of those shares, so a difference between halves varies over draws as
-    the panel's errors do. The basis does not depend on the cells' order."""
+    each (gene, draw) of the draws takes one of those shares, so a difference between halves varies from draw to draw
+    with the share it took (not with the mean share in every draw). The regions do not depend on the cells' order."""
     rng = np.random.default_rng(0)
     n = 3000
     coordinates = rng.uniform(0, 100, size=(n, 2))
@@ -743,10 +743,8 @@ def test_errors_that_vary_between_regions_are_measured_and_drawn_per_gene_and_dr
     assert (shares > 0.25).sum() == 10 and (shares < 0.02).sum() == 30  # the halves' genes, and the others at ~0
     # rows without signal (errors 0) are left out: zeroing them changes nothing
     folds[0][~signal] = 0.0
-    assert (
-        _draws.regional_shares(folds, [np.flatnonzero(signal), None], fields, coordinates)["shares"]
-        == (record["shares"])
-    )
+    zeroed = _draws.regional_shares(folds, [np.flatnonzero(signal), None], fields, coordinates)
+    assert zeroed["shares"] == record["shares"]
     assert _draws.regional_shares(folds, [None, None], fields, np.zeros((n, 2)))["shares"] == []
 
     keys = _draws.regional_keys(basis.shape[1], 0)

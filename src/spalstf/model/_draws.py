@@ -604,7 +604,7 @@ def regional_shares(
     :func:`regional_basis`. A gene's share is ``(R2_g - R2_law) / (1 - R2_law)``, clipped to
     [0, :data:`MAX_REGIONAL_SHARE`]: ``R2_g`` the part of its errors' variance the regions explain on its fold's
     cells, ``R2_law`` the fields' mean on the same cells. Genes differ widely here (on osmFISH most panel genes need
-    none and a quarter much), and nothing known without the measurement says which, so the draws take a share at
+    little and a few much), and nothing known without the measurement says which, so the draws take a share at
     random from these, per gene and draw (:meth:`DrawPlan.noise`). Returns the sorted ``shares`` with ``n_regions``,
     the regions' ``width`` (the draws' regions are never narrower), the folds' mean ``law_r2`` and the errors' median
     ``error_r2``; no shares without regions.
