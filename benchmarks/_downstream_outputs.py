@@ -189,6 +189,14 @@ def print_report(name, info, test_summary, draw_summary, smooth, corr_summary, r
     }
     print(seed_table(draw_summary, columns, first))
 
+    axes = [c for c in draw_summary.columns if c.startswith("halves_axis")]
+    if axes:
+        print(
+            "\n### Halves cut along each principal axis of the coordinates (longest first): squared error of the "
+            "halves' difference over the draws' mean squared deviation (1: as wide as needed; above: over-confident)\n"
+        )
+        print(seed_table(draw_summary, {f"axis {c[len('halves_axis')]}": c for c in axes}, first))
+
     print("\n### Over-smoothing and gene-gene structure\n")
     rows = []
     corr_index = corr_summary.set_index(["method", "seed"])

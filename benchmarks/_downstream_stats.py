@@ -153,6 +153,38 @@ def draw_quality(draws: np.ndarray, truth: np.ndarray, rng: np.random.Generator)
     return out
 
 
+#: Principal axes of the coordinates along which the tissue is cut into halves for :func:`halves_by_axis`.
+MAX_AXES = 3
+
+
+def halves_gap(values: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Mean of the rows in ``upper`` minus the mean of the others (over the first axis)."""
+    return values[upper].mean(axis=0) - values[~upper].mean(axis=0)
+
+
+def halves_by_axis(
+    draws: np.ndarray, truth: np.ndarray, point: np.ndarray, coordinates: np.ndarray
+) -> dict[str, float]:
+    """Sums over genes (to pool over folds) of how far the halves' difference is off, along each principal axis.
+
+    The cells are cut into halves at the median of their projection on each principal axis of ``coordinates``
+    (longest first; at most :data:`MAX_AXES`). Per gene, the difference between the halves' means of the truth, of the
+    point and of every draw: ``error2_axis{j}`` sums the truth's squared deviation from the point's, ``spread2_axis{j}``
+    the draws' mean squared deviation from it. Their ratio is about 1 where the draws vary between halves cut in that
+    direction as much as the imputation errs there; above 1, a comparison of such regions is over-confident.
+    """
+    centred = coordinates - coordinates.mean(axis=0)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    out: dict[str, float] = {}
+    for j, axis in enumerate(axes[:MAX_AXES], start=1):
+        projection = centred @ axis
+        upper = projection >= np.median(projection)
+        point_gap = halves_gap(point, upper)
+        out[f"error2_axis{j}"] = float(((halves_gap(truth, upper) - point_gap) ** 2).sum())
+        out[f"spread2_axis{j}"] = float(((halves_gap(draws, upper) - point_gap[:, None]) ** 2).mean(axis=1).sum())
+    return out
+
+
 def pair_correlation_sd(deviations: np.ndarray) -> float:
     """Standard deviation of the Pearson correlations between every two columns (genes) of ``deviations``."""
     from spalstf.model._draws import pair_correlations
@@ -240,6 +272,11 @@ def summarise_draws(draws: pd.DataFrame) -> pd.DataFrame:
         row["calibration_error_order"] = order_err
         row["calibration_error_order_vs_exchangeable"] = exact_err
         row["calibration_error_pit"] = pit_err
+        for j in range(1, MAX_AXES + 1):
+            if f"error2_axis{j}" in frame and frame[f"error2_axis{j}"].notna().all():
+                row[f"halves_axis{j}_error2_over_spread2"] = (
+                    frame[f"error2_axis{j}"].sum() / frame[f"spread2_axis{j}"].sum()
+                )
         row["crps"] = frame["crps_sum"].sum() / entries
         row["crps_ratio_to_constant"] = row["crps"] / constant_crps[(K, seed)]
         rows.append(row)

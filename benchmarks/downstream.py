@@ -55,7 +55,11 @@ calibration error = max over levels of ``|coverage - level|`` (for order statist
 ``(upper - lower) / (K + 1)`` that an exchangeable truth has, which is below the level for small K and high levels);
 fair ensemble CRPS (mean over entries) and its ratio to the constant-width predictive's; over-smoothing: median over
 held-out genes of ``|I(draw 0) - I(truth)|`` and ``|I(point) - I(truth)|``; mean absolute Spearman correlation
-between held-out genes (per fold, then mean over folds) of the truth, the point estimate and draw 0.
+between held-out genes (per fold, then mean over folds) of the truth, the point estimate and draw 0. Variation
+between regions in every direction: the cells with signal cut into halves along each principal axis of their
+coordinates, the truth's halves difference minus the point's, squared, over the draws' mean squared deviation from
+the point's (summed over genes and folds; 1 where the draws vary between such halves as much as the imputation errs
+there, :func:`_downstream_stats.halves_by_axis`).
 
 Resources: time and peak resident memory (:class:`spalstf.benchmark.PeakMemory`, RSS increase) of every call of
 ``posterior_predictive_sample``, ``spatial_autocorr``, ``differential_expression`` (one comparison) and
@@ -104,6 +108,7 @@ from _downstream_stats import (
     LEVELS,
     de_one,
     draw_quality,
+    halves_by_axis,
     mean_abs_spearman,
     moran_frame,
     moran_one,
@@ -648,6 +653,7 @@ def run_fold(
                 draw_sets["tissue"] = tissue_tests(f, tissue_state, K, seed, records)
             for method, draws in draw_sets.items():
                 quality = draw_quality(draws, f.truth, np.random.default_rng([seed, fold, K, 11]))
+                quality.update(halves_by_axis(draws, f.truth, f.point, f.coordinates[f.signal]))
                 records.draws.append({"fold": fold, "seed": seed, "K": K, "method": method, **quality})
                 if K == args.samples[0]:  # draw 0 does not depend on K
                     records.moran_gaps(f"{method} draw 0", seed, held, f.graph.moran(draws[:, :, 0]), moran_truth)
