@@ -153,7 +153,7 @@ def draw_quality(draws: np.ndarray, truth: np.ndarray, rng: np.random.Generator)
     return out
 
 
-#: Principal axes of the coordinates along which the tissue is cut into halves for :func:`halves_by_axis`.
+#: Principal axes of the coordinates along which the tissue is cut into halves (:func:`principal_halves`).
 MAX_AXES = 3
 
 
@@ -162,23 +162,33 @@ def halves_gap(values: np.ndarray, upper: np.ndarray) -> np.ndarray:
     return values[upper].mean(axis=0) - values[~upper].mean(axis=0)
 
 
-def halves_by_axis(
-    draws: np.ndarray, truth: np.ndarray, point: np.ndarray, coordinates: np.ndarray
-) -> dict[str, float]:
-    """Sums over genes (to pool over folds) of how far the halves' difference is off, along each principal axis.
+def principal_halves(coordinates: np.ndarray) -> list[np.ndarray]:
+    """The cells cut into halves at the median of their projection on each principal axis of ``coordinates``.
 
-    The cells are cut into halves at the median of their projection on each principal axis of ``coordinates``
-    (longest first; at most :data:`MAX_AXES`). Per gene, the difference between the halves' means of the truth, of the
-    point and of every draw: ``error2_axis{j}`` sums the truth's squared deviation from the point's, ``spread2_axis{j}``
-    the draws' mean squared deviation from it. Their ratio is about 1 where the draws vary between halves cut in that
-    direction as much as the imputation errs there; above 1, a comparison of such regions is over-confident.
+    One mask (the upper half) per axis, longest axis first, at most :data:`MAX_AXES`.
     """
     centred = coordinates - coordinates.mean(axis=0)
     _, _, axes = np.linalg.svd(centred, full_matrices=False)
-    out: dict[str, float] = {}
-    for j, axis in enumerate(axes[:MAX_AXES], start=1):
+    masks = []
+    for axis in axes[:MAX_AXES]:
         projection = centred @ axis
-        upper = projection >= np.median(projection)
+        masks.append(projection >= np.median(projection))
+    return masks
+
+
+def halves_by_axis(
+    draws: np.ndarray, truth: np.ndarray, point: np.ndarray, halves: list[np.ndarray]
+) -> dict[str, float]:
+    """Sums over genes (to pool over folds) of how far the halves' difference is off, along each principal axis.
+
+    ``halves`` are the cuts of :func:`principal_halves`. Per gene, the difference between the halves' means of the
+    truth, of the point and of every draw: ``error2_axis{j}`` sums the truth's squared deviation from the point's,
+    ``spread2_axis{j}`` the draws' mean squared deviation from it. Their ratio is about 1 where the draws vary between
+    halves cut in that direction as much as the imputation errs there; above 1, a comparison of such regions is
+    over-confident.
+    """
+    out: dict[str, float] = {}
+    for j, upper in enumerate(halves, start=1):
         point_gap = halves_gap(point, upper)
         out[f"error2_axis{j}"] = float(((halves_gap(truth, upper) - point_gap) ** 2).sum())
         out[f"spread2_axis{j}"] = float(((halves_gap(draws, upper) - point_gap[:, None]) ** 2).mean(axis=1).sum())

@@ -59,7 +59,7 @@ between held-out genes (per fold, then mean over folds) of the truth, the point 
 between regions in every direction: the cells with signal cut into halves along each principal axis of their
 coordinates, the truth's halves difference minus the point's, squared, over the draws' mean squared deviation from
 the point's (summed over genes and folds; 1 where the draws vary between such halves as much as the imputation errs
-there, :func:`_downstream_stats.halves_by_axis`).
+there, :func:`_downstream_stats.halves_by_axis`; the cuts are made once per fold).
 
 Resources: time and peak resident memory (:class:`spalstf.benchmark.PeakMemory`, RSS increase) of every call of
 ``posterior_predictive_sample``, ``spatial_autocorr``, ``differential_expression`` (one comparison) and
@@ -114,6 +114,7 @@ from _downstream_stats import (
     moran_one,
     pair_correlation_sd,
     pooled_spread,
+    principal_halves,
     test_frame,
 )
 
@@ -285,6 +286,7 @@ class Fold:
     plan: Any
     point: np.ndarray
     truth: np.ndarray
+    axis_halves: list[np.ndarray]
     info: dict[str, Any]
 
 
@@ -380,6 +382,7 @@ def prepare_fold(fold: int, kept: list[str], held: list[str], adata_st, rna, arg
         plan=plan,
         point=point_all[signal],
         truth=truth,
+        axis_halves=principal_halves(coordinates[signal]),
         info=info,
     )
 
@@ -653,7 +656,7 @@ def run_fold(
                 draw_sets["tissue"] = tissue_tests(f, tissue_state, K, seed, records)
             for method, draws in draw_sets.items():
                 quality = draw_quality(draws, f.truth, np.random.default_rng([seed, fold, K, 11]))
-                quality.update(halves_by_axis(draws, f.truth, f.point, f.coordinates[f.signal]))
+                quality.update(halves_by_axis(draws, f.truth, f.point, f.axis_halves))
                 records.draws.append({"fold": fold, "seed": seed, "K": K, "method": method, **quality})
                 if K == args.samples[0]:  # draw 0 does not depend on K
                     records.moran_gaps(f"{method} draw 0", seed, held, f.graph.moran(draws[:, :, 0]), moran_truth)
