@@ -773,6 +773,83 @@ def test_errors_that_vary_between_regions_are_measured_and_drawn_per_gene_and_dr
         _white_noise_plan(n, 2, regional_basis=basis[:10], regional_shares=shares, regional_keys=keys)
 
 
+def _halves_gap_variance(field: np.ndarray, coordinates: np.ndarray, axis: int) -> float:
+    """Mean squared difference between the halves of the section along ``axis`` of the columns of ``field``."""
+    right = coordinates[:, axis] > np.median(coordinates[:, axis])
+    return float(((field[right].mean(axis=0) - field[~right].mean(axis=0)) ** 2).mean())
+
+
+def test_the_regional_part_varies_in_the_directions_the_panel_errors_do():
+    """Panel errors that vary along the section's length but not across it teach the regional part that direction:
+    the split-half likelihood keeps most of the learnt covariance (a small shrinkage), and the draws' regional field
+    differs between the halves along the length several times more than across, where independent weights treat both
+    alike. Errors that vary between regions in no particular direction (as independent weights do) keep about
+    independent weights. Without gene names (or with too few genes) the mixing gives the plain bumps, and a record
+    without a mixing is drawn as before."""
+    rng = np.random.default_rng(0)
+    n, n_genes = 3000, 40
+    coordinates = rng.uniform(0, 100, size=(n, 2))
+    names = np.array([f"cell{i}" for i in range(n)])
+    fields = rng.standard_normal((n, 48))  # the law without a regional part: white noise here
+    genes = [[f"g{j}" for j in range(0, n_genes, 2)], [f"g{j}" for j in range(1, n_genes, 2)]]
+    x = coordinates[:, 0] / 100
+    along = np.column_stack([np.cos(np.pi * x), np.cos(2 * np.pi * x)])  # smooth profiles along the length only
+    profile = along @ rng.standard_normal((2, n_genes))
+    errors = 0.5 * profile / profile.std(axis=0) + rng.standard_normal((n, n_genes))
+    record = _draws.regional_shares([errors[:, ::2], errors[:, 1::2]], [None, None], fields, coordinates, genes)
+    assert record["shrinkage"] <= 0.5
+    signal = np.ones(n, bool)
+    learnt = _draws.drawn_regional_basis(record, coordinates, signal, names)
+    np.testing.assert_allclose((learnt**2).sum(axis=1), 1.0)
+    weights = rng.standard_normal((learnt.shape[1], 2000))
+    plain = _draws.regional_basis(coordinates, np.asarray(record["centres"]), record["width"])
+    ratio_learnt = _halves_gap_variance(learnt @ weights, coordinates, 0) / _halves_gap_variance(
+        learnt @ weights, coordinates, 1
+    )
+    ratio_plain = _halves_gap_variance(plain @ weights, coordinates, 0) / _halves_gap_variance(
+        plain @ weights, coordinates, 1
+    )
+    assert ratio_learnt > 4 and 0.5 < ratio_plain < 2, (ratio_learnt, ratio_plain)
+    # between cells the learnt field varies about as much as independent weights' (only the direction is learnt)
+    assert (learnt @ weights).var(axis=0).mean() == pytest.approx((plain @ weights).var(axis=0).mean(), rel=0.35)
+
+    # errors varying between regions as independent weights do: about independent weights
+    isotropic = 0.6 * plain @ rng.standard_normal((plain.shape[1], n_genes)) + rng.standard_normal((n, n_genes))
+    iso = _draws.regional_shares([isotropic[:, ::2], isotropic[:, 1::2]], [None, None], fields, coordinates, genes)
+    assert iso["shrinkage"] >= 0.75
+    # without gene names, or with too few genes, the mixing gives the plain bumps (shrinkage 1)
+    unnamed = _draws.regional_shares([errors[:, ::2], errors[:, 1::2]], [None, None], fields, coordinates)
+    assert unnamed["shrinkage"] == 1.0
+    np.testing.assert_allclose(_draws.drawn_regional_basis(unnamed, coordinates, signal, names), plain, atol=1e-12)
+    few = [errors[:, :3], errors[:, 3:6]]
+    assert _draws.regional_shares(few, [None, None], fields, coordinates, [g[:3] for g in genes])["shrinkage"] == 1
+    # a record of an earlier version (no mixing), or cells beyond the calibration's extent: regions of their own
+    earlier = {key: value for key, value in record.items() if key != "mixing"}
+    own = _draws.regional_basis(coordinates, *_draws.region_centres(coordinates, names))
+    np.testing.assert_allclose(_draws.drawn_regional_basis(earlier, coordinates, signal, names), own)
+    moved = coordinates + 1000.0
+    np.testing.assert_allclose(
+        _draws.drawn_regional_basis(record, moved, signal, names),
+        _draws.regional_basis(moved, *_draws.region_centres(moved, names)),
+    )
+
+
+def test_draws_and_their_regional_directions_survive_save_and_load(known, tmp_path):
+    """The calibration's regional record (regions, mixing, mean) is saved with the model: the loaded model draws the
+    same values."""
+    model, adata_st, _ = known
+    calibration = model.interval_calibration_ or model.calibrate_intervals(adata_st)
+    regional = calibration.details["draws"]["regional"]
+    assert {"centres", "extent", "mixing", "shrinkage"} <= set(regional)
+    draws = model.posterior_predictive_sample(adata_st, n_samples=3, random_state=1)
+    model.save(tmp_path / "m")
+    loaded = SpaLSTF.load(tmp_path / "m", adata=model.adata.copy())
+    np.testing.assert_array_equal(
+        loaded.interval_calibration_.details["draws"]["regional"]["mixing"], regional["mixing"]
+    )
+    np.testing.assert_array_equal(loaded.posterior_predictive_sample(adata_st, n_samples=3, random_state=1), draws)
+
+
 def test_a_tile_drawn_alone_varies_between_regions_at_the_sections_scale_not_its_own(known):
     """The regional part's regions are those of the drawn cells but never narrower than the calibration's: a corner of
     the section drawn alone gets a regional field about constant over it (as it is within the section), not one that

@@ -8,7 +8,8 @@ draw has exactly the calibrated marginal distribution. ``z`` is white noise smoo
 fields: the panel's inner-fold errors fix how smooth (their median Moran's I, moved per gene by how the errors'
 smoothness varies with the expression level) and how shared (the mean and the spread of their correlations between
 genes) the noise is, and how much more each gene's errors vary between regions of the tissue than that noise does
-(a share drawn per gene and draw from the panel genes' own). The AnnData-facing side
+(a share drawn per gene and draw from the panel genes' own) and in which directions (learnt from the panel errors,
+shrunk toward no direction as far as half the panel genes fail to support it in the other half). The AnnData-facing side
 is :class:`~spalstf.model._draws_mixin.DrawsMixin`; ``docs/method.md`` ("Multiple imputation") says why and what it
 assumes.
 """
@@ -50,6 +51,13 @@ MIN_CELLS_PER_CLUSTER = 20
 N_REGIONS = 6
 #: Largest share of a gene's noise variance that the regional part may take.
 MAX_REGIONAL_SHARE = 0.9
+#: Weights of the independent regional weights' covariance against the one learnt from the panel errors
+#: (:func:`regional_covariance`) among which :func:`split_half_shrinkage` chooses.
+REGIONAL_SHRINKAGE_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: Random halves of the panel genes on which :func:`split_half_shrinkage` scores its weights (each both ways round).
+N_SPLIT_HALVES = 10
+#: Fewest distinct panel genes for the regional covariance to be learnt (fewer: independent weights).
+MIN_GENES_FOR_REGIONAL_COVARIANCE = 8
 #: Fields per draw whose random gene loadings spread the noise's correlations between genes (:meth:`DrawPlan.draw`).
 N_CORRELATION_FIELDS = 8
 #: Probe fields of :meth:`NoiseField.fit_smoothing`.
@@ -558,7 +566,9 @@ def region_centres(
     return (centres, width) if np.isfinite(width) and width > 0 else None
 
 
-def regional_basis(coordinates: np.ndarray, centres: np.ndarray, width: float) -> np.ndarray:
+def regional_basis(
+    coordinates: np.ndarray, centres: np.ndarray, width: float, mixing: np.ndarray | None = None
+) -> np.ndarray:
     """Smooth functions of position over the tissue's regions: cells x regions, every row of unit norm.
 
     A Gaussian bump of standard deviation ``width`` at each of ``centres`` (:func:`region_centres`). ``basis @ w``
@@ -566,12 +576,46 @@ def regional_basis(coordinates: np.ndarray, centres: np.ndarray, width: float) -
     (a tissue's halves, its layers), coarser than any smoothing over neighbours; cells much closer together than
     ``width`` get nearly the same value. The bumps overlap, so most of such a field is about constant over a section
     (two thirds to three quarters of its variance on the benchmark pairs with 6 regions) and the rest varies between
-    the regions.
+    the regions. With ``mixing`` ((regions + 1) x regions, :func:`regional_mixing`) each row ``b`` (scaled to unit
+    norm) becomes ``b @ mixing[:-1] + mixing[-1]``, scaled to unit norm again: ``basis @ w`` then varies between cells
+    in the directions learnt from the panel errors (the identity over a zero row gives the plain bumps).
     """
     coordinates = np.asarray(coordinates, dtype=np.float64)
     squared = ((coordinates[:, None] - centres[None]) ** 2).sum(axis=-1) / (2.0 * width * width)
     bumps = np.exp(-(squared - squared.min(axis=1, keepdims=True)))  # each row scaled by its largest bump: no underflow
+    bumps /= np.sqrt((bumps**2).sum(axis=1, keepdims=True))
+    if mixing is None:
+        return bumps
+    mixing = np.asarray(mixing, dtype=np.float64)
+    bumps = bumps @ mixing[:-1] + mixing[-1]
     return bumps / np.sqrt((bumps**2).sum(axis=1, keepdims=True))
+
+
+def drawn_regional_basis(
+    record: dict[str, Any], coordinates: np.ndarray, signal: np.ndarray, names: Sequence[str]
+) -> np.ndarray | None:
+    """The :func:`regional_basis` of the drawn cells at ``coordinates`` from a calibration's regional ``record``.
+
+    Cells within the calibration's extent (widened by the regions' width on every side; those with ``signal``
+    decide) get the calibration's regions and the mixing learnt there (:func:`regional_covariance`), so the part
+    varies in the directions the panel errors did. Cells elsewhere (another section), and records of earlier versions
+    without a mixing, get regions of their own (those of the cells with signal, ``names`` making them independent of
+    the cells' order) with independent weights, never narrower than the calibration's: a tile of a section drawn
+    alone then gets a part about constant over it, as it is within the section. ``None`` without regions.
+    """
+    width = float(record["width"])
+    inside = signal.any()
+    if "mixing" in record and inside:
+        low, high = (np.asarray(bound, dtype=np.float64) for bound in record["extent"])
+        cells = np.asarray(coordinates, dtype=np.float64)[signal]
+        inside = bool(((cells >= low - width) & (cells <= high + width)).all())
+        if inside:
+            return regional_basis(coordinates, np.asarray(record["centres"]), width, np.asarray(record["mixing"]))
+    regions = region_centres(coordinates[signal], np.asarray(names)[signal], int(record["n_regions"]))
+    if regions is None:
+        return None
+    centres, own_width = regions
+    return regional_basis(coordinates, centres, max(own_width, width))
 
 
 def has_regional_part(shares: np.ndarray) -> bool:
@@ -594,9 +638,13 @@ def regional_r2(values: np.ndarray, basis: np.ndarray) -> np.ndarray:
 
 
 def regional_shares(
-    errors: Sequence[np.ndarray], cells: Sequence[np.ndarray | None], fields: np.ndarray, coordinates: np.ndarray
+    errors: Sequence[np.ndarray],
+    cells: Sequence[np.ndarray | None],
+    fields: np.ndarray,
+    coordinates: np.ndarray,
+    genes: Sequence[Sequence[str]] | None = None,
 ) -> dict[str, Any]:
-    """How much more of each panel gene's errors varies between regions than the noise law's fields do.
+    """How much more of each panel gene's errors varies between regions than the noise law's fields do, and how.
 
     ``errors`` (each inner fold's, calibration cells x the fold's genes) with ``cells`` (each fold's cells with signal,
     the rows its errors are measured on), and ``fields`` (cells x fields of the draws' law without a regional part,
@@ -606,8 +654,10 @@ def regional_shares(
     cells, ``R2_law`` the fields' mean on the same cells. Genes differ widely here (on osmFISH most panel genes need
     little and a few much), and nothing known without the measurement says which, so the draws take a share at
     random from these, per gene and draw (:meth:`DrawPlan.noise`). Returns the sorted ``shares`` with ``n_regions``,
-    the regions' ``width`` (the draws' regions are never narrower), the folds' mean ``law_r2`` and the errors' median
-    ``error_r2``; no shares without regions.
+    the regions' ``centres`` and ``width`` (the draws use these regions), the folds' mean ``law_r2`` and the errors'
+    median ``error_r2``, the coordinates' ``extent`` (lowest and highest per axis), and in which directions over the
+    regions the errors vary: the weights' ``mixing`` and its ``shrinkage`` (:func:`regional_covariance`, with
+    ``genes``, each fold's genes' names); no shares without regions.
     """
     regions = region_centres(coordinates, n_regions=N_REGIONS)
     if regions is None:
@@ -624,13 +674,160 @@ def regional_shares(
         if np.isfinite(law) and law < 1:
             shares.append(np.clip((r2 - law) / (1.0 - law), 0.0, MAX_REGIONAL_SHARE))
     explained_all = np.concatenate(explained) if explained else np.zeros(0)
+    coordinates = np.asarray(coordinates, dtype=np.float64)
     return {
         "n_regions": int(basis.shape[1]),
+        "centres": regions[0].tolist(),
         "width": regions[1],
+        "extent": [coordinates.min(axis=0).tolist(), coordinates.max(axis=0).tolist()],
         "shares": np.sort(np.concatenate(shares)).tolist() if shares else [],
         "law_r2": float(np.mean(laws)) if laws else float("nan"),
         "error_r2": float(np.median(explained_all)) if len(explained_all) else float("nan"),
+        **regional_covariance(errors, cells, fields, basis, genes),
     }
+
+
+def centred_span(basis: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The span of ``basis``'s columns centred over its rows: ``U``, ``S``, ``Vt`` of its thin SVD, null part dropped.
+
+    At most one direction fewer than the columns is kept (the smallest goes), so that one direction of the weights
+    is free for the part about constant over the cells (:func:`regional_mixing`).
+
+    ``U`` (rows x k) is orthonormal, ``S`` (k,) and ``Vt`` (k x columns) map a weight vector ``w`` to the
+    coordinates ``S * (Vt @ w)`` of the field ``basis @ w`` (less its mean) in ``U``.
+    """
+    centred = basis - basis.mean(axis=0)
+    U, S, Vt = np.linalg.svd(centred, full_matrices=False)
+    k = int(np.sum(S > 1e-6 * S[0])) if len(S) and S[0] > 0 else 0
+    k = min(k, basis.shape[1] - 1)  # one direction of the weights is left for the part about constant over the cells
+    return U[:, :k], S[:k], Vt[:k]
+
+
+def span_coordinates(values: np.ndarray, span: np.ndarray, rows: Any) -> np.ndarray:
+    """Least-squares coordinates (columns x k) of the finite columns of ``values``, centred over ``rows``, in ``span``.
+
+    ``span`` (cells x k) is read on ``rows`` only.
+    """
+    part = values[rows]
+    part = part[:, np.isfinite(part).all(axis=0)]
+    return np.linalg.lstsq(span[rows], part - part.mean(axis=0), rcond=None)[0].T
+
+
+def regional_covariance(
+    errors: Sequence[np.ndarray],
+    cells: Sequence[np.ndarray | None],
+    fields: np.ndarray,
+    basis: np.ndarray,
+    genes: Sequence[Sequence[str]] | None = None,
+) -> dict[str, Any]:
+    """In which directions over the regions the panel errors vary beyond the law's fields: the regional part's mixing.
+
+    The errors and the fields (:func:`regional_shares`' arguments; ``basis`` the calibration cells'
+    :func:`regional_basis`) are projected on the :func:`centred_span` of the bumps. The errors' covariance there less
+    the fields' (clipped to be positive semi-definite) is the direction the errors vary in (a tissue's length more
+    than its width, say); it is learnt from a few dozen genes, so it is shrunk toward the covariance of independent
+    weights, ``S**2``, by the weight (:data:`REGIONAL_SHRINKAGE_GRID`) under which half of the panel genes predict the
+    other half best (:func:`split_half_shrinkage`). The result, scaled to the independent weights' between-cell
+    variance, is carried by the :func:`regional_mixing`. Returns ``mixing`` and ``shrinkage`` (1: all the
+    independent weights'; without ``genes``, or with fewer than :data:`MIN_GENES_FOR_REGIONAL_COVARIANCE` genes,
+    ``mixing`` gives the plain bumps).
+    """
+    R = basis.shape[1]
+    identity = {"mixing": np.vstack([np.eye(R), np.zeros(R)]).tolist(), "shrinkage": 1.0}
+    U, S, Vt = centred_span(basis)
+    if genes is None or len(S) == 0:
+        return identity
+    coordinates, names, law = [], [], np.zeros((len(S), len(S)))
+    for scores, fold_cells, fold_genes in zip(errors, cells, genes, strict=True):
+        rows = slice(None) if fold_cells is None else fold_cells
+        coordinates.append(span_coordinates(scores, U, rows))
+        names.append(np.asarray(fold_genes, dtype=str)[np.isfinite(scores[rows]).all(axis=0)])
+        field_coordinates = span_coordinates(fields, U, rows)
+        law += field_coordinates.T @ field_coordinates / len(field_coordinates) / len(errors)
+    A, names = np.concatenate(coordinates), np.concatenate(names)
+    if len(np.unique(names)) < MIN_GENES_FOR_REGIONAL_COVARIANCE:
+        return identity
+    independent = np.diag(S**2)
+    learnt = positive_part(A.T @ A / len(A) - law)
+    if np.trace(learnt) <= 0:
+        return identity
+    shrinkage = split_half_shrinkage(A, names, law, independent)
+    between = np.trace(independent)  # the independent weights' between-cell variance, summed over the cells
+    target = (1 - shrinkage) * learnt / np.trace(learnt) * between + shrinkage * independent
+    return {"mixing": regional_mixing(basis, S, Vt, target), "shrinkage": float(shrinkage)}
+
+
+def regional_mixing(basis: np.ndarray, S: np.ndarray, Vt: np.ndarray, target: np.ndarray) -> list[list[float]]:
+    """The :func:`regional_basis` mixing whose field has covariance ``target`` in the centred span, plus a constant.
+
+    ``basis`` (calibration cells x regions) has the :func:`centred_span` ``U S Vt``; the mixed rows are
+    ``(b - mean) @ M + c * n`` with ``M = Vt.T diag(1/S) target**0.5 Vt``, so that the field's departures from its
+    mean over the cells have coordinates of covariance ``target`` in ``U``, and, on a direction ``n`` of the weights
+    that ``M`` does not use, a constant ``c`` drawn apart with the variance that independent weights' field has about
+    constant over the section, ``1 - trace(S**2) / cells``.
+    """
+    R = basis.shape[1]
+    mean = basis.mean(axis=0)
+    M = Vt.T @ (symmetric_root(target) / S[:, None]) @ Vt
+    _, _, directions = np.linalg.svd(np.vstack([Vt, np.zeros((1, R))]))  # rows past len(S): directions M does not use
+    constant = np.sqrt(max(1.0 - float((S**2).sum()) / len(basis), 0.0)) * directions[len(S)]
+    return np.vstack([M, constant - mean @ M]).tolist()
+
+
+def positive_part(matrix: np.ndarray) -> np.ndarray:
+    """A symmetric ``matrix`` with its negative eigenvalues set to 0."""
+    values, vectors = np.linalg.eigh(0.5 * (matrix + matrix.T))
+    return (vectors * np.clip(values, 0.0, None)) @ vectors.T
+
+
+def symmetric_root(matrix: np.ndarray) -> np.ndarray:
+    """The positive semi-definite square root of a symmetric positive semi-definite ``matrix``."""
+    values, vectors = np.linalg.eigh(0.5 * (matrix + matrix.T))
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+
+
+def profile_likelihood(A: np.ndarray, law: np.ndarray, shape: np.ndarray) -> float:
+    """Log-likelihood of the rows of ``A`` under ``N(0, s * shape + law)``, each row at its own best scale ``s``.
+
+    Each gene's errors vary between regions by its own amount (its share), so the scale is profiled per gene over a
+    grid (0 and 60 values from 1e-3 to 1e3 of the largest whitened eigenvalue); only the direction ``shape`` is shared.
+    """
+    values, vectors = np.linalg.eigh(law)
+    whiten = (vectors / np.sqrt(np.clip(values, 1e-12 * max(values.max(), 1e-300), None))) @ vectors.T
+    d, Q = np.linalg.eigh(whiten @ shape @ whiten)
+    d = np.clip(d, 0.0, None)
+    Y = (A @ whiten @ Q) ** 2
+    scales = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 60)]) / max(float(d.max()), 1e-12)
+    per_scale = np.stack([-(np.log1p(s * d)[None] + Y / (1.0 + s * d)[None]).sum(axis=1) for s in scales])
+    return float(0.5 * per_scale.max(axis=0).sum())
+
+
+def split_half_shrinkage(A: np.ndarray, names: np.ndarray, law: np.ndarray, independent: np.ndarray) -> float:
+    """The weight of ``independent`` against the learnt covariance that half the panel genes support in the other.
+
+    ``A`` holds the errors' coordinates (one row per panel gene and fold, ``names`` their genes), ``law`` the fields'
+    covariance. For :data:`N_SPLIT_HALVES` random halves of the distinct genes (seeded 0, 1, ...), the covariance is
+    learnt from one half (as :func:`regional_covariance`) and each grid weight's mix is scored by the other half's
+    :func:`profile_likelihood`, both ways round. The weight chosen is the largest (the closest to independent
+    weights) whose score is not below the best one's by more than one standard error of their difference over the
+    splits: the learnt direction is used only as far as the panel clearly supports it (with a few dozen genes it may
+    not carry over to the imputed ones).
+    """
+    grid = np.asarray(REGIONAL_SHRINKAGE_GRID, dtype=np.float64)
+    unique = np.unique(names)
+    scores = []
+    for repeat in range(N_SPLIT_HALVES):
+        half = np.isin(names, np.random.default_rng(repeat).permutation(unique)[: len(unique) // 2])
+        for train, test in ((half, ~half), (~half, half)):
+            learnt = positive_part(A[train].T @ A[train] / train.sum() - law)
+            if np.trace(learnt) <= 0:
+                learnt = independent
+            shapes = [(1 - w) * learnt / np.trace(learnt) + w * independent / np.trace(independent) for w in grid]
+            scores.append([profile_likelihood(A[test], law, shape) for shape in shapes])
+    scores = np.asarray(scores)
+    difference = scores - scores[:, [int(np.argmax(scores.sum(axis=0)))]]
+    standard_error = difference.std(axis=0, ddof=1) / np.sqrt(len(difference))
+    return float(grid[np.flatnonzero(difference.mean(axis=0) + standard_error >= 0)[-1]])
 
 
 def noise_statistics(folds: list[Any], calibration: Any, coordinates: np.ndarray, conditions: np.ndarray) -> dict:
@@ -661,7 +858,9 @@ def noise_statistics(folds: list[Any], calibration: Any, coordinates: np.ndarray
     statistics["clusters"] = error_clusters(errors, conditions)
     fields = chance_fields(statistics, coordinates, conditions)
     statistics.update(correlation_spread(errors, fields, folds))
-    statistics["regional"] = regional_shares(errors, [fold.cells for fold in folds], fields, coordinates)
+    statistics["regional"] = regional_shares(
+        errors, [fold.cells for fold in folds], fields, coordinates, [fold.genes for fold in folds]
+    )
     return statistics
 
 

@@ -99,8 +99,8 @@ class DrawsMixin:
         the central interval of many draws is the calibrated interval of :meth:`impute` with ``interval=``. Draws of
         neighbouring cells and of different genes are correlated as the panel genes' errors are (their Moran's I, their
         mean correlation between genes and how far it spreads from pair to pair, with a pattern drawn afresh in every
-        draw, and how much they differ between regions of the tissue, gene by gene; ``docs/method.md``, "Multiple
-        imputation"), so that a draw is not smoother than a measurement, as the
+        draw, and how much and in which directions they differ between regions of the tissue, gene by gene;
+        ``docs/method.md``, "Multiple imputation"), so that a draw is not smoother than a measurement, as the
         point estimate is. The model must have an interval calibration with coordinates
         (:meth:`calibrate_intervals`); a model without one is calibrated on the measured genes of ``adata_st`` first
         (never on imputed genes).
@@ -119,7 +119,8 @@ class DrawsMixin:
             Seed of the noise; each (cell, gene, draw) value is keyed by the cell's and the gene's names, so draws do
             not depend on ``batch_size``, the cells' order, ``gene_list`` or ``n_samples`` (the first ``k`` draws of
             ``n_samples=K`` are those of ``n_samples=k``). They do depend on which cells are drawn together, through
-            the spatial graph and the tissue's regions (never narrower than the calibration's).
+            the spatial graph, and, for cells beyond the calibration's extent, the tissue's regions (the calibration's
+            regions otherwise).
         layer
             Layer of ``adata_st`` with the values; default: the layer the model was built with.
         spatial_key
@@ -457,21 +458,13 @@ class DrawsMixin:
                 (1.0 - shared) / np.sqrt(n_fields),
             )
         correlation_fields, correlation_loadings = _draws.correlation_keys(n_fields, random_state)
-        # the regions of these cells (those with signal), never narrower than the calibration's, so that a tile of a
-        # section drawn alone does not get regions of the section's scale; the panel's shares say how much each gene
-        # varies between them
         regional = noise["regional"]
         regional_shares = np.asarray(regional["shares"], dtype=np.float64)
         regional_basis, regional_keys = None, np.empty(0, np.uint64)
-        regions = (
-            _draws.region_centres(coordinates[~empty], spatial.obs_names[~empty], int(regional["n_regions"]))
-            if _draws.has_regional_part(regional_shares)
-            else None
-        )
-        if regions is not None:
-            centres, width = regions
-            regional_basis = _draws.regional_basis(coordinates, centres, max(width, float(regional["width"])))
-            regional_keys = _draws.regional_keys(len(centres), random_state)
+        if _draws.has_regional_part(regional_shares):
+            regional_basis = _draws.drawn_regional_basis(regional, coordinates, ~empty, spatial.obs_names)
+        if regional_basis is not None:
+            regional_keys = _draws.regional_keys(regional_basis.shape[1], random_state)
         genes = pd.Index(self.imputed_genes)[columns]
         plan = _draws.DrawPlan(
             point=point,
@@ -500,7 +493,7 @@ class DrawsMixin:
             "shared between genes %.3f, correlations between genes spread by %.3f beyond chance (share %.3f of %d "
             "fields with random loadings), shared within expression clusters %s; the genes' own noise smoothed to "
             "Moran's I %s by expression level; a regional part over %d regions, its share per gene and draw taken from "
-            "the panel genes' (median %.3f, mean %.3f).",
+            "the panel genes' (median %.3f, mean %.3f), its directions %s.",
             smoothing,
             target,
             noise["error_moran"],
@@ -516,6 +509,9 @@ class DrawsMixin:
             0 if plan.regional_basis is None else plan.regional_basis.shape[1],
             float(np.median(regional_shares)) if len(regional_shares) else 0.0,
             float(np.mean(regional_shares)) if len(regional_shares) else 0.0,
+            "independent"
+            if float(regional.get("shrinkage", 1.0)) >= 1.0
+            else f"learnt from the panel errors (shrunk toward independent by {float(regional['shrinkage']):.2f})",
         )
         return plan, genes
 
