@@ -401,6 +401,9 @@ def noise_record(noise: dict[str, Any]) -> dict[str, Any]:
     record["regional_regions"], record["regional_width"] = float(regional["n_regions"]), regional["width"]
     record["regional_share_median"] = float(np.median(shares)) if len(shares) else 0.0
     record["regional_share_mean"] = float(shares.mean()) if len(shares) else 0.0
+    # how far the regional part's direction learnt from the panel errors was shrunk toward independent weights (1:
+    # wholly; NaN: a calibration without a learnt direction)
+    record["regional_shrinkage"] = float(regional.get("shrinkage", np.nan))
     return record
 
 
