@@ -851,9 +851,9 @@ def test_draws_and_their_regional_directions_survive_save_and_load(known, tmp_pa
 
 
 def test_a_tile_drawn_alone_varies_between_regions_at_the_sections_scale_not_its_own(known):
-    """The regional part's regions are those of the drawn cells but never narrower than the calibration's: a corner of
-    the section drawn alone gets a regional field about constant over it (as it is within the section), not one that
-    varies across the tile as much as across the whole section. Without any share above 0 no regions are made."""
+    """A corner of the section drawn alone gets the calibration's regions (the section's), so a regional field about
+    constant over it (as it is within the section), not one that varies across the tile as much as across the whole
+    section. Without any share above 0 no regions are made."""
     import copy
 
     from spalstf.model._spatial_input import SpatialInput

@@ -604,12 +604,10 @@ def drawn_regional_basis(
     alone then gets a part about constant over it, as it is within the section. ``None`` without regions.
     """
     width = float(record["width"])
-    inside = signal.any()
-    if "mixing" in record and inside:
+    if "mixing" in record and signal.any():
         low, high = (np.asarray(bound, dtype=np.float64) for bound in record["extent"])
         cells = np.asarray(coordinates, dtype=np.float64)[signal]
-        inside = bool(((cells >= low - width) & (cells <= high + width)).all())
-        if inside:
+        if ((cells >= low - width) & (cells <= high + width)).all():
             return regional_basis(coordinates, np.asarray(record["centres"]), width, np.asarray(record["mixing"]))
     regions = region_centres(coordinates[signal], np.asarray(names)[signal], int(record["n_regions"]))
     if regions is None:
@@ -726,8 +724,8 @@ def regional_covariance(
     :func:`regional_basis`) are projected on the :func:`centred_span` of the bumps. The errors' covariance there less
     the fields' (clipped to be positive semi-definite) is the direction the errors vary in (a tissue's length more
     than its width, say); it is learnt from a few dozen genes, so it is shrunk toward the covariance of independent
-    weights, ``S**2``, by the weight (:data:`REGIONAL_SHRINKAGE_GRID`) under which half of the panel genes predict the
-    other half best (:func:`split_half_shrinkage`). The result, scaled to the independent weights' between-cell
+    weights, ``S**2``, by a weight (:data:`REGIONAL_SHRINKAGE_GRID`) that half of the panel genes support in the
+    other half (:func:`split_half_shrinkage`). The result, scaled to the independent weights' between-cell
     variance, is carried by the :func:`regional_mixing`. Returns ``mixing`` and ``shrinkage`` (1: all the
     independent weights'; without ``genes``, or with fewer than :data:`MIN_GENES_FOR_REGIONAL_COVARIANCE` genes,
     ``mixing`` gives the plain bumps).
