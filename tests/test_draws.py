@@ -799,7 +799,8 @@ def test_the_regional_part_varies_in_the_directions_the_panel_errors_do():
     record = _draws.regional_shares([errors[:, ::2], errors[:, 1::2]], [None, None], fields, coordinates, genes)
     assert record["shrinkage"] <= 0.5
     signal = np.ones(n, bool)
-    learnt = _draws.drawn_regional_basis(record, coordinates, signal, names)
+    learnt, used = _draws.drawn_regional_basis(record, coordinates, signal, names)
+    assert used
     np.testing.assert_allclose((learnt**2).sum(axis=1), 1.0)
     weights = rng.standard_normal((learnt.shape[1], 2000))
     plain = _draws.regional_basis(coordinates, np.asarray(record["centres"]), record["width"])
@@ -820,16 +821,17 @@ def test_the_regional_part_varies_in_the_directions_the_panel_errors_do():
     # without gene names, or with too few genes, the mixing gives the plain bumps (shrinkage 1)
     unnamed = _draws.regional_shares([errors[:, ::2], errors[:, 1::2]], [None, None], fields, coordinates)
     assert unnamed["shrinkage"] == 1.0
-    np.testing.assert_allclose(_draws.drawn_regional_basis(unnamed, coordinates, signal, names), plain, atol=1e-12)
+    np.testing.assert_allclose(_draws.drawn_regional_basis(unnamed, coordinates, signal, names)[0], plain, atol=1e-12)
     few = [errors[:, :3], errors[:, 3:6]]
     assert _draws.regional_shares(few, [None, None], fields, coordinates, [g[:3] for g in genes])["shrinkage"] == 1
     # a record of an earlier version (no mixing), or cells beyond the calibration's extent: regions of their own
     earlier = {key: value for key, value in record.items() if key != "mixing"}
     own = _draws.regional_basis(coordinates, *_draws.region_centres(coordinates, names))
-    np.testing.assert_allclose(_draws.drawn_regional_basis(earlier, coordinates, signal, names), own)
+    assert not _draws.drawn_regional_basis(earlier, coordinates, signal, names)[1]
+    np.testing.assert_allclose(_draws.drawn_regional_basis(earlier, coordinates, signal, names)[0], own)
     moved = coordinates + 1000.0
     np.testing.assert_allclose(
-        _draws.drawn_regional_basis(record, moved, signal, names),
+        _draws.drawn_regional_basis(record, moved, signal, names)[0],
         _draws.regional_basis(moved, *_draws.region_centres(moved, names)),
     )
 

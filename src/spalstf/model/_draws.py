@@ -593,7 +593,7 @@ def regional_basis(
 
 def drawn_regional_basis(
     record: dict[str, Any], coordinates: np.ndarray, signal: np.ndarray, names: Sequence[str]
-) -> np.ndarray | None:
+) -> tuple[np.ndarray | None, bool]:
     """The :func:`regional_basis` of the drawn cells at ``coordinates`` from a calibration's regional ``record``.
 
     Cells within the calibration's extent (widened by the regions' width on every side; those with ``signal``
@@ -601,19 +601,21 @@ def drawn_regional_basis(
     varies in the directions the panel errors did. Cells elsewhere (another section), and records of earlier versions
     without a mixing, get regions of their own (those of the cells with signal, ``names`` making them independent of
     the cells' order) with independent weights, never narrower than the calibration's: a tile of a section drawn
-    alone then gets a part about constant over it, as it is within the section. ``None`` without regions.
+    alone then gets a part about constant over it, as it is within the section. Returns the basis (``None``
+    without regions) and whether it is the calibration's (with its learnt mixing).
     """
     width = float(record["width"])
     if "mixing" in record and signal.any():
         low, high = (np.asarray(bound, dtype=np.float64) for bound in record["extent"])
         cells = np.asarray(coordinates, dtype=np.float64)[signal]
         if ((cells >= low - width) & (cells <= high + width)).all():
-            return regional_basis(coordinates, np.asarray(record["centres"]), width, np.asarray(record["mixing"]))
+            mixing = np.asarray(record["mixing"])
+            return regional_basis(coordinates, np.asarray(record["centres"]), width, mixing), True
     regions = region_centres(coordinates[signal], np.asarray(names)[signal], int(record["n_regions"]))
     if regions is None:
-        return None
+        return None, False
     centres, own_width = regions
-    return regional_basis(coordinates, centres, max(own_width, width))
+    return regional_basis(coordinates, centres, max(own_width, width)), False
 
 
 def has_regional_part(shares: np.ndarray) -> bool:

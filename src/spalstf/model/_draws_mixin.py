@@ -460,9 +460,9 @@ class DrawsMixin:
         correlation_fields, correlation_loadings = _draws.correlation_keys(n_fields, random_state)
         regional = noise["regional"]
         regional_shares = np.asarray(regional["shares"], dtype=np.float64)
-        regional_basis, regional_keys = None, np.empty(0, np.uint64)
+        regional_basis, regional_keys, learnt = None, np.empty(0, np.uint64), False
         if _draws.has_regional_part(regional_shares):
-            regional_basis = _draws.drawn_regional_basis(regional, coordinates, ~empty, spatial.obs_names)
+            regional_basis, learnt = _draws.drawn_regional_basis(regional, coordinates, ~empty, spatial.obs_names)
         if regional_basis is not None:
             regional_keys = _draws.regional_keys(regional_basis.shape[1], random_state)
         genes = pd.Index(self.imputed_genes)[columns]
@@ -509,9 +509,9 @@ class DrawsMixin:
             0 if plan.regional_basis is None else plan.regional_basis.shape[1],
             float(np.median(regional_shares)) if len(regional_shares) else 0.0,
             float(np.mean(regional_shares)) if len(regional_shares) else 0.0,
-            "independent"
-            if float(regional.get("shrinkage", 1.0)) >= 1.0
-            else f"learnt from the panel errors (shrunk toward independent by {float(regional['shrinkage']):.2f})",
+            f"learnt from the panel errors (shrunk toward independent weights by {float(regional['shrinkage']):.2f})"
+            if learnt
+            else "independent (regions of the drawn cells)",
         )
         return plan, genes
 
