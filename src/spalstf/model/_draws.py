@@ -748,13 +748,23 @@ def regional_covariance(
     if len(np.unique(names)) < MIN_GENES_FOR_REGIONAL_COVARIANCE:
         return identity
     independent = np.diag(S**2)
-    learnt = positive_part(A.T @ A / len(A) - law)
+    learnt = excess_covariance(A, law)
     if np.trace(learnt) <= 0:
         return identity
     shrinkage = split_half_shrinkage(A, names, law, independent)
     between = np.trace(independent)  # the independent weights' between-cell variance, summed over the cells
-    target = (1 - shrinkage) * learnt / np.trace(learnt) * between + shrinkage * independent
+    target = shrunk_shape(learnt, independent, shrinkage) * between
     return {"mixing": regional_mixing(basis, S, Vt, target), "shrinkage": float(shrinkage)}
+
+
+def excess_covariance(A: np.ndarray, law: np.ndarray) -> np.ndarray:
+    """The covariance of the rows of ``A`` (mean 0) less ``law``, with negative eigenvalues set to 0."""
+    return positive_part(A.T @ A / len(A) - law)
+
+
+def shrunk_shape(learnt: np.ndarray, independent: np.ndarray, weight: float) -> np.ndarray:
+    """``learnt`` and ``independent``, each scaled to trace 1, mixed with ``weight`` on ``independent`` (trace 1)."""
+    return (1 - weight) * learnt / np.trace(learnt) + weight * independent / np.trace(independent)
 
 
 def regional_mixing(basis: np.ndarray, S: np.ndarray, Vt: np.ndarray, target: np.ndarray) -> list[list[float]]:
@@ -819,11 +829,10 @@ def split_half_shrinkage(A: np.ndarray, names: np.ndarray, law: np.ndarray, inde
     for repeat in range(N_SPLIT_HALVES):
         half = np.isin(names, np.random.default_rng(repeat).permutation(unique)[: len(unique) // 2])
         for train, test in ((half, ~half), (~half, half)):
-            learnt = positive_part(A[train].T @ A[train] / train.sum() - law)
+            learnt = excess_covariance(A[train], law)
             if np.trace(learnt) <= 0:
                 learnt = independent
-            shapes = [(1 - w) * learnt / np.trace(learnt) + w * independent / np.trace(independent) for w in grid]
-            scores.append([profile_likelihood(A[test], law, shape) for shape in shapes])
+            scores.append([profile_likelihood(A[test], law, shrunk_shape(learnt, independent, w)) for w in grid])
     scores = np.asarray(scores)
     difference = scores - scores[:, [int(np.argmax(scores.sum(axis=0)))]]
     standard_error = difference.std(axis=0, ddof=1) / np.sqrt(len(difference))
