@@ -156,6 +156,17 @@ def print_report(name, info, test_summary, draw_summary, smooth, corr_summary, r
             columns[f"{kind}: error^2 / var"] = f"error2_over_imputation_var_{kind}"
         print(seed_table(test_summary[test_summary["test"] == "de"], columns, first))
 
+    if "oracle_centred_power" in test_summary:
+        print(
+            "\n### Differential expression: what each method's standard errors allow (oracle: every test centred on "
+            "the measured difference, its SE and df kept; BH 0.05 as above)\n"
+        )
+        columns = {
+            "true calls: median of abs(measured difference) / SE": "true_effect_over_se_median",
+            "power centred on the measurement": "oracle_centred_power",
+        }
+        print(seed_table(test_summary[test_summary["test"] == "de"], columns, first))
+
     if "I_spearman_with_truth" in test_summary:
         print(
             "\n### Ranking spatially variable genes: Spearman of each method's (pooled) Moran's I with the measured I\n"

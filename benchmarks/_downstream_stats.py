@@ -222,12 +222,41 @@ def summarise_tests(tests: pd.DataFrame) -> pd.DataFrame:
         if test == "moran" and method != "single":
             row.update(widened_moran(frame))
         if test == "de":  # the intervals by kind of comparison: large regions (the halves) or expression clusters
+            row.update(de_ceiling(frame))
             for kind, part in frame.groupby(frame["comparison"].str.split(":").str[0], sort=True):
                 metrics = test_metrics(part)
                 row[f"ci95_covers_truth_{kind}"] = metrics["ci95_covers_truth"]
                 row[f"error2_over_imputation_var_{kind}"] = metrics["error2_over_imputation_var"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def de_ceiling(frame: pd.DataFrame) -> dict[str, float]:
+    """What a method's standard errors allow: its tests centred on the measured difference (an oracle).
+
+    Each test's difference is replaced by the measurement's (``truth_estimate``), its standard error and degrees of
+    freedom kept; p-values are adjusted as the method's (Benjamini-Hochberg within each fold and comparison). The power
+    of these tests is the most the method's intervals could give with a perfect point estimate of every difference: a
+    method whose standard errors are as large as its errors cannot call effects smaller than those errors. Also the
+    median, over the true calls, of the measured difference over the method's standard error.
+    """
+    from spalstf.model._draws import benjamini_hochberg
+
+    se = frame["se"].to_numpy(np.float64)
+    df = frame["df"].to_numpy(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = frame["truth_estimate"].to_numpy(np.float64) / se
+    pvalue = pd.Series(2 * stats.t.sf(np.abs(t), np.where(np.isfinite(df), df, 1e12)), index=frame.index)
+    groups = [frame["fold"], frame["comparison"]]
+    adjusted = pd.concat(
+        [pd.Series(benjamini_hochberg(v.to_numpy()), index=v.index) for _, v in pvalue.groupby(groups)]
+    )
+    call = (adjusted.reindex(frame.index) < ALPHA).to_numpy()
+    truth = (frame["truth_pvalue_adj"] < ALPHA).to_numpy()
+    return {
+        "oracle_centred_power": float((call & truth).sum() / truth.sum()) if truth.sum() else np.nan,
+        "true_effect_over_se_median": float(np.nanmedian(np.abs(t[truth]))) if truth.any() else np.nan,
+    }
 
 
 def widened_moran(frame: pd.DataFrame) -> dict[str, float]:

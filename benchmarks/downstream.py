@@ -44,7 +44,10 @@ fold). Methods:
 Metrics per method and test, pooled over folds and comparisons: calls, true calls (truth significant), true calls
 found (with the truth's sign), FDR = false calls / calls (false: truth not significant or wrong sign), power = found /
 true calls; for K in ``--samples`` and each draw seed in ``--seeds`` (``random_state`` of the draws; TISSUE: numpy's
-global seed): the first seed's value and [min, max] over seeds.
+global seed): the first seed's value and [min, max] over seeds. What each method's standard errors allow, for
+differential expression (an oracle, :func:`_downstream_stats.de_ceiling`): the power of its tests centred on the
+measured difference, each test's standard error and degrees of freedom kept, and the median over the true calls of
+the measured difference over that standard error.
 
 Draw quality on the held-out genes, for SpaLSTF's draws (``posterior_predictive_sample``), TISSUE's imputations and
 the per-gene constant-width predictive of the same calibration (``interval_calibration_.gene_table``, one stratum,
