@@ -54,17 +54,19 @@ def by_copies(plan, genes, comparisons, n_samples):
     from spalstf.model import _draws
 
     tables = [[] for _ in comparisons]
-    for columns in plan.gene_chunks(n_samples):
-        draws = plan.draw(columns, n_samples)
+    for columns, runs in plan.chunks(n_samples):
+        if runs != slice(0, n_samples):
+            raise SystemExit("by_copies pools each chunk at once: it needs chunks that hold every draw of their genes")
+        draws = plan.draw(columns, runs)
         for part, (in1, in2) in zip(tables, comparisons, strict=True):
             part.append(pd.DataFrame(_draws.pooled_difference(draws[in1], draws[in2]), index=genes[columns]))
     return [pd.concat(part) for part in tables]
 
 
 def draw_all(plan, n_samples: int) -> None:
-    """Every gene chunk of draws, dropped at once: the cost of drawing alone."""
-    for columns in plan.gene_chunks(n_samples):
-        plan.draw(columns, n_samples)
+    """Every chunk of draws, dropped at once: the cost of drawing alone."""
+    for columns, draws in plan.chunks(n_samples):
+        plan.draw(columns, draws)
 
 
 def seconds(func) -> tuple[float, object]:

@@ -17,6 +17,7 @@ from scipy import sparse, stats
 import spalstf as sp
 from spalstf.model import SpaLSTF, _draws
 from spalstf.model._calibration import platform_values
+from spalstf.model._spatial_input import SpatialInput
 
 N_TYPES, N_PANEL, N_LIKE_PANEL, N_PATTERN, N_NULL = 4, 30, 20, 6, 30
 SIDE = 24  # spatial cells on a SIDE x SIDE grid, one cell type per quadrant
@@ -165,6 +166,35 @@ def test_draws_go_to_a_file_chunk_by_chunk_and_equal_those_in_memory(known, tmp_
         assert f["draws"].attrs["axes"] == "cells, genes, draws"
 
 
+def test_one_gene_too_many_draws_for_a_chunk_is_drawn_in_runs_with_the_same_draws_and_tests(
+    known, tmp_path, monkeypatch
+):
+    """Where one gene's draws on every cell exceed a chunk, they are made in runs of draws: memory stays bounded,
+    and the draws, the file and the pooled tests are those of one chunk."""
+    model, adata_st, _ = known
+    genes = model.imputed_genes[:3]
+    kw = {"n_samples": 7, "gene_list": genes}
+    whole = model.posterior_predictive_sample(adata_st, **kw)
+    moran = model.spatial_autocorr(adata_st, **kw)
+    de = model.differential_expression(adata_st, "half", "left", **kw)
+    monkeypatch.setattr(_draws, "DRAW_CHUNK_ENTRIES", adata_st.n_obs * 3)  # runs of 3 draws of one gene
+    plan, _ = model._draw_plan(SpatialInput.prepare(adata_st, None), genes, 0, 256, "spatial")
+    assert plan.chunks(7)[:4] == [
+        (slice(0, 1), slice(0, 3)),
+        (slice(1, 2), slice(0, 3)),
+        (slice(2, 3), slice(0, 3)),
+        (slice(0, 1), slice(3, 6)),
+    ]
+    np.testing.assert_allclose(model.posterior_predictive_sample(adata_st, **kw), whole, rtol=0, atol=1e-6)
+    dataset = model.posterior_predictive_sample(adata_st, out=tmp_path / "runs.h5", **kw)
+    try:
+        np.testing.assert_allclose(dataset[:], whole, rtol=0, atol=1e-6)
+    finally:
+        dataset.file.close()
+    pd.testing.assert_frame_equal(model.spatial_autocorr(adata_st, **kw), moran, rtol=1e-9)
+    pd.testing.assert_frame_equal(model.differential_expression(adata_st, "half", "left", **kw), de, rtol=1e-9)
+
+
 def test_cells_without_signal_get_undefined_draws(known):
     model, adata_st, _ = known
     silent = adata_st.copy()
@@ -253,9 +283,18 @@ def test_tl_wrappers_write_their_tables_into_uns_and_refuse_a_foreign_key(known)
     sp.tl.differential_expression(result, model, "half", "left", "right", n_samples=4, gene_list=genes)
     assert result.uns["spalstf_de"]["params"]["group2"] == ["right"]
     sp.tl.differential_expression(result, model, "half", "left", n_samples=4, gene_list=genes)  # its own key: replaced
+    params = result.uns["spalstf_de"]["params"]
+    assert params["function"] == "differential_expression" and params["gene_list"] == genes
+    sp.tl.spatial_autocorr(result, model, n_samples=4, spatial_key="spatial", key_added="moran_all")
+    params = result.uns["moran_all"]["params"]  # what changes the result is recorded: options passed on too
+    assert params["gene_list"] == "all imputed genes" and params["spatial_key"] == "spatial"
     result.uns["mine"] = {"something": 1}
     with pytest.raises(ValueError, match="did not write"):
         sp.tl.spatial_autocorr(result, model, n_samples=4, key_added="mine")
+    # another test's result under the same key is not replaced
+    with pytest.raises(ValueError, match=r"holds a result of sp\.tl\.differential_expression, not of sp\.tl\.spatial"):
+        sp.tl.spatial_autocorr(result, model, n_samples=4, gene_list=genes, key_added="spalstf_de")
+    assert result.uns["spalstf_de"]["params"]["function"] == "differential_expression"
 
 
 def test_rank_genes_groups_tests_every_group_from_one_set_of_draws(known, recording_handler):
@@ -453,6 +492,16 @@ def test_misplaced_arguments_self_loops_short_groups_and_masks_are_named(known, 
     lost.obsm["spatial"][0] = np.nan
     with pytest.raises(ValueError, match="drop those cells"):
         model.posterior_predictive_sample(lost, **kw)
+    # coordinates in another number of dimensions than the calibration's cells had
+    deeper = adata_st.copy()
+    deeper.obsm["spatial"] = np.hstack([deeper.obsm["spatial"], np.zeros((deeper.n_obs, 1))])
+    with pytest.raises(ValueError, match=r"3 coordinate dimension\(s\).*had 2.*spatial_key"):
+        model.posterior_predictive_sample(deeper, **kw)
+    # duplicated gene names: genes are found by name
+    twice = ad.concat([adata_st, adata_st[:, :1]], axis=1, merge="first")
+    twice.obsm["spatial"] = adata_st.obsm["spatial"]
+    with pytest.raises(ValueError, match=r"duplicated var_names.*var_names_make_unique"):
+        model.posterior_predictive_sample(twice, **kw)
 
 
 def test_a_calibration_without_coordinates_asks_for_one_with_them(known):

@@ -40,8 +40,17 @@ MAX_MORAN_TARGET = 0.99
 MAX_SMOOTHING = 50.0
 #: The shared (cross-gene) share of the noise is kept within [0, this].
 MAX_SHARED_NOISE = 0.9
-#: Entries (cells x genes x draws) of one gene chunk of draws: the working memory of the draws and pooled tests.
+#: Entries (cells x genes x draws) of one chunk of draws: the working memory of the draws and pooled tests.
 DRAW_CHUNK_ENTRIES = 4_000_000
+
+
+def draw_range(draws: int | slice) -> tuple[int, int]:
+    """``(first, count)`` of the draws asked for: ``n`` is draws ``0 .. n-1``, a slice ``start:stop`` those draws."""
+    if isinstance(draws, slice):
+        return draws.start or 0, draws.stop - (draws.start or 0)
+    return 0, int(draws)
+
+
 #: Clusterings of the cells' measured expression (k-means, coarse then fine) whose shared errors the noise carries.
 ERROR_CLUSTER_LEVELS = (6, 24)
 #: Fewest calibration cells per cluster for a clustering level to be used.
@@ -1028,7 +1037,7 @@ def score_quantiles(table: ScoreTable, strata: np.ndarray, u: np.ndarray) -> np.
 
 @dataclass
 class DrawPlan:
-    """Everything needed to draw the imputed genes of a set of cells, gene chunk by gene chunk.
+    """Everything needed to draw the imputed genes of a set of cells, chunk by chunk (:meth:`chunks`).
 
     Attributes
     ----------
@@ -1090,7 +1099,7 @@ class DrawPlan:
     regional_basis: np.ndarray | None = None
     regional_shares: np.ndarray = field(default_factory=lambda: np.zeros(0))
     regional_keys: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
-    _correlation_cache: tuple[int, np.ndarray] | None = field(default=None, init=False, repr=False)
+    _correlation_cache: tuple[tuple[int, int], np.ndarray] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.correlation_share > 0 and (len(self.correlation_fields) == 0 or len(self.correlation_loadings) == 0):
@@ -1113,18 +1122,33 @@ class DrawPlan:
     def n_cells(self) -> int:
         return self.point.shape[0]
 
-    def gene_chunks(self, n_samples: int) -> list[slice]:
-        """Column slices whose draws hold about :data:`DRAW_CHUNK_ENTRIES` entries each."""
-        step = max(1, DRAW_CHUNK_ENTRIES // max(self.n_cells * n_samples, 1))
-        return [slice(a, min(a + step, self.point.shape[1])) for a in range(0, self.point.shape[1], step)]
+    def draw_step(self, n_samples: int) -> int:
+        """Draws per chunk: all ``n_samples`` where one gene's draws hold at most :data:`DRAW_CHUNK_ENTRIES` entries."""
+        return max(1, min(n_samples, DRAW_CHUNK_ENTRIES // max(self.n_cells, 1)))
 
-    def _field(self, genes: np.ndarray, n_samples: int, smoothing: np.ndarray | None = None) -> np.ndarray:
+    def chunks(self, n_samples: int) -> list[tuple[slice, slice]]:
+        """``(genes, draws)`` slices whose draws hold about :data:`DRAW_CHUNK_ENTRIES` entries each.
+
+        Chunks hold every draw of a few genes; where one gene's ``n_samples`` draws on all cells would hold more,
+        they hold runs of :meth:`draw_step` draws (run by run, so that each run's correlation fields are made once).
+        """
+        n_genes, step = self.point.shape[1], self.draw_step(n_samples)
+        genes_step = max(1, DRAW_CHUNK_ENTRIES // max(self.n_cells * step, 1))
+        return [
+            (slice(g, min(g + genes_step, n_genes)), slice(k, min(k + step, n_samples)))
+            for k in range(0, n_samples, step)
+            for g in range(0, n_genes, genes_step)
+        ]
+
+    def _field(self, genes: np.ndarray, draws: int | slice, smoothing: np.ndarray | None = None) -> np.ndarray:
         """Unit-variance noise of the gene keys ``genes``: cluster parts plus the smoothed part, (cells, genes, K).
 
-        ``smoothing`` gives each gene's entry of :attr:`gene_smoothing` (default: ``operator`` for every gene).
+        ``draws`` is a number of draws from the first or a slice of them (:func:`draw_range`); ``smoothing`` gives
+        each gene's entry of :attr:`gene_smoothing` (default: ``operator`` for every gene).
         """
+        first, n_samples = draw_range(draws)
         n, g = self.n_cells, len(genes)
-        white = keyed_normal(self.cells, genes, 0, n_samples)
+        white = keyed_normal(self.cells, genes, first, n_samples)
         weight = smoothed_weight(sum(share for _, share in self.clusters))
         if smoothing is None or (np.asarray(smoothing) < 0).all():  # one smoothing for all: one product, no copies
             z = weight * (self.operator @ white.reshape(n, g * n_samples)).reshape(n, g, n_samples)
@@ -1136,46 +1160,49 @@ class DrawPlan:
                 smoothed = operator @ white[:, columns].reshape(n, len(columns) * n_samples)
                 z[:, columns] = weight * smoothed.reshape(n, len(columns), n_samples)
         for keys, share in self.clusters:
-            z += np.sqrt(share) * keyed_normal(keys, genes, 0, n_samples)
+            z += np.sqrt(share) * keyed_normal(keys, genes, first, n_samples)
         return z
 
-    def _correlated(self, genes: np.ndarray, n_samples: int) -> np.ndarray:
+    def _correlated(self, genes: np.ndarray, draws: int | slice) -> np.ndarray:
         """Unit-variance noise of the gene keys ``genes`` correlated between genes at random, (cells, genes, K).
 
         Every draw combines the same fields (``correlation_fields``, of the law of :meth:`_field`) with loadings drawn
         per (field, gene, draw) and scaled to unit norm per gene: two genes' noise is correlated by the cosine of
         their loadings, which spreads around 0 with standard deviation ``1 / sqrt(number of fields)``. The fields are
-        made once per number of draws, one at a time (the working memory of a one-gene chunk), and kept (cells x
+        made once per run of draws, one at a time (the working memory of a one-gene chunk), and kept (cells x
         fields x K, float32: 32 bytes per cell and draw for 8 fields).
         """
-        if self._correlation_cache is None or self._correlation_cache[0] != n_samples:
+        first, n_samples = draw_range(draws)
+        if self._correlation_cache is None or self._correlation_cache[0] != (first, n_samples):
             fields = np.empty((self.n_cells, len(self.correlation_fields), n_samples), dtype=np.float32)
             for f in range(len(self.correlation_fields)):
-                fields[:, f] = self._field(self.correlation_fields[f : f + 1], n_samples)[:, 0]
-            self._correlation_cache = (n_samples, fields)
-        loadings = keyed_normal(self.correlation_loadings, genes, 0, n_samples)  # (fields, genes, K)
+                fields[:, f] = self._field(self.correlation_fields[f : f + 1], slice(first, first + n_samples))[:, 0]
+            self._correlation_cache = ((first, n_samples), fields)
+        loadings = keyed_normal(self.correlation_loadings, genes, first, n_samples)  # (fields, genes, K)
         loadings /= np.sqrt((loadings**2).sum(axis=0, keepdims=True))
         return np.einsum("fgk,nfk->ngk", loadings, self._correlation_cache[1])
 
-    def noise(self, columns: slice, n_samples: int) -> np.ndarray:
-        """The standard normal noise ``z`` of the genes ``columns``, (cells, genes, n_samples).
+    def noise(self, columns: slice, draws: int | slice) -> np.ndarray:
+        """The standard normal noise ``z`` of the genes ``columns``, (cells, genes, draws).
+
+        ``draws``: a number of draws from the first, or a slice of them; a draw is the same whichever are asked for.
 
         The gene's own field (smoothed as :attr:`gene_smoothing` says), mixed with the randomly loaded correlation
         fields (``correlation_share``), then with the field common to all genes (``shared``), then with a regional part
         (:meth:`_with_regional`): unit variance in every entry.
         """
         genes = self.genes[columns]
-        z = self._field(genes, n_samples, None if self.gene_smoothing is None else self.gene_smoothing[columns])
+        z = self._field(genes, draws, None if self.gene_smoothing is None else self.gene_smoothing[columns])
         if self.correlation_share > 0:
             v = self.correlation_share
-            z = np.sqrt(1.0 - v) * z + np.sqrt(v) * self._correlated(genes, n_samples)
+            z = np.sqrt(1.0 - v) * z + np.sqrt(v) * self._correlated(genes, draws)
         if self.shared > 0:
-            z = np.sqrt(self.shared) * self._field(self.factor, n_samples) + np.sqrt(1.0 - self.shared) * z
+            z = np.sqrt(self.shared) * self._field(self.factor, draws) + np.sqrt(1.0 - self.shared) * z
         if self.regional_basis is not None and has_regional_part(self.regional_shares):
-            z = self._with_regional(z, genes, n_samples)
+            z = self._with_regional(z, genes, draws)
         return z
 
-    def _with_regional(self, z: np.ndarray, genes: np.ndarray, n_samples: int) -> np.ndarray:
+    def _with_regional(self, z: np.ndarray, genes: np.ndarray, draws: int | slice) -> np.ndarray:
         """``z`` with a regional part of a share taken at random per (gene, draw) from :attr:`regional_shares`.
 
         The part is ``regional_basis @ w`` with standard normal weights per (region, gene, draw): unit variance in every
@@ -1183,15 +1210,19 @@ class DrawPlan:
         another is what the panel shows and cannot be told apart beforehand; the pooled tests see that spread.
         """
         shares = self.regional_shares
-        u = special.ndtr(keyed_normal(self.regional_keys[:1], genes, 0, n_samples)[0])  # (genes, K), uniform
+        first, n_samples = draw_range(draws)
+        u = special.ndtr(keyed_normal(self.regional_keys[:1], genes, first, n_samples)[0])  # (genes, K), uniform
         share = shares[np.minimum((u * len(shares)).astype(np.int64), len(shares) - 1)]
-        weights = keyed_normal(self.regional_keys[1:], genes, 0, n_samples)  # (regions, genes, K)
+        weights = keyed_normal(self.regional_keys[1:], genes, first, n_samples)  # (regions, genes, K)
         regional = np.einsum("nr,rgk->ngk", self.regional_basis, weights)
         return np.sqrt(1.0 - share)[None] * z + np.sqrt(share)[None] * regional
 
-    def draw(self, columns: slice, n_samples: int) -> np.ndarray:
-        """Draws of the genes ``columns``: (cells, genes, n_samples), float64 (:meth:`noise` through the scores)."""
-        z = self.noise(columns, n_samples)
+    def draw(self, columns: slice, draws: int | slice) -> np.ndarray:
+        """Draws of the genes ``columns``: (cells, genes, draws), float64 (:meth:`noise` through the scores).
+
+        ``draws``: a number of draws from the first, or a slice of them (:meth:`chunks`).
+        """
+        z = self.noise(columns, draws)
         q = score_quantiles(self.table, self.strata[:, columns, None], special.ndtr(z))
         point = self.point[:, columns, None].astype(np.float64)
         draws = np.maximum(point + self.scale[columns][None, :, None] * q, 0.0)

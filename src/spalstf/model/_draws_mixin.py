@@ -1,9 +1,10 @@
 """Multiple imputation with :class:`~spalstf.model.SpaLSTF`: calibrated draws and the tests pooled over them.
 
 The statistics live in :mod:`spalstf.model._draws` (numpy); this mixin reads the spatial data, builds the draws'
-plan (point estimate, strata, noise field) and streams over gene chunks, so that no more than one chunk of draws
-(:data:`~spalstf.model._draws.DRAW_CHUNK_ENTRIES` entries) is held at a time, besides the draws' correlation fields
-(cells x 8 x K, float32).
+plan (point estimate, strata, noise field) and streams over chunks of genes (and of draws, where one gene's draws on
+all cells would not fit), so that no more than one chunk of draws (:data:`~spalstf.model._draws.DRAW_CHUNK_ENTRIES`
+entries) is held at a time, besides the correlation fields of the chunk's draws (cells x 8 x draws, float32) and each
+test's statistic per gene and draw.
 """
 
 from __future__ import annotations
@@ -126,8 +127,8 @@ class DrawsMixin:
         spatial_key
             Key of the coordinates in ``adata_st.obsm``.
         out
-            Path of an HDF5 file (``.h5``) to write the draws into, gene chunk by gene chunk, for outputs that do
-            not fit in memory: dataset ``"draws"`` (cells, genes, ``n_samples``; float32) with ``obs_names`` and
+            Path of an HDF5 file (``.h5``) to write the draws into, chunk by chunk, for outputs that do not fit in
+            memory: dataset ``"draws"`` (cells, genes, ``n_samples``; float32) with ``obs_names`` and
             ``var_names`` datasets beside it. Written as ``<out>.partial`` (replaced if it exists) and renamed when
             complete; on an error or an interrupt the partial file is removed.
         overwrite
@@ -156,8 +157,8 @@ class DrawsMixin:
         plan, genes = self._draw_plan(spatial, gene_list, random_state, batch_size, spatial_key)
         if out_path is None:
             result = np.empty((plan.n_cells, len(genes), n_samples), dtype=np.float32)
-            for columns in plan.gene_chunks(n_samples):
-                result[:, columns] = plan.draw(columns, n_samples)
+            for columns, draws in plan.chunks(n_samples):
+                result[:, columns, draws] = plan.draw(columns, draws)
             return result
         return _write_draws(out_path, plan, spatial.obs_names, genes, n_samples)
 
@@ -182,8 +183,8 @@ class DrawsMixin:
         rules: the estimate is the mean over draws, its variance the normality variance of Moran's I plus
         ``(1 + 1/K)`` times the variance between draws, referred to a t distribution with Barnard and Rubin's degrees
         of freedom. The point estimate treated as data ignores the second term, which is why its tests are far too
-        confident. Cells without signal are left out (with their edges). Draws are made gene chunk by gene chunk and
-        never held all at once.
+        confident. Cells without signal are left out (with their edges). Draws are made chunk by chunk (genes, and
+        runs of draws where one gene's draws would not fit) and never held all at once.
 
         Parameters
         ----------
@@ -232,15 +233,15 @@ class DrawsMixin:
                 "measured genes; build squidpy's spatial graph on these cells (squidpy.gr.spatial_neighbors)."
             )
         graph = _draws.MoranGraph.from_connectivities(graph_matrix)
-        parts = []
-        for columns in plan.gene_chunks(n_samples):
-            draws = plan.draw(columns, n_samples)[keep]
-            n, g, K = draws.shape
-            moran = graph.moran(draws.transpose(0, 2, 1).reshape(n, K * g)).reshape(K, g)
-            pooled = _draws.pooled_moran(moran, graph, two_tailed)
-            pooled["I_point"] = graph.moran(plan.point[keep][:, columns])
-            parts.append(pd.DataFrame(pooled, index=genes[columns]))
-        table = pd.concat(parts)
+        morans, I_point = np.empty((n_samples, len(genes))), np.empty(len(genes))
+        for columns, draws in plan.chunks(n_samples):
+            values = plan.draw(columns, draws)[keep]
+            n, g, K = values.shape
+            morans[draws, columns] = graph.moran(values.transpose(0, 2, 1).reshape(n, K * g)).reshape(K, g)
+            if draws.start == 0:
+                I_point[columns] = graph.moran(plan.point[keep][:, columns])
+        table = pd.DataFrame(_draws.pooled_moran(morans, graph, two_tailed), index=genes)
+        table["I_point"] = I_point
         table["pvalue_adj"] = _draws.benjamini_hochberg(table["pvalue"].to_numpy())
         columns = ["I", "I_point", "statistic", "df", "pvalue", "pvalue_adj", "fraction_missing_information"]
         return table[columns].sort_values("pvalue", kind="stable")
@@ -408,6 +409,14 @@ class DrawsMixin:
                 "The model's interval calibration has no record of the panel errors' spatial structure (it was "
                 "calibrated without coordinates, or by an earlier version); call "
                 "model.calibrate_intervals(adata_st, spatial_key=...) on data with coordinates first."
+            )
+        extent = noise["regional"].get("extent")  # the calibration cells' lowest and highest coordinates
+        if extent is not None and len(extent[0]) != coordinates.shape[1]:
+            raise ValueError(
+                f"adata_st.obsm[{spatial_key!r}] has {coordinates.shape[1]} coordinate dimension(s), the cells the "
+                f"model's interval calibration was fitted on had {len(extent[0])}; pass the coordinates it was "
+                "calibrated with (spatial_key), or call model.calibrate_intervals(adata_st, spatial_key=...) on these "
+                "data first."
             )
         target_mean = self.module.target_mean.cpu().numpy()[columns]
         target_std = self.module.target_std.cpu().numpy()[columns]
@@ -744,22 +753,21 @@ def _pooled_comparisons(
         masks.append((in1, in2))
     keep = ~plan.empty
     rows = np.stack([mask[keep] for pair in masks for mask in pair])  # (2 x comparisons, cells with signal)
-    parts: list[list[pd.DataFrame]] = [[] for _ in masks]
-    for columns in plan.gene_chunks(n_samples):
-        moments = _draws.GroupMoments.of_masks(plan.draw(columns, n_samples)[keep], rows)
-        for c, part in enumerate(parts):
-            pooled = _draws.pooled_difference_moments(moments, moments, 2 * c, 2 * c + 1)
-            part.append(pd.DataFrame(pooled, index=genes[columns]))
+    mean, var = (np.empty((len(rows), len(genes), n_samples)) for _ in range(2))  # per set of cells, gene and draw
+    for columns, draws in plan.chunks(n_samples):
+        chunk = _draws.GroupMoments.of_masks(plan.draw(columns, draws)[keep], rows)
+        mean[:, columns, draws], var[:, columns, draws] = chunk.mean, chunk.var
+    moments = _draws.GroupMoments(rows.sum(axis=1).astype(np.float64), mean, var)
     tables = []
-    for part in parts:
-        table = pd.concat(part)
+    for c in range(len(masks)):
+        table = pd.DataFrame(_draws.pooled_difference_moments(moments, moments, 2 * c, 2 * c + 1), index=genes)
         table["pvalue_adj"] = _draws.benjamini_hochberg(table["pvalue"].to_numpy())
         tables.append(table[DE_COLUMNS].sort_values("pvalue", kind="stable"))
     return tables
 
 
 def _write_draws(path: Path, plan: _draws.DrawPlan, obs_names: pd.Index, genes: pd.Index, n_samples: int):
-    """Write the draws gene chunk by gene chunk into ``path`` (via ``<path>.partial``) and open the dataset."""
+    """Write the draws chunk by chunk into ``path`` (via ``<path>.partial``) and open the dataset."""
     import h5py
 
     partial = path.with_name(path.name + ".partial")
@@ -769,13 +777,13 @@ def _write_draws(path: Path, plan: _draws.DrawPlan, obs_names: pd.Index, genes: 
                 DRAWS_DATASET,
                 shape=(plan.n_cells, len(genes), n_samples),
                 dtype="float32",
-                chunks=(min(plan.n_cells, 4096), 1, n_samples),
+                chunks=(min(plan.n_cells, 4096), 1, plan.draw_step(n_samples)),
             )
             f.create_dataset("obs_names", data=np.asarray(obs_names, dtype=object), dtype=h5py.string_dtype())
             f.create_dataset("var_names", data=np.asarray(genes, dtype=object), dtype=h5py.string_dtype())
             data.attrs["axes"] = "cells, genes, draws"
-            for columns in plan.gene_chunks(n_samples):
-                data[:, columns] = plan.draw(columns, n_samples).astype(np.float32)
+            for columns, draws in plan.chunks(n_samples):
+                data[:, columns, draws] = plan.draw(columns, draws).astype(np.float32)
     except BaseException:  # an error or an interrupt: leave no half-written file behind
         partial.unlink(missing_ok=True)
         raise

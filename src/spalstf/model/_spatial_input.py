@@ -46,12 +46,14 @@ class SpatialInput:
         """Validate ``adata_st`` and find its values; a prepared input is returned as it is.
 
         Raises a `ValueError` for an object without cells or genes or with duplicated cell names (per-cell noise and
-        outputs are keyed by name), and a `KeyError` naming ``argument`` when the layer is missing.
+        outputs are keyed by name) or gene names (genes are found by name), and a `KeyError` naming ``argument`` when
+        the layer is missing.
         """
         if isinstance(adata_st, SpatialInput):
             return adata_st
         check_nonempty(adata_st, "adata_st")
         check_unique_names(adata_st.obs_names, "adata_st", "obs")
+        check_unique_names(adata_st.var_names, "adata_st", "var")
         return cls(adata_st, layer, get_matrix(adata_st, layer, "adata_st", argument))
 
     @property

@@ -30,7 +30,8 @@ WRAPPER_PARAMETERS: dict[str, str] = {
     "wrapper_gene_list": "Imputed genes to test (default: all the model imputes).",
     "wrapper_random_state": "Seed of the draws.",
     "wrapper_key_added": (
-        "Key in ``adata_st.uns``; an entry there that these functions did not write raises a `ValueError`."
+        "Key in ``adata_st.uns``; an entry there that this function did not write (another of these tests', or "
+        "anything else) raises a `ValueError`."
     ),
     "wrapper_copy": "Return a copy with the result instead of writing into ``adata_st``.",
 }
@@ -108,8 +109,9 @@ def spatial_autocorr(
         "connectivity_key": connectivity_key,
         "two_tailed": two_tailed,
         "random_state": random_state,
+        "gene_list": "all imputed genes" if gene_list is None else list(gene_list),
     }
-    return _store(adata_st, key_added, table, params, copy)
+    return _store("spatial_autocorr", adata_st, key_added, table, params, kwargs, copy)
 
 
 def differential_expression(
@@ -186,8 +188,9 @@ def differential_expression(
         "group2": "rest" if group2 is None else _as_groups(group2),
         "n_samples": n_samples,
         "random_state": random_state,
+        "gene_list": "all imputed genes" if gene_list is None else list(gene_list),
     }
-    return _store(adata_st, key_added, table, params, copy)
+    return _store("differential_expression", adata_st, key_added, table, params, kwargs, copy)
 
 
 def rank_genes_groups(
@@ -266,8 +269,9 @@ def rank_genes_groups(
         "reference": str(reference),
         "n_samples": n_samples,
         "random_state": random_state,
+        "gene_list": "all imputed genes" if gene_list is None else list(gene_list),
     }
-    return _store(adata_st, key_added, table, params, copy)
+    return _store("rank_genes_groups", adata_st, key_added, table, params, kwargs, copy)
 
 
 spatial_autocorr.__doc__ = fill_parameters(spatial_autocorr.__doc__, WRAPPER_PARAMETERS)
@@ -296,9 +300,31 @@ def _check_inputs(function: str, adata: AnnData, model: SpaLSTF, key_added: str,
         raise ValueError(
             f"adata_st.uns[{key_added!r}] holds something these functions did not write; pass another key_added."
         )
+    if entry is not None and entry["params"].get("function") != function:
+        written_by = entry["params"].get("function")
+        writer = f"sp.tl.{written_by}" if written_by else "an earlier version of spalstf"
+        raise ValueError(
+            f"adata_st.uns[{key_added!r}] holds a result of {writer}, not of sp.tl.{function}; pass another "
+            "key_added (or delete that entry first)."
+        )
 
 
-def _store(adata: AnnData, key: str, table: pd.DataFrame, params: dict[str, Any], copy: bool) -> AnnData | None:
+def _store(
+    function: str,
+    adata: AnnData,
+    key: str,
+    table: pd.DataFrame,
+    params: dict[str, Any],
+    options: dict[str, Any],
+    copy: bool,
+) -> AnnData | None:
+    """Write ``table`` and its settings: ``params``, the options passed on (``layer``, ``spatial_key``, ...) and who."""
     target = adata.copy() if copy else adata
-    target.uns[key] = {"params": {"method": _METHOD, **params}, "results": table}
+    settings = {
+        "method": _METHOD,
+        "function": function,
+        **params,
+        **{k: v for k, v in options.items() if v is not None},
+    }
+    target.uns[key] = {"params": settings, "results": table}
     return target if copy else None
