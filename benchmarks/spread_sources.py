@@ -15,6 +15,10 @@ panel genes only (never a held-out gene), except the last, which reads the held-
 ``level_x_cluster_scale``
     the level strata on scores divided by their cluster's (k = 8) median absolute score relative to all scores;
     widths multiplied back by it (locally weighted conformal by cluster).
+``level_x_gradient``
+    the level strata crossed with 3 strata (tertiles over the calibration's entries) of the point's local gradient:
+    the root mean square difference between the cell's point and its 6 nearest spatial neighbours', over the gene's
+    spread (where a boundary between expression domains is placed a little wrong, the errors are largest).
 ``reference_distance``
     4 strata of the cell's mean cosine distance to its nearest reference cells (quartiles over the calibration cells).
 ``gene_width_reliability``
@@ -78,6 +82,18 @@ def score_quality(point, scale, table, strata, factor, truth) -> dict[str, float
     }
 
 
+def local_gradient(point: np.ndarray, coordinates: np.ndarray, k: int = 6) -> np.ndarray:
+    """Root mean square difference between each cell's ``point`` (cells x genes) and its ``k`` nearest neighbours'."""
+    from scipy.spatial import cKDTree
+
+    _, neighbours = cKDTree(coordinates).query(coordinates, k + 1)
+    out = np.empty(point.shape)
+    for j in range(point.shape[1]):
+        gap = point[neighbours[:, 1:], j] - point[:, None, j]
+        out[:, j] = np.sqrt((gap * gap).mean(axis=1))
+    return out
+
+
 def rms(scores: np.ndarray) -> np.ndarray:
     return np.sqrt(np.nanmean(scores**2, axis=0))
 
@@ -96,14 +112,16 @@ def fold_candidates(model, panel, adata_st, held: list[str]) -> dict[str, dict[s
     n_measured = len(model.measured_genes)
     n_folds = min(N_CALIBRATION_FOLDS, n_measured)
     n_repeats = 1 if n_folds == n_measured else N_CALIBRATION_REPEATS
-    S, _ = model._calibration_cells(spatial, default_calibration_cells(n_measured, n_repeats))
+    S, S_rows = model._calibration_cells(spatial, default_calibration_cells(n_measured, n_repeats))
     R = model._reference_sample(list(model.gene_plan.measured))
     folds = model._calibration_folds(S, R, n_folds=n_folds, n_repeats=n_repeats, random_state=0)
     column = cal.RELIABILITY_STATISTICS.index(calibration.details["reliability_statistic"])
-    scores, keys, cells, reliability, gene_rms, per_gene = [], [], [], [], [], []
+    S_coordinates = np.asarray(panel.obsm["spatial"], np.float64)[S_rows]
+    scores, keys, cells, reliability, gene_rms, per_gene, gradient_cal = [], [], [], [], [], [], []
     for f in folds:
         point, fold_scores = cal.fold_errors(f, calibration.shift, calibration.slope)
         rows = np.arange(len(S)) if f.cells is None else np.flatnonzero(f.cells)
+        gradient_cal.append(local_gradient(point, S_coordinates[rows]) / f.platform_scale)
         scores.append(fold_scores)
         keys.append(cal.measurement_key(point, f.library, calibration.target_sum))
         cells.append(np.broadcast_to(rows[:, None], fold_scores.shape))
@@ -111,8 +129,8 @@ def fold_candidates(model, panel, adata_st, held: list[str]) -> dict[str, dict[s
         reliability.append(np.broadcast_to(per_gene[-1][0], fold_scores.shape))
         gene_rms.append(np.broadcast_to(per_gene[-1][1], fold_scores.shape))
     ok = np.concatenate([np.isfinite(s).ravel() for s in scores])
-    scores, keys, cells, reliability, gene_rms = (
-        np.concatenate([x.ravel() for x in xs])[ok] for xs in (scores, keys, cells, reliability, gene_rms)
+    scores, keys, cells, reliability, gene_rms, gradient_cal = (
+        np.concatenate([x.ravel() for x in xs])[ok] for xs in (scores, keys, cells, reliability, gene_rms, gradient_cal)
     )
     level_strata = calibration.strata_of_keys(keys)
     n_level = len(calibration.edges) + 1
@@ -150,6 +168,12 @@ def fold_candidates(model, panel, adata_st, held: list[str]) -> dict[str, dict[s
             ratio = np.array([np.median(np.abs(scores[label_cal == c])) for c in range(k)]) / typical
             table = cal.ScoreTable.fit(scores / ratio[label_cal], level_strata, n_level)
             out["level_x_cluster_scale"] = score_quality(point, scale, table, strata, ratio[label][:, None], truth)
+    gradient = local_gradient(point, np.asarray(adata_st.obsm["spatial"], np.float64)[signal]) / scale
+    edges = np.quantile(gradient_cal, [1 / 3, 2 / 3])
+    table = cal.ScoreTable.fit(scores, level_strata * 3 + np.searchsorted(edges, gradient_cal), n_level * 3)
+    out["level_x_gradient"] = score_quality(
+        point, scale, table, strata * 3 + np.searchsorted(edges, gradient), one, truth
+    )
     mean_cal, mean = distance_cal.mean(1).numpy(), distance.mean(1).numpy()[signal]
     edges = np.quantile(mean_cal, [0.25, 0.5, 0.75])
     table = cal.ScoreTable.fit(scores, np.searchsorted(edges, mean_cal)[cells], 4)
