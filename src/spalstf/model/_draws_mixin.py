@@ -3,8 +3,8 @@
 The statistics live in :mod:`spalstf.model._draws` (numpy); this mixin reads the spatial data, builds the draws'
 plan (point estimate, strata, noise field) and streams over chunks of genes (and of draws, where one gene's draws on
 all cells would not fit), so that no more than one chunk of draws (:data:`~spalstf.model._draws.DRAW_CHUNK_ENTRIES`
-entries) is held at a time, besides the correlation fields of the chunk's draws (cells x 8 x draws, float32) and each
-test's statistic per gene and draw.
+entries) is held at a time, besides the correlation fields of the chunk's draws (cells x 8 x draws, float32) and,
+where one gene's draws come in runs, each test's statistics per gene and draw.
 """
 
 from __future__ import annotations
@@ -233,15 +233,18 @@ class DrawsMixin:
                 "measured genes; build squidpy's spatial graph on these cells (squidpy.gr.spatial_neighbors)."
             )
         graph = _draws.MoranGraph.from_connectivities(graph_matrix)
-        morans, I_point = np.empty((n_samples, len(genes))), np.empty(len(genes))
-        for columns, draws in plan.chunks(n_samples):
-            values = plan.draw(columns, draws)[keep]
-            n, g, K = values.shape
-            morans[draws, columns] = graph.moran(values.transpose(0, 2, 1).reshape(n, K * g)).reshape(K, g)
-            if draws.start == 0:
-                I_point[columns] = graph.moran(plan.point[keep][:, columns])
-        table = pd.DataFrame(_draws.pooled_moran(morans, graph, two_tailed), index=genes)
-        table["I_point"] = I_point
+
+        def moran(draws: np.ndarray) -> np.ndarray:  # (genes, draws)
+            n, g, K = draws.shape
+            return graph.moran(draws.transpose(0, 2, 1).reshape(n, K * g)).reshape(K, g).T
+
+        parts = []
+        for columns, morans in _per_gene_statistics(plan, n_samples, lambda draws: moran(draws[keep])):
+            parts.append(pd.DataFrame(_draws.pooled_moran(morans.T, graph, two_tailed), index=genes[columns]))
+        table = pd.concat(parts)
+        table["I_point"] = np.concatenate(
+            [graph.moran(plan.point[keep][:, columns]) for columns, draws in plan.chunks(n_samples) if draws.start == 0]
+        )
         table["pvalue_adj"] = _draws.benjamini_hochberg(table["pvalue"].to_numpy())
         columns = ["I", "I_point", "statistic", "df", "pvalue", "pvalue_adj", "fraction_missing_information"]
         return table[columns].sort_values("pvalue", kind="stable")
@@ -753,17 +756,44 @@ def _pooled_comparisons(
         masks.append((in1, in2))
     keep = ~plan.empty
     rows = np.stack([mask[keep] for pair in masks for mask in pair])  # (2 x comparisons, cells with signal)
-    mean, var = (np.empty((len(rows), len(genes), n_samples)) for _ in range(2))  # per set of cells, gene and draw
-    for columns, draws in plan.chunks(n_samples):
-        chunk = _draws.GroupMoments.of_masks(plan.draw(columns, draws)[keep], rows)
-        mean[:, columns, draws], var[:, columns, draws] = chunk.mean, chunk.var
-    moments = _draws.GroupMoments(rows.sum(axis=1).astype(np.float64), mean, var)
+
+    def moments(draws: np.ndarray) -> np.ndarray:  # (mean and variance, sets of cells, genes, draws)
+        chunk = _draws.GroupMoments.of_masks(draws[keep], rows)
+        return np.stack([chunk.mean, chunk.var])
+
+    n = rows.sum(axis=1).astype(np.float64)
+    parts: list[list[pd.DataFrame]] = [[] for _ in masks]
+    for columns, values in _per_gene_statistics(plan, n_samples, moments):
+        chunk = _draws.GroupMoments(n, values[0], values[1])
+        for c, part in enumerate(parts):
+            pooled = _draws.pooled_difference_moments(chunk, chunk, 2 * c, 2 * c + 1)
+            part.append(pd.DataFrame(pooled, index=genes[columns]))
     tables = []
-    for c in range(len(masks)):
-        table = pd.DataFrame(_draws.pooled_difference_moments(moments, moments, 2 * c, 2 * c + 1), index=genes)
+    for part in parts:
+        table = pd.concat(part)
         table["pvalue_adj"] = _draws.benjamini_hochberg(table["pvalue"].to_numpy())
         tables.append(table[DE_COLUMNS].sort_values("pvalue", kind="stable"))
     return tables
+
+
+def _per_gene_statistics(plan: _draws.DrawPlan, n_samples: int, statistic: Any) -> Iterable[tuple[slice, np.ndarray]]:
+    """``(columns, values)``: ``statistic`` of every draw of the genes ``columns``, ready to pool over the draws.
+
+    ``statistic`` maps a chunk of draws (cells, genes, draws) to values (..., genes, draws). Where a chunk holds every
+    draw of its genes (:meth:`~spalstf.model._draws.DrawPlan.chunks`) each chunk's values are given as they come;
+    where the draws come in runs, every gene's values are gathered first and given once (``slice(None)``).
+    """
+    if plan.draw_step(n_samples) == n_samples:
+        for columns, draws in plan.chunks(n_samples):
+            yield columns, statistic(plan.draw(columns, draws))
+        return
+    gathered = None
+    for columns, draws in plan.chunks(n_samples):
+        values = statistic(plan.draw(columns, draws))
+        if gathered is None:
+            gathered = np.empty((*values.shape[:-2], plan.point.shape[1], n_samples))
+        gathered[..., columns, draws] = values
+    yield slice(None), gathered
 
 
 def _write_draws(path: Path, plan: _draws.DrawPlan, obs_names: pd.Index, genes: pd.Index, n_samples: int):
