@@ -195,6 +195,30 @@ def test_one_gene_too_many_draws_for_a_chunk_is_drawn_in_runs_with_the_same_draw
     pd.testing.assert_frame_equal(model.differential_expression(adata_st, "half", "left", **kw), de, rtol=1e-9)
 
 
+def test_a_test_the_cells_cannot_make_fails_before_an_uncalibrated_model_is_calibrated(known):
+    """Too few cells with signal for Moran's I, or groups without them, raise before the model calibrates itself on
+    adata_st: the failed call leaves the model as it was."""
+    model, adata_st, _ = known
+    saved = model.interval_calibration_ or model.calibrate_intervals(adata_st)
+    kw = {"n_samples": 2, "gene_list": model.imputed_genes[:2]}
+    silent = adata_st.copy()
+    silent.X[2:] = 0  # two cells with signal
+    labels = np.full(silent.n_obs, None, dtype=object)
+    labels[2:12], labels[12:22] = "a", "b"  # groups of cells without signal
+    silent.obs["g"] = pd.Categorical(labels)
+    try:
+        model.interval_calibration_ = None
+        with pytest.raises(ValueError, match="at least 3 cells with signal"):
+            model.spatial_autocorr(silent, **kw)
+        with pytest.raises(ValueError, match="group1 has 10 labelled cell\\(s\\), 0 of them with signal"):
+            model.differential_expression(silent, "g", "a", "b", **kw)
+        with pytest.raises(ValueError, match="No group of obs\\['g'\\]"):
+            model.rank_genes_groups(silent, "g", **kw)
+        assert model.interval_calibration_ is None
+    finally:
+        model.interval_calibration_ = saved
+
+
 def test_cells_without_signal_get_undefined_draws(known):
     model, adata_st, _ = known
     silent = adata_st.copy()

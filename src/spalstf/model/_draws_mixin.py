@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -218,21 +218,14 @@ class DrawsMixin:
         _check_test_samples(n_samples)
         check_option("two_tailed", two_tailed)
         spatial = SpatialInput.prepare(adata_st, layer if layer is not None else self.st_layer)
-        graph_matrix = _connectivities(spatial.adata, connectivity_key)
-        plan, genes = self._draw_plan(spatial, gene_list, random_state, batch_size, spatial_key)
+        connectivities = _connectivities(spatial.adata, connectivity_key)
+
+        def with_signal(empty: np.ndarray) -> sparse.csr_matrix:
+            return _graph_of_cells_with_signal(connectivities, ~empty, connectivity_key)
+
+        plan, genes = self._draw_plan(spatial, gene_list, random_state, batch_size, spatial_key, with_signal)
         keep = ~plan.empty
-        if keep.sum() < MIN_MORAN_CELLS:
-            raise ValueError(
-                f"Moran's I needs at least {MIN_MORAN_CELLS} cells with signal on the measured genes; adata_st has "
-                f"{int(keep.sum())}."
-            )
-        graph_matrix = graph_matrix[keep][:, keep]
-        if graph_matrix.sum() <= 0:
-            raise ValueError(
-                f"adata_st.obsp[{connectivity_key!r}] joins none of the {int(keep.sum())} cells with signal on the "
-                "measured genes; build squidpy's spatial graph on these cells (squidpy.gr.spatial_neighbors)."
-            )
-        graph = _draws.MoranGraph.from_connectivities(graph_matrix)
+        graph = _draws.MoranGraph.from_connectivities(with_signal(plan.empty))
 
         def moran(draws: np.ndarray) -> np.ndarray:  # (genes, draws)
             n, g, K = draws.shape
@@ -301,8 +294,12 @@ class DrawsMixin:
         _check_test_samples(n_samples)
         spatial = SpatialInput.prepare(adata_st, layer if layer is not None else self.st_layer)
         in1, in2 = _groups(spatial.adata, groupby, group1, group2)
-        plan, genes = self._draw_plan(spatial, gene_list, random_state, batch_size, spatial_key)
         names = ("group1", "group2" if group2 is not None else "group2 (every other labelled cell)")
+
+        def testable(empty: np.ndarray) -> None:
+            _sets_with_signal([(in1, in2)], [names], empty)
+
+        plan, genes = self._draw_plan(spatial, gene_list, random_state, batch_size, spatial_key, testable)
         (table,) = _pooled_comparisons(plan, genes, [(in1, in2)], [names], n_samples)
         return table
 
@@ -360,7 +357,15 @@ class DrawsMixin:
         _check_test_samples(n_samples)
         spatial = SpatialInput.prepare(adata_st, layer if layer is not None else self.st_layer)
         comparisons, every = _group_comparisons(spatial.adata, groupby, groups, reference)
-        plan, genes = self._draw_plan(spatial, gene_list, random_state, batch_size, spatial_key)
+        names = [(name, str(reference)) for name, _ in comparisons]
+
+        def testable(empty: np.ndarray) -> None:
+            if every:
+                _testable_comparisons(comparisons, empty, groupby, reference, warn=False)
+            else:
+                _sets_with_signal([masks for _, masks in comparisons], names, empty)
+
+        plan, genes = self._draw_plan(spatial, gene_list, random_state, batch_size, spatial_key, testable)
         if every:  # a group of (nearly) only cells without signal cannot be tested: leave it out, and say so
             comparisons = _testable_comparisons(comparisons, plan.empty, groupby, reference)
         tables = _pooled_comparisons(
@@ -386,6 +391,15 @@ class DrawsMixin:
 
     # ---------------------------------------------------------------------------------------------------- worker
     @torch.no_grad()
+    def _cells_without_signal(self, spatial: SpatialInput, batch_size: int) -> np.ndarray:
+        """Which cells of ``spatial`` have no signal on the measured genes (one pass over their values)."""
+        return np.concatenate(
+            [
+                np.asarray(rows.sum(axis=1), dtype=np.float64).ravel() == 0
+                for _, _, rows in spatial.chunks(self.gene_plan.measured_st, batch_size)
+            ]
+        )
+
     def _draw_plan(
         self,
         spatial: SpatialInput,
@@ -393,8 +407,14 @@ class DrawsMixin:
         random_state: int,
         batch_size: int,
         spatial_key: str,
+        check_cells: Callable[[np.ndarray], Any] | None = None,
     ) -> tuple[_draws.DrawPlan, pd.Index]:
-        """The point estimate, strata and noise field of the cells of ``spatial`` for the genes ``gene_list``."""
+        """The point estimate, strata and noise field of the cells of ``spatial`` for the genes ``gene_list``.
+
+        ``check_cells`` is called with the cells without signal before a model without an interval calibration is
+        calibrated on ``spatial``: a test those cells cannot make then fails before that work, and leaves the model
+        uncalibrated.
+        """
         if not self.is_trained_:
             raise RuntimeError("The model is not trained yet; call `model.train()` first.")
         check_option("random_state", random_state)
@@ -403,6 +423,8 @@ class DrawsMixin:
         spatial.columns(self.gene_plan.measured_st)  # fail on missing measured genes before any work
         columns = self._gene_positions(gene_list)
         calibration = getattr(self, "interval_calibration_", None)
+        if calibration is None and check_cells is not None:
+            check_cells(self._cells_without_signal(spatial, batch_size))
         if calibration is None:
             logger.info("Calibrating the draws on the %d measured genes of adata_st.", len(self.measured_genes))
             calibration = self.calibrate_intervals(spatial, spatial_key=spatial_key)
@@ -698,13 +720,50 @@ def _group_comparisons(
     return comparisons, every
 
 
+def _sets_with_signal(
+    comparisons: Sequence[tuple[np.ndarray, np.ndarray]], names: Sequence[tuple[str, str]], empty: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each comparison's two sets of cells less the cells without signal; a set with fewer than 2 left raises."""
+    masks = []
+    for pair, labels in zip(comparisons, names, strict=True):
+        in1, in2 = (mask & ~empty for mask in pair)
+        for mask, with_signal, name in zip(pair, (in1, in2), labels, strict=True):
+            if with_signal.sum() < 2:
+                raise ValueError(
+                    f"{name} has {int(mask.sum())} labelled cell(s), {int(with_signal.sum())} of them with signal; a "
+                    "test needs at least 2 cells with signal in each set (cells whose label is NaN are in no set)."
+                )
+        masks.append((in1, in2))
+    return masks
+
+
+def _graph_of_cells_with_signal(connectivities: Any, keep: np.ndarray, connectivity_key: str) -> Any:
+    """The spatial graph among the cells ``keep`` (those with signal); too few of them, or none joined, raises."""
+    if keep.sum() < MIN_MORAN_CELLS:
+        raise ValueError(
+            f"Moran's I needs at least {MIN_MORAN_CELLS} cells with signal on the measured genes; adata_st has "
+            f"{int(keep.sum())}."
+        )
+    graph = connectivities[keep][:, keep]
+    if graph.sum() <= 0:
+        raise ValueError(
+            f"adata_st.obsp[{connectivity_key!r}] joins none of the {int(keep.sum())} cells with signal on the "
+            "measured genes; build squidpy's spatial graph on these cells (squidpy.gr.spatial_neighbors)."
+        )
+    return graph
+
+
 def _testable_comparisons(
-    comparisons: list[tuple[str, tuple[np.ndarray, np.ndarray]]], empty: np.ndarray, groupby: str, reference: str
+    comparisons: list[tuple[str, tuple[np.ndarray, np.ndarray]]],
+    empty: np.ndarray,
+    groupby: str,
+    reference: str,
+    warn: bool = True,
 ) -> list[tuple[str, tuple[np.ndarray, np.ndarray]]]:
     """The comparisons whose group and reference both have 2 cells with signal.
 
-    The others are left out with a warning that says which side is short; a reference group too small for any test
-    raises.
+    The others are left out with a warning that says which side is short (``warn``); a reference group too small for
+    any test, or no comparison left, raises.
     """
 
     def with_signal(mask: np.ndarray) -> int:
@@ -717,9 +776,9 @@ def _testable_comparisons(
         )
     small = [name for name, (in1, _) in comparisons if with_signal(in1) < 2]
     small_rest = [name for name, (in1, in2) in comparisons if with_signal(in1) >= 2 and with_signal(in2) < 2]
-    if small:
+    if small and warn:
         logger.warning("Groups %s of obs[%r] have fewer than 2 cells with signal and are not tested.", small, groupby)
-    if small_rest:
+    if small_rest and warn:
         logger.warning(
             "Groups %s of obs[%r] are not tested: the rest (every other labelled cell) has fewer than 2 cells with "
             "signal.",
@@ -744,16 +803,7 @@ def _pooled_comparisons(
     Cells without signal are left out of both sets; a set with fewer than 2 cells left raises, naming it (``names``).
     Each table has :data:`DE_COLUMNS`, Benjamini-Hochberg within the comparison, sorted by ``pvalue``.
     """
-    masks = []
-    for pair, labels in zip(comparisons, names, strict=True):
-        in1, in2 = (mask & ~plan.empty for mask in pair)
-        for mask, with_signal, name in zip(pair, (in1, in2), labels, strict=True):
-            if with_signal.sum() < 2:
-                raise ValueError(
-                    f"{name} has {int(mask.sum())} labelled cell(s), {int(with_signal.sum())} of them with signal; a "
-                    "test needs at least 2 cells with signal in each set (cells whose label is NaN are in no set)."
-                )
-        masks.append((in1, in2))
+    masks = _sets_with_signal(comparisons, names, plan.empty)
     keep = ~plan.empty
     rows = np.stack([mask[keep] for pair in masks for mask in pair])  # (2 x comparisons, cells with signal)
 
