@@ -42,15 +42,6 @@ MAX_SMOOTHING = 50.0
 MAX_SHARED_NOISE = 0.9
 #: Entries (cells x genes x draws) of one chunk of draws: the working memory of the draws and pooled tests.
 DRAW_CHUNK_ENTRIES = 4_000_000
-
-
-def draw_range(draws: int | slice) -> tuple[int, int]:
-    """``(first, count)`` of the draws asked for: ``n`` is draws ``0 .. n-1``, a slice ``start:stop`` those draws."""
-    if isinstance(draws, slice):
-        return draws.start or 0, draws.stop - (draws.start or 0)
-    return 0, int(draws)
-
-
 #: Clusterings of the cells' measured expression (k-means, coarse then fine) whose shared errors the noise carries.
 ERROR_CLUSTER_LEVELS = (6, 24)
 #: Fewest calibration cells per cluster for a clustering level to be used.
@@ -1033,6 +1024,13 @@ def score_quantiles(table: ScoreTable, strata: np.ndarray, u: np.ndarray) -> np.
         out[hi] = np.interp(u[hi], SCORE_PROBS, table.upper[s])
         out[lo] = -np.interp(1.0 - u[lo], SCORE_PROBS, table.lower[s])
     return out
+
+
+def draw_range(draws: int | slice) -> tuple[int, int]:
+    """``(first, count)`` of the draws asked for: ``n`` is draws ``0 .. n-1``, a slice ``start:stop`` those draws."""
+    if isinstance(draws, slice):
+        return draws.start or 0, draws.stop - (draws.start or 0)
+    return 0, int(draws)
 
 
 @dataclass
