@@ -236,7 +236,7 @@ class DrawsMixin:
             parts.append(pd.DataFrame(_draws.pooled_moran(morans.T, graph, two_tailed), index=genes[columns]))
         table = pd.concat(parts)
         table["I_point"] = np.concatenate(
-            [graph.moran(plan.point[keep][:, columns]) for columns, draws in plan.chunks(n_samples) if draws.start == 0]
+            [graph.moran(plan.point[:, columns][keep]) for columns, draws in plan.chunks(n_samples) if draws.start == 0]
         )
         table["pvalue_adj"] = _draws.benjamini_hochberg(table["pvalue"].to_numpy())
         columns = ["I", "I_point", "statistic", "df", "pvalue", "pvalue_adj", "fraction_missing_information"]
